@@ -1,0 +1,143 @@
+//! `mapache cat`
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use mapache_store::backend::FileKind;
+use mapache_store::index::IndexFile;
+use mapache_store::tree::Tree;
+use mapache_store::{BlobId, Id, PackId};
+
+use crate::exit::Outcome;
+use crate::global::GlobalOptions;
+use crate::output::print_json;
+
+/// Print a repository object, decrypted: config, key, snapshot, index,
+/// pack (its footer), tree, or blob (raw bytes)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to print
+    #[arg(value_enum)]
+    kind: ObjectKind,
+
+    /// Its id (for snapshots also a unique prefix or `latest`)
+    id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ObjectKind {
+    Config,
+    Key,
+    Snapshot,
+    Index,
+    Pack,
+    Tree,
+    Blob,
+}
+
+fn hex_or_text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap_or_else(|_| format!("hex:{}", hex_encode(bytes)))
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tree_json(tree: &Tree) -> serde_json::Value {
+    let nodes: Vec<_> = tree
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut value = serde_json::to_value(n).expect("serializable");
+            value["name"] = serde_json::Value::String(hex_or_text(&n.name));
+            value["link_target"] = serde_json::Value::String(hex_or_text(&n.link_target));
+            value["xattrs"] = n
+                .xattrs
+                .iter()
+                .map(|(k, v)| serde_json::json!([hex_or_text(k), hex_or_text(v)]))
+                .collect();
+            value
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes })
+}
+
+pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    let repo = global.open()?;
+    let id_arg = || -> Result<&str> {
+        match &args.id {
+            Some(id) => Ok(id.as_str()),
+            None => bail!("`cat {:?}` needs an id", args.kind),
+        }
+    };
+    match args.kind {
+        ObjectKind::Config => print_json(repo.config())?,
+        ObjectKind::Key => {
+            let id: Id = id_arg()?.parse()?;
+            print_json(&mapache_store::keys::key_file_json(
+                repo.backend().as_ref(),
+                &id,
+            )?)?
+        }
+        ObjectKind::Snapshot => {
+            let (id, snapshot) = repo.find_snapshot(id_arg()?)?;
+            let mut value = serde_json::to_value(&snapshot)?;
+            value["id"] = serde_json::Value::String(id.to_hex());
+            print_json(&value)?
+        }
+        ObjectKind::Index => {
+            let id: Id = id_arg()?.parse()?;
+            let file = IndexFile::decode(&id, &repo.load_file(FileKind::Index, &id)?)?;
+            let packs: Vec<_> = file
+                .packs
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "id": p.id.to_hex(),
+                        "type": format!("{:?}", p.blob_type).to_lowercase(),
+                        "blobs": p.blobs.iter().map(|b| serde_json::json!({
+                            "id": b.id.to_hex(), "offset": b.offset, "length": b.length, "raw_length": b.raw_length,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let supersedes: Vec<_> = file.supersedes.iter().map(Id::to_hex).collect();
+            print_json(&serde_json::json!({ "supersedes": supersedes, "packs": packs }))?
+        }
+        ObjectKind::Pack => {
+            let id: PackId = id_arg()?.parse()?;
+            let data = repo.backend().read(FileKind::Pack, &id.0)?;
+            if Id::hash_of(&data) != id.0 {
+                return Err(mapache_store::Error::integrity(
+                    FileKind::Pack,
+                    id,
+                    "content does not match its name",
+                )
+                .into());
+            }
+            let (blob_type, blobs) =
+                mapache_store::pack::read_footer(&repo.keys().cipher, &id, &data)?;
+            let blobs: Vec<_> = blobs
+                .iter()
+                .map(|b| serde_json::json!({"id": b.id.to_hex(), "offset": b.offset, "length": b.length, "raw_length": b.raw_length}))
+                .collect();
+            print_json(&serde_json::json!({
+                "id": id.to_hex(), "size": data.len(), "type": format!("{blob_type:?}").to_lowercase(), "blobs": blobs,
+            }))?
+        }
+        ObjectKind::Tree => {
+            let id: BlobId = id_arg()?.parse()?;
+            let repo = repo.load_index()?;
+            print_json(&tree_json(&repo.load_tree(&id)?))?
+        }
+        ObjectKind::Blob => {
+            let id: BlobId = id_arg()?.parse()?;
+            let repo = repo.load_index()?;
+            let data = repo.read_blob(&id)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,62 @@
+//! `mapache log`
+
+use anyhow::Result;
+
+use crate::exit::Outcome;
+use crate::global::GlobalOptions;
+use crate::output::{bytes, print_json, table};
+
+/// List snapshots, oldest first
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only snapshots of this host
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+
+    /// Only snapshots with this tag
+    #[arg(long, value_name = "TAG")]
+    tag: Option<String>,
+}
+
+pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    let repo = global.open()?;
+    let snapshots: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
+        .filter(|(_, s)| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .collect();
+    if global.json {
+        let list: Vec<_> = snapshots
+            .iter()
+            .map(|(id, s)| {
+                let mut value = serde_json::to_value(s).expect("serializable");
+                value["id"] = serde_json::Value::String(id.to_hex());
+                value["short_id"] = serde_json::Value::String(id.short());
+                value
+            })
+            .collect();
+        return print_json(&list).map(|()| Outcome::Success);
+    }
+    let rows: Vec<Vec<String>> = snapshots
+        .iter()
+        .map(|(id, s)| {
+            vec![
+                id.short(),
+                s.local_time(),
+                s.host.clone(),
+                s.tags.join(","),
+                bytes(s.summary.total_bytes),
+                s.paths.join(" "),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["ID", "Time", "Host", "Tags", "Size", "Paths"], &rows)
+    );
+    if !global.quiet {
+        println!("{} snapshots", snapshots.len());
+    }
+    Ok(Outcome::Success)
+}

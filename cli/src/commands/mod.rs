@@ -1,0 +1,45 @@
+//! One file per subcommand; each has an `Args` struct (its doc comment is
+//! the help text) and a `run` function.
+
+mod cat;
+mod completion;
+mod init;
+mod log;
+mod ls;
+mod restore;
+mod snapshot;
+mod unlock;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::exit::Outcome;
+use crate::global::Cli;
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::Args),
+    Snapshot(snapshot::Args),
+    Restore(restore::Args),
+    Log(log::Args),
+    Ls(ls::Args),
+    Cat(cat::Args),
+    Unlock(unlock::Args),
+    Completion(completion::Args),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init(args) => init::run(global, args),
+        Command::Snapshot(args) => snapshot::run(global, args),
+        Command::Restore(args) => restore::run(global, args),
+        Command::Log(args) => log::run(global, args),
+        Command::Ls(args) => ls::run(global, args),
+        Command::Cat(args) => cat::run(global, args),
+        Command::Unlock(args) => unlock::run(global, args),
+        Command::Completion(args) => completion::run(args),
+    }
+}

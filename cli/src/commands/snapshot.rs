@@ -1,0 +1,181 @@
+//! `mapache snapshot`
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use mapache_store::archiver::{self, ArchiveOptions, ParentChoice, Progress};
+use mapache_store::backend::{Backend, DryRunBackend};
+use mapache_store::patterns::Patterns;
+use mapache_store::SnapshotId;
+
+use crate::exit::Outcome;
+use crate::global::GlobalOptions;
+use crate::output::{bytes, print_json};
+use crate::progress::ProgressLine;
+
+/// Back up files and folders into a new snapshot
+///
+/// Files whose size, modification time, change time and inode match the
+/// parent snapshot are not read again. Entries that cannot be read are
+/// reported and skipped; the snapshot is still written and the exit code
+/// is 3.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files and folders to back up
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// Skip entries matching a pattern (a name like `*.tmp`, or an absolute
+    /// path pattern like `/home/*/.cache`); repeatable
+    #[arg(short, long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+
+    /// Read exclude patterns from a file, one per line (`#` starts a comment)
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+
+    /// Stay on the filesystem of each path; do not enter mount points
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+
+    /// Tag the snapshot; repeatable
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+
+    /// A description for the snapshot
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    description: String,
+
+    /// Compare against this snapshot instead of the latest one of the same
+    /// host and paths
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "no_parent")]
+    parent: Option<String>,
+
+    /// Read every file, ignoring earlier snapshots
+    #[arg(long)]
+    no_parent: bool,
+
+    /// Host name to record (default: this machine's)
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+
+    /// Do everything but write to the repository
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+}
+
+fn patterns(args: &Args) -> Result<Patterns> {
+    let mut all = args.exclude.clone();
+    for file in &args.exclude_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read exclude file {}", file.display()))?;
+        all.extend(text.lines().map(str::to_string));
+    }
+    Ok(Patterns::new(&all)?)
+}
+
+pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    let excludes = patterns(&args)?;
+    let repo = global.open()?;
+    let _lock = repo.lock(false)?;
+    let repo = if args.dry_run {
+        // Writes go nowhere; reads (parent trees, index) still work.
+        let backend: Arc<dyn Backend> = Arc::new(DryRunBackend::new(repo.backend().clone()));
+        repo.with_backend(backend)
+    } else {
+        repo
+    };
+    let repo = Arc::new(repo.load_index()?);
+    let parent = match (&args.parent, args.no_parent) {
+        (_, true) => ParentChoice::None,
+        (Some(spec), false) => ParentChoice::Given(repo.find_snapshot(spec)?.0),
+        (None, false) => ParentChoice::Auto,
+    };
+    let mut options = ArchiveOptions {
+        excludes,
+        one_file_system: args.one_file_system,
+        tags: args.tag.clone(),
+        description: args.description.clone(),
+        parent,
+        threads: global.threads(),
+        ..ArchiveOptions::default()
+    };
+    if let Some(host) = &args.host {
+        options.host = host.clone();
+    }
+    let progress = Arc::new(Progress::default());
+    let display = {
+        let progress = progress.clone();
+        ProgressLine::start(global.show_progress(), move || {
+            format!(
+                "{} entries, {} processed, {} errors",
+                progress.entries.load(Ordering::Relaxed),
+                bytes(progress.bytes.load(Ordering::Relaxed)),
+                progress.errors.load(Ordering::Relaxed)
+            )
+        })
+    };
+    let archived = archiver::snapshot(repo.clone(), &args.paths, &options, &progress);
+    drop(display);
+    let archived = archived?;
+    for warning in &archived.warnings {
+        eprintln!("warning: {warning}");
+    }
+    report(
+        global,
+        &archived.id,
+        &archived.snapshot,
+        args.dry_run,
+        &archived.warnings,
+    )?;
+    Ok(if archived.snapshot.summary.errors > 0 {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    })
+}
+
+fn report(
+    global: &GlobalOptions,
+    id: &SnapshotId,
+    snapshot: &mapache_store::snapshot::Snapshot,
+    dry_run: bool,
+    warnings: &[String],
+) -> Result<()> {
+    let s = &snapshot.summary;
+    if global.json {
+        return print_json(&serde_json::json!({
+            "id": id.to_hex(),
+            "short_id": id.short(),
+            "dry_run": dry_run,
+            "parent": snapshot.parent.map(|p| p.to_hex()),
+            "summary": s,
+            "warnings": warnings,
+        }));
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    println!(
+        "files: {} new, {} changed, {} unchanged; {} folders, {} other",
+        s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.others
+    );
+    println!(
+        "data:  {} in the snapshot, {} read, {} new ({} stored after compression)",
+        bytes(s.total_bytes),
+        bytes(s.bytes_read),
+        bytes(s.bytes_added),
+        bytes(s.bytes_stored)
+    );
+    if s.errors > 0 {
+        println!(
+            "{} entries could not be read (see the warnings above)",
+            s.errors
+        );
+    }
+    let verb = if dry_run { "would save" } else { "saved" };
+    println!("{verb} snapshot {} in {:.2}s", id.short(), s.duration_secs);
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Options every command shares, and opening the repository they name.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser};
+use mapache_store::backend::{Backend, LocalBackend};
+use mapache_store::{IndexedRepository, Repository};
+
+use crate::commands::Command;
+use crate::password::{self, PasswordSource};
+
+/// mapache: fast, encrypted, de-duplicating backups you can browse.
+#[derive(Debug, Parser)]
+#[command(name = "mapache", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalOptions,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options before or after any subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOptions {
+    /// Repository location (a local folder)
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "MAPACHE_REPOSITORY",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub repo: Option<PathBuf>,
+
+    /// Read the password from the first line of this file
+    #[arg(
+        long,
+        env = "MAPACHE_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Run this shell command and use the first line it prints as password
+    #[arg(
+        long,
+        env = "MAPACHE_PASSWORD_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
+    pub password_command: Option<String>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors and warnings
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Worker threads (default: one per core)
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl GlobalOptions {
+    /// The backend for the repository location.
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let path = self
+            .repo
+            .as_ref()
+            .context("no repository given: use -r/--repo or set MAPACHE_REPOSITORY")?;
+        Ok(Arc::new(LocalBackend::new(path.clone())))
+    }
+
+    /// Where the password comes from.
+    pub fn password_source(&self) -> PasswordSource {
+        PasswordSource::new(self.password_file.clone(), self.password_command.clone())
+    }
+
+    /// Opens the repository, asking for the password as configured.
+    pub fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        // Look before asking for a password: a typo in the path should not
+        // cost the user a password prompt.
+        if !backend.is_repository()? {
+            return Err(mapache_store::Error::RepositoryNotFound(backend.location()).into());
+        }
+        let password = password::read(&self.password_source(), false)?;
+        Ok(Repository::open(backend, password.as_bytes())?)
+    }
+
+    /// Opens the repository and loads its index.
+    pub fn open_indexed(&self) -> Result<Arc<IndexedRepository>> {
+        Ok(Arc::new(self.open()?.load_index()?))
+    }
+
+    /// Threads to use.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
+    }
+
+    /// Whether to draw progress bars: only for people, on a terminal.
+    pub fn show_progress(&self) -> bool {
+        !self.json && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+}

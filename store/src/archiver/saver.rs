@@ -1,0 +1,265 @@
+//! The blob saver: de-duplicates blobs, seals them into packs on worker
+//! threads, uploads full packs, and writes index files in pieces.
+//!
+//! Durability order: a pack is uploaded (atomic, fsynced) before any index
+//! file names it, and the snapshot is written only after [`BlobSaver::finish`]
+//! flushed the last index piece. An interrupted run therefore leaves
+//! uploaded-and-indexed packs that the next run reuses, plus at most the
+//! packs uploaded since the last index piece, which nothing references.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::backend::FileKind;
+use crate::blob::{BlobEncoder, BlobType};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::index::{IndexFile, IndexedPack};
+use crate::pack::{FinishedPack, PackWriter};
+use crate::repository::IndexedRepository;
+
+/// An index piece is written at least this often while packs are uploaded.
+const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// ... or when this many packs wait to be indexed.
+const INDEX_FLUSH_PACKS: usize = 64;
+
+/// What the saver stored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SaverStats {
+    /// Blobs that were new to the repository.
+    pub blobs_added: u64,
+    /// Their plaintext bytes.
+    pub bytes_added: u64,
+    /// Bytes written to packs (sealed blobs and footers).
+    pub bytes_stored: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+}
+
+struct Job {
+    blob_type: BlobType,
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    repo: Arc<IndexedRepository>,
+    in_flight: Mutex<HashSet<BlobId>>,
+    pending: Mutex<(Vec<IndexedPack>, Instant)>,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    blobs_added: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_stored: AtomicU64,
+    packs: AtomicU64,
+}
+
+/// Saves blobs into the repository from any number of threads.
+pub struct BlobSaver {
+    shared: Arc<Shared>,
+    sender: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl BlobSaver {
+    /// Starts `threads` sealing workers.
+    pub fn new(repo: Arc<IndexedRepository>, threads: usize) -> BlobSaver {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            repo,
+            in_flight: Mutex::new(HashSet::new()),
+            pending: Mutex::new((Vec::new(), Instant::now())),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            blobs_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+            bytes_stored: AtomicU64::new(0),
+            packs: AtomicU64::new(0),
+        });
+        let (sender, receiver) = bounded::<Job>(threads * 2);
+        let workers = (0..threads)
+            .map(|n| {
+                let shared = shared.clone();
+                let receiver = receiver.clone();
+                std::thread::Builder::new()
+                    .name(format!("seal-{n}"))
+                    .spawn(move || worker(&shared, &receiver))
+                    .expect("spawning a thread")
+            })
+            .collect();
+        BlobSaver {
+            shared,
+            sender: Some(sender),
+            workers,
+        }
+    }
+
+    /// Stores `data` as a blob unless the repository (or this run) already
+    /// has it; returns its id either way.
+    pub fn save(&self, blob_type: BlobType, data: Vec<u8>) -> Result<BlobId> {
+        let id = BlobId(self.shared.repo.keys().hasher.hash(&data));
+        self.save_with_id(blob_type, id, data)?;
+        Ok(id)
+    }
+
+    /// Like [`BlobSaver::save`] for a caller that computed the id.
+    pub fn save_with_id(&self, blob_type: BlobType, id: BlobId, data: Vec<u8>) -> Result<()> {
+        self.check()?;
+        if self.shared.repo.index().contains(&id) || !self.shared.in_flight.lock().insert(id) {
+            return Ok(());
+        }
+        let sender = self.sender.as_ref().expect("saver used after finish");
+        if sender
+            .send(Job {
+                blob_type,
+                id,
+                data,
+            })
+            .is_err()
+        {
+            return Err(self.take_error());
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.take_error());
+        }
+        Ok(())
+    }
+
+    fn take_error(&self) -> Error {
+        self.shared.error.lock().take().unwrap_or_else(|| {
+            Error::InvalidInput("blob saver stopped after an earlier error".into())
+        })
+    }
+
+    /// Uploads the last packs and writes the last index piece. When this
+    /// returns, every saved blob is durable and indexed.
+    pub fn finish(mut self) -> Result<SaverStats> {
+        drop(self.sender.take());
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        self.check()?;
+        flush_index(&self.shared, true)?;
+        Ok(SaverStats {
+            blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),
+            bytes_added: self.shared.bytes_added.load(Ordering::Relaxed),
+            bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
+            packs: self.shared.packs.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Drop for BlobSaver {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn worker(shared: &Shared, receiver: &Receiver<Job>) {
+    let repo = &shared.repo;
+    let pack_size = repo.config().pack_size as usize;
+    let mut encoder = BlobEncoder::new(repo.config().compression_level);
+    let mut data_pack: Option<PackWriter> = None;
+    let mut tree_pack: Option<PackWriter> = None;
+    let fail = |e: Error| {
+        let mut slot = shared.error.lock();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        shared.failed.store(true, Ordering::Release);
+    };
+    for job in receiver {
+        if shared.failed.load(Ordering::Acquire) {
+            continue; // drain so that senders never block forever
+        }
+        let slot = match job.blob_type {
+            BlobType::Data => &mut data_pack,
+            BlobType::Tree => &mut tree_pack,
+        };
+        let pack =
+            slot.get_or_insert_with(|| PackWriter::new(job.blob_type, pack_size + pack_size / 8));
+        pack.add(job.id, job.data.len() as u32, |out| {
+            encoder.seal_into(&repo.keys().cipher, job.blob_type, &job.id, &job.data, out);
+        });
+        shared.blobs_added.fetch_add(1, Ordering::Relaxed);
+        shared
+            .bytes_added
+            .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+        if pack.len() >= pack_size {
+            let full = slot.take().expect("just used");
+            if let Err(e) = upload(shared, full) {
+                fail(e);
+            }
+        }
+    }
+    for pack in [data_pack, tree_pack].into_iter().flatten() {
+        if !shared.failed.load(Ordering::Acquire) {
+            if let Err(e) = upload(shared, pack) {
+                fail(e);
+            }
+        }
+    }
+}
+
+fn upload(shared: &Shared, pack: PackWriter) -> Result<()> {
+    let repo = &shared.repo;
+    let FinishedPack {
+        id,
+        blob_type,
+        data,
+        blobs,
+    } = pack.finish(&repo.keys().cipher);
+    repo.backend().write(FileKind::Pack, &id.0, &data)?;
+    shared
+        .bytes_stored
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
+    shared.packs.fetch_add(1, Ordering::Relaxed);
+    drop(data);
+    // Index first, then forget the in-flight mark: a concurrent lookup
+    // always finds the blob in one of the two.
+    repo.index_mut().add_pack(id, blob_type, &blobs);
+    {
+        let mut in_flight = shared.in_flight.lock();
+        for blob in &blobs {
+            in_flight.remove(&blob.id);
+        }
+    }
+    shared.pending.lock().0.push(IndexedPack {
+        id,
+        blob_type,
+        blobs,
+    });
+    flush_index(shared, false)
+}
+
+fn flush_index(shared: &Shared, force: bool) -> Result<()> {
+    let packs = {
+        let mut pending = shared.pending.lock();
+        let due =
+            pending.0.len() >= INDEX_FLUSH_PACKS || pending.1.elapsed() >= INDEX_FLUSH_INTERVAL;
+        if pending.0.is_empty() || !(force || due) {
+            return Ok(());
+        }
+        pending.1 = Instant::now();
+        std::mem::take(&mut pending.0)
+    };
+    let file = IndexFile {
+        supersedes: Vec::new(),
+        packs,
+    };
+    shared.repo.save_file(FileKind::Index, &file.encode())?;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The walker and the file readers of a snapshot run.
+
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::{ArchiveOptions, BlobSaver};
+use crate::blob::BlobType;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::repository::IndexedRepository;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// How a file compares with the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FileStatus {
+    New,
+    Changed,
+    Unchanged,
+    NotAFile,
+}
+
+/// A file's content: known already, or being read.
+pub(super) enum Content {
+    Ready(Vec<BlobId>),
+    Pending(Receiver<FileOutcome>),
+}
+
+/// What the walker tells the assembler, in tree order.
+pub(super) enum Event {
+    EnterDir(Node),
+    LeaveDir,
+    Leaf {
+        node: Node,
+        status: FileStatus,
+        content: Content,
+    },
+    Warning(String),
+}
+
+/// A file to read.
+pub(super) struct FileJob {
+    pub path: PathBuf,
+    pub result: Sender<FileOutcome>,
+}
+
+/// The result of reading one file.
+pub(super) enum FileOutcome {
+    Read {
+        content: Vec<BlobId>,
+        size: u64,
+    },
+    /// The file could not be read; the message names it. The run goes on.
+    Unreadable(String),
+    /// The repository failed; the run stops.
+    Failed(Error),
+}
+
+/// Why a walk ended early.
+enum Halt {
+    /// The assembler has gone away; it knows why, so stop quietly.
+    Stopped,
+    /// Something that is not one unreadable entry went wrong.
+    Failed(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Halt {
+        Halt::Failed(e)
+    }
+}
+
+pub(super) struct Walker<'a> {
+    pub repo: &'a IndexedRepository,
+    pub options: &'a ArchiveOptions,
+    pub owners: &'a OwnerNames,
+    pub events: Sender<Event>,
+    pub jobs: Sender<FileJob>,
+}
+
+/// The source paths as a tree of path components, so that `/a/b/c` and
+/// `/a/d` share the node for `/a`.
+#[derive(Default)]
+struct SourceTrie {
+    is_source: bool,
+    children: std::collections::BTreeMap<Vec<u8>, SourceTrie>,
+}
+
+impl SourceTrie {
+    fn build(sources: &[PathBuf]) -> SourceTrie {
+        let mut root = SourceTrie::default();
+        for source in sources {
+            let mut node = &mut root;
+            for part in source.iter().skip(1) {
+                node = node.children.entry(part.as_bytes().to_vec()).or_default();
+            }
+            node.is_source = true;
+        }
+        root
+    }
+}
+
+impl Walker<'_> {
+    pub fn run(self, sources: &[PathBuf], parent_root: Option<&Tree>) -> Result<()> {
+        let trie = SourceTrie::build(sources);
+        let outcome = if trie.is_source {
+            self.walk_dir_contents(Path::new("/"), parent_root, None)
+        } else {
+            self.walk_trie(Path::new("/"), &trie, parent_root)
+        };
+        match outcome {
+            Ok(()) | Err(Halt::Stopped) => Ok(()),
+            Err(Halt::Failed(e)) => Err(e),
+        }
+    }
+
+    fn send(&self, event: Event) -> Result<(), Halt> {
+        self.events.send(event).map_err(|_| Halt::Stopped)
+    }
+
+    fn warn(&self, path: &Path, what: impl std::fmt::Display) -> Result<(), Halt> {
+        self.send(Event::Warning(format!("{}: {what}", path.display())))
+    }
+
+    /// Loads the parent's subtree for a directory node, if it has one.
+    fn parent_subtree(&self, parent: Option<&Node>, path: &Path) -> Result<Option<Tree>, Halt> {
+        let Some(id) = parent
+            .filter(|n| n.kind == NodeKind::Dir)
+            .and_then(|n| n.subtree)
+        else {
+            return Ok(None);
+        };
+        match self.repo.load_tree(&id) {
+            Ok(tree) => Ok(Some(tree)),
+            Err(e) => {
+                self.warn(
+                    path,
+                    format_args!("parent snapshot's tree unreadable, reading again: {e}"),
+                )?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Walks the folders above the sources: recorded with their metadata,
+    /// but only the children that lead to a source are entered.
+    fn walk_trie(&self, path: &Path, trie: &SourceTrie, parent: Option<&Tree>) -> Result<(), Halt> {
+        for (name, child) in &trie.children {
+            let child_path = path.join(std::ffi::OsStr::from_bytes(name));
+            let meta = match std::fs::symlink_metadata(&child_path) {
+                Ok(meta) => meta,
+                Err(e) => return Err(Error::io(child_path, e).into()),
+            };
+            let parent_node = parent.and_then(|t| t.find(name));
+            if child.is_source {
+                let device = meta.dev();
+                self.walk_entry(&child_path, name, &meta, parent_node, device)?;
+                continue;
+            }
+            let node = node_from_metadata(&child_path, name, &meta, self.owners)
+                .map_err(|e| Error::io(&child_path, e))?;
+            let subtree = self.parent_subtree(parent_node, &child_path)?;
+            self.send(Event::EnterDir(node))?;
+            self.walk_trie(&child_path, child, subtree.as_ref())?;
+            self.send(Event::LeaveDir)?;
+        }
+        Ok(())
+    }
+
+    fn walk_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        parent: Option<&Node>,
+        root_device: u64,
+    ) -> Result<(), Halt> {
+        let mut node = match node_from_metadata(path, name, meta, self.owners) {
+            Ok(node) => node,
+            Err(e) => {
+                self.warn(path, e)?;
+                return Ok(());
+            }
+        };
+        match node.kind {
+            NodeKind::Dir => {
+                let subtree = self.parent_subtree(parent, path)?;
+                self.send(Event::EnterDir(node))?;
+                let other_fs = self.options.one_file_system && meta.dev() != root_device;
+                if !other_fs {
+                    self.walk_dir_contents(path, subtree.as_ref(), Some(root_device))?;
+                }
+                self.send(Event::LeaveDir)?;
+            }
+            NodeKind::File => {
+                let status = match parent {
+                    None => FileStatus::New,
+                    Some(old) if self.unchanged(old, &node) => FileStatus::Unchanged,
+                    Some(_) => FileStatus::Changed,
+                };
+                let content = if status == FileStatus::Unchanged {
+                    let old = parent.expect("unchanged implies a parent");
+                    node.size = old.size;
+                    Content::Ready(old.content.clone())
+                } else {
+                    let (tx, rx) = bounded(1);
+                    let job = FileJob {
+                        path: path.to_path_buf(),
+                        result: tx,
+                    };
+                    self.jobs.send(job).map_err(|_| Halt::Stopped)?;
+                    Content::Pending(rx)
+                };
+                self.send(Event::Leaf {
+                    node,
+                    status,
+                    content,
+                })?;
+            }
+            _ => self.send(Event::Leaf {
+                node,
+                status: FileStatus::NotAFile,
+                content: Content::Ready(Vec::new()),
+            })?,
+        }
+        Ok(())
+    }
+
+    fn unchanged(&self, old: &Node, new: &Node) -> bool {
+        old.kind == NodeKind::File
+            && old.size == new.size
+            && old.mtime == new.mtime
+            && old.ctime == new.ctime
+            && old.inode == new.inode
+            && old
+                .content
+                .iter()
+                .all(|id| self.repo.has_blob(id, BlobType::Data))
+    }
+
+    /// Walks the entries of the directory `path` in name order. `root_device`
+    /// is the device of the source it belongs to (for one-file-system).
+    fn walk_dir_contents(
+        &self,
+        path: &Path,
+        parent: Option<&Tree>,
+        root_device: Option<u64>,
+    ) -> Result<(), Halt> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.warn(path, e)?;
+                return Ok(());
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => names.push(entry.file_name()),
+                Err(e) => self.warn(path, e)?,
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let root_device = match root_device {
+            Some(device) => device,
+            None => std::fs::symlink_metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .dev(),
+        };
+        for name in names {
+            let child = path.join(&name);
+            if self.options.excludes.matches(&child, name.as_bytes()) {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.warn(&child, e)?;
+                    continue;
+                }
+            };
+            let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
+            self.walk_entry(&child, name.as_bytes(), &meta, parent_node, root_device)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads, chunks and saves one file.
+pub(super) fn read_file(repo: &IndexedRepository, saver: &BlobSaver, path: &Path) -> FileOutcome {
+    let unreadable =
+        |e: std::io::Error| FileOutcome::Unreadable(format!("{}: {e}", path.display()));
+    // O_NOATIME keeps the backup from touching access times; it is only
+    // allowed for the file's owner (or root), so fall back without it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+        .or_else(|_| File::open(path));
+    let file = match file {
+        Ok(file) => file,
+        Err(e) => return unreadable(e),
+    };
+    let mut chunks = repo.chunker().chunks(file);
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    loop {
+        match chunks.next_chunk() {
+            Ok(Some(chunk)) => {
+                size += chunk.len() as u64;
+                match saver.save(BlobType::Data, chunk) {
+                    Ok(id) => content.push(id),
+                    Err(e) => return FileOutcome::Failed(e),
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return unreadable(e),
+        }
+    }
+    FileOutcome::Read { content, size }
+}

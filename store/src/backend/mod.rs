@@ -1,0 +1,107 @@
+//! Storage backends: where the repository's files live.
+//!
+//! A backend stores opaque byte strings keyed by (kind, id). It knows nothing
+//! of encryption or formats; behaviour such as caching or retries wraps the
+//! trait instead of living in an implementation.
+
+mod dry_run;
+mod local;
+mod memory;
+
+use std::fmt;
+
+pub use dry_run::DryRunBackend;
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use crate::error::Result;
+use crate::id::Id;
+
+/// The kinds of file a repository holds. The names are used in paths and
+/// messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// The single repository config file (id is all zeros).
+    Config,
+    /// Key files, each wrapping the master secret with one password.
+    Key,
+    /// Snapshot files.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Pack files holding blobs.
+    Pack,
+    /// Lock files.
+    Lock,
+}
+
+impl FileKind {
+    /// The folder (or, for the config, the file) name of this kind.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Pack => "packs",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            FileKind::Config => "config",
+            FileKind::Key => "key",
+            FileKind::Snapshot => "snapshot",
+            FileKind::Index => "index",
+            FileKind::Pack => "pack",
+            FileKind::Lock => "lock",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A stored file's id and size, as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file's id.
+    pub id: Id,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A place that stores the repository's files.
+///
+/// Writes are atomic and durable: when `write` returns, the file is complete
+/// and survives a crash; a reader never sees a partial file.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+
+    /// Whether a repository (its config file) exists here.
+    fn is_repository(&self) -> Result<bool>;
+
+    /// Creates the layout for a new repository.
+    fn create(&self) -> Result<()>;
+
+    /// Lists every file of `kind`.
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;
+
+    /// Reads a whole file. A missing file is `Error::NotFound`.
+    fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>>;
+
+    /// Reads `len` bytes at `offset`. A file too short for the range is an
+    /// integrity error: something truncated it.
+    fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>>;
+
+    /// Writes a whole file atomically and durably.
+    fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()>;
+
+    /// Removes a file. Removing a missing file is not an error.
+    fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+}
+
+/// The id under which the config file is stored.
+pub const CONFIG_ID: Id = Id([0u8; 32]);

@@ -1,0 +1,122 @@
+//! Blobs: the unit of de-duplication. A blob is a chunk of file data or an
+//! encoded tree, compressed with zstd when that helps, then encrypted.
+//!
+//! Sealed plaintext = `flag (1) || payload`, flag 0 = payload stored raw,
+//! flag 1 = payload is a zstd frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::FileKind;
+use crate::crypto::{Cipher, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+/// What a blob holds. The numbers are part of the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum BlobType {
+    /// A chunk of file content.
+    Data = 0,
+    /// An encoded directory tree.
+    Tree = 1,
+}
+
+impl BlobType {
+    /// Decodes the on-disk number.
+    pub fn from_u8(value: u8) -> Option<BlobType> {
+        match value {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn object_kind(self) -> ObjectKind {
+        match self {
+            BlobType::Data => ObjectKind::DataBlob,
+            BlobType::Tree => ObjectKind::TreeBlob,
+        }
+    }
+}
+
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+/// Compresses blobs; one per thread, since zstd contexts are reused.
+pub struct BlobEncoder {
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl BlobEncoder {
+    /// An encoder for zstd `level` (0 = never compress).
+    pub fn new(level: i32) -> BlobEncoder {
+        let compressor =
+            (level != 0).then(|| zstd::bulk::Compressor::new(level).expect("valid zstd level"));
+        BlobEncoder {
+            compressor,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Compresses and encrypts `data` as blob `id`, appending the sealed
+    /// bytes to `out`. Returns the number of bytes appended.
+    pub fn seal_into(
+        &mut self,
+        cipher: &Cipher,
+        kind: BlobType,
+        id: &BlobId,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let start = out.len();
+        self.scratch.clear();
+        let mut compressed = false;
+        if let Some(compressor) = &mut self.compressor {
+            // Leave room for the flag byte; a frame not smaller than the
+            // input is pointless and is dropped.
+            let bound = zstd::zstd_safe::compress_bound(data.len());
+            self.scratch.reserve(bound + 1);
+            self.scratch.push(FLAG_ZSTD);
+            if let Ok(frame) = compressor.compress(data) {
+                if frame.len() < data.len() {
+                    self.scratch.extend_from_slice(&frame);
+                    compressed = true;
+                }
+            }
+        }
+        if !compressed {
+            self.scratch.clear();
+            self.scratch.reserve(data.len() + 1);
+            self.scratch.push(FLAG_RAW);
+            self.scratch.extend_from_slice(data);
+        }
+        cipher.encrypt_into(kind.object_kind(), &id.0, &self.scratch, out);
+        out.len() - start
+    }
+}
+
+/// Decrypts and decompresses a sealed blob, checking it is what `id` names.
+pub fn open_blob(
+    cipher: &Cipher,
+    hasher: &crate::crypto::IdHasher,
+    kind: BlobType,
+    id: &BlobId,
+    sealed: &[u8],
+    raw_length: u32,
+) -> Result<Vec<u8>> {
+    let fail = |reason: &str| Error::integrity(FileKind::Pack, format!("blob {id}"), reason);
+    let plain = cipher
+        .decrypt(kind.object_kind(), &id.0, sealed)
+        .map_err(|_| fail("blob failed authentication"))?;
+    let data = match plain.split_first() {
+        Some((&FLAG_RAW, payload)) => payload.to_vec(),
+        Some((&FLAG_ZSTD, payload)) => zstd::bulk::decompress(payload, raw_length as usize)
+            .map_err(|e| fail(&format!("blob does not decompress: {e}")))?,
+        _ => return Err(fail("unknown blob encoding")),
+    };
+    if data.len() != raw_length as usize || hasher.hash(&data) != id.0 {
+        return Err(fail("blob content does not match its id"));
+    }
+    Ok(data)
+}

@@ -1,0 +1,29 @@
+//! mapache-store: the repository layer of mapache.
+//!
+//! An encrypted, content-addressed, de-duplicating object store: backends,
+//! keys and encryption, the chunker, packs, the index, trees and snapshots,
+//! locks, and the operations built on them (snapshot, restore).
+//! It knows nothing of terminals or command lines.
+
+pub mod archiver;
+pub mod backend;
+pub mod blob;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+mod error;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod metadata;
+pub mod pack;
+pub mod patterns;
+pub mod repository;
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::{BlobId, Id, PackId, SnapshotId};
+pub use repository::{IndexedRepository, Repository};

@@ -1,0 +1,293 @@
+//! Repository locks.
+//!
+//! Shared locks (snapshot, restore, ...) may coexist; an exclusive lock
+//! (garbage collection, rebuilding the index, ...) excludes every other. A
+//! lock is a sealed JSON file in `locks/`, refreshed every
+//! [`REFRESH_INTERVAL`] while held. It is stale when it was not refreshed
+//! for [`STALE_AFTER`], or when it names a process on this host that no
+//! longer exists; stale locks are ignored and `unlock` removes them.
+//!
+//! Taking a lock writes it first and then checks for conflicts, so two
+//! processes racing both see each other and at least one backs off.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, FileKind};
+use crate::crypto::{Cipher, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::snapshot::{hostname, now, username};
+use crate::tree::Timestamp;
+
+/// How often a held lock is rewritten.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// After how long without refresh a lock is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// What a lock file says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Host of the holder.
+    pub host: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// User of the holder.
+    pub user: String,
+    /// Last refresh.
+    pub time: Timestamp,
+    /// Whether it excludes every other lock.
+    pub exclusive: bool,
+}
+
+impl LockInfo {
+    fn current(exclusive: bool) -> LockInfo {
+        LockInfo {
+            host: hostname(),
+            pid: std::process::id(),
+            user: username(),
+            time: now(),
+            exclusive,
+        }
+    }
+
+    /// Whether this lock no longer protects anything.
+    pub fn is_stale(&self) -> bool {
+        let age = now().secs.saturating_sub(self.time.secs);
+        if age > STALE_AFTER.as_secs() as i64 {
+            return true;
+        }
+        if self.host == hostname() {
+            let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+            return matches!(
+                nix::sys::signal::kill(pid, None),
+                Err(nix::errno::Errno::ESRCH)
+            );
+        }
+        false
+    }
+
+    fn describe(&self) -> String {
+        let kind = if self.exclusive { "exclusively" } else { "" };
+        format!(
+            "{kind} by pid {} of {}@{} (refreshed at {}); if that process is gone, run `mapache unlock`",
+            self.pid, self.user, self.host, self.time.secs
+        )
+        .replace("  ", " ")
+    }
+}
+
+fn write_lock(backend: &dyn Backend, cipher: &Cipher, id: &Id, info: &LockInfo) -> Result<()> {
+    let json = serde_json::to_vec(info).expect("serializable");
+    backend.write(
+        FileKind::Lock,
+        id,
+        &cipher.encrypt(ObjectKind::Lock, id, &json),
+    )
+}
+
+/// Reads every lock file. Unreadable ones are returned as errors in place.
+pub fn list_locks(backend: &dyn Backend, cipher: &Cipher) -> Result<Vec<(Id, Result<LockInfo>)>> {
+    let mut out = Vec::new();
+    for file in backend.list(FileKind::Lock)? {
+        let info = match backend.read(FileKind::Lock, &file.id) {
+            Ok(bytes) => cipher
+                .decrypt(ObjectKind::Lock, &file.id, &bytes)
+                .map_err(|_| Error::integrity(FileKind::Lock, file.id, "failed authentication"))
+                .and_then(|plain| {
+                    serde_json::from_slice(&plain)
+                        .map_err(|e| Error::format(format!("lock {}", file.id), e))
+                }),
+            // Removed between listing and reading: released meanwhile.
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => Err(e),
+        };
+        out.push((file.id, info));
+    }
+    Ok(out)
+}
+
+fn find_conflict(
+    backend: &dyn Backend,
+    cipher: &Cipher,
+    own: Option<&Id>,
+    exclusive: bool,
+) -> Result<Option<String>> {
+    for (id, info) in list_locks(backend, cipher)? {
+        if Some(&id) == own {
+            continue;
+        }
+        match info {
+            Ok(info) if info.is_stale() => {}
+            Ok(info) if exclusive || info.exclusive => return Ok(Some(info.describe())),
+            Ok(_) => {}
+            // A lock we cannot read might be anything: assume the worst.
+            Err(_) if exclusive => return Ok(Some(format!("by an unreadable lock {id}"))),
+            Err(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+struct Refresher {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// A held lock; released when dropped.
+pub struct LockGuard {
+    backend: Arc<dyn Backend>,
+    id: Id,
+    refresher: Arc<Refresher>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Locks held by this process, so an interrupt handler can release them.
+static HELD: Mutex<Vec<(Id, Arc<dyn Backend>)>> = Mutex::new(Vec::new());
+
+/// Removes every lock this process holds; for the Ctrl-C handler, which
+/// exits right after.
+pub fn release_all_held() {
+    for (id, backend) in HELD.lock().iter() {
+        let _ = backend.remove(FileKind::Lock, id);
+    }
+}
+
+impl LockGuard {
+    /// Takes a shared or exclusive lock, or fails with
+    /// [`Error::LockConflict`] naming the holder.
+    pub fn acquire(
+        backend: Arc<dyn Backend>,
+        cipher: &Cipher,
+        exclusive: bool,
+    ) -> Result<LockGuard> {
+        if let Some(holder) = find_conflict(backend.as_ref(), cipher, None, exclusive)? {
+            return Err(Error::LockConflict(holder));
+        }
+        let id = Id::random();
+        write_lock(backend.as_ref(), cipher, &id, &LockInfo::current(exclusive))?;
+        if let Some(holder) = find_conflict(backend.as_ref(), cipher, Some(&id), exclusive)? {
+            backend.remove(FileKind::Lock, &id)?;
+            return Err(Error::LockConflict(holder));
+        }
+        HELD.lock().push((id, backend.clone()));
+        let refresher = Arc::new(Refresher {
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let thread = {
+            let refresher = refresher.clone();
+            let backend = backend.clone();
+            let cipher = cipher.clone();
+            std::thread::Builder::new()
+                .name("lock-refresh".into())
+                .spawn(move || {
+                    let mut stop = refresher.stop.lock();
+                    while !*stop {
+                        if refresher
+                            .wake
+                            .wait_for(&mut stop, REFRESH_INTERVAL)
+                            .timed_out()
+                        {
+                            // A failed refresh is retried next round; the lock
+                            // only goes stale after several missed rounds.
+                            let _ = write_lock(
+                                backend.as_ref(),
+                                &cipher,
+                                &id,
+                                &LockInfo::current(exclusive),
+                            );
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("lock refresh thread", e))?
+        };
+        Ok(LockGuard {
+            backend,
+            id,
+            refresher,
+            thread: Some(thread),
+        })
+    }
+
+    /// The lock file's id.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        *self.refresher.stop.lock() = true;
+        self.refresher.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = self.backend.remove(FileKind::Lock, &self.id);
+        HELD.lock().retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Removes stale locks (or all with `all`); returns how many were removed.
+pub fn remove_locks(backend: &dyn Backend, cipher: &Cipher, all: bool) -> Result<usize> {
+    let mut removed = 0;
+    for (id, info) in list_locks(backend, cipher)? {
+        let stale = matches!(&info, Ok(info) if info.is_stale());
+        if all || stale {
+            backend.remove(FileKind::Lock, &id)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::crypto::SecretKey;
+
+    #[test]
+    fn shared_locks_coexist_exclusive_does_not() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let cipher = Cipher::new(&SecretKey::random());
+        let a = LockGuard::acquire(backend.clone(), &cipher, false).unwrap();
+        let b = LockGuard::acquire(backend.clone(), &cipher, false).unwrap();
+        assert!(matches!(
+            LockGuard::acquire(backend.clone(), &cipher, true),
+            Err(Error::LockConflict(_))
+        ));
+        drop(a);
+        drop(b);
+        assert!(backend.list(FileKind::Lock).unwrap().is_empty());
+        let x = LockGuard::acquire(backend.clone(), &cipher, true).unwrap();
+        assert!(matches!(
+            LockGuard::acquire(backend.clone(), &cipher, false),
+            Err(Error::LockConflict(_))
+        ));
+        drop(x);
+    }
+
+    #[test]
+    fn dead_process_and_old_locks_are_stale() {
+        let backend = MemoryBackend::new();
+        let cipher = Cipher::new(&SecretKey::random());
+        let mut info = LockInfo::current(true);
+        assert!(!info.is_stale());
+        // A pid far beyond pid_max never exists.
+        info.pid = 999_999_999;
+        assert!(info.is_stale());
+        let mut old = LockInfo::current(true);
+        old.host = "elsewhere".into();
+        old.time.secs -= STALE_AFTER.as_secs() as i64 + 1;
+        assert!(old.is_stale());
+        write_lock(&backend, &cipher, &Id::random(), &info).unwrap();
+        write_lock(&backend, &cipher, &Id::random(), &old).unwrap();
+        assert_eq!(find_conflict(&backend, &cipher, None, true).unwrap(), None);
+        assert_eq!(remove_locks(&backend, &cipher, false).unwrap(), 2);
+    }
+}

@@ -1,0 +1,296 @@
+//! Opening, creating and reading a repository.
+//!
+//! [`Repository`] is an opened repository: keys unlocked, config read. It
+//! reads and writes whole sealed files (snapshots, index files, locks).
+//! [`IndexedRepository`] adds the loaded index, which everything that reads
+//! or writes blobs needs; that operation only exists once the index is there.
+
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::backend::{Backend, FileKind, CONFIG_ID};
+use crate::blob::{open_blob, BlobType};
+use crate::chunker::Chunker;
+use crate::config::{Config, FORMAT_VERSION};
+use crate::crypto::ObjectKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, Id, SnapshotId};
+use crate::index::{Index, IndexFile};
+use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
+use crate::lock::LockGuard;
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// An opened repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+    key_info: Option<KeyInfo>,
+    config: Config,
+    chunker: Chunker,
+}
+
+fn object_kind(kind: FileKind) -> ObjectKind {
+    match kind {
+        FileKind::Config => ObjectKind::Config,
+        FileKind::Snapshot => ObjectKind::Snapshot,
+        FileKind::Index => ObjectKind::Index,
+        FileKind::Lock => ObjectKind::Lock,
+        FileKind::Key | FileKind::Pack => unreachable!("{kind} files are not sealed whole"),
+    }
+}
+
+impl Repository {
+    /// Creates a new repository with one key for `password`.
+    ///
+    /// Fails with [`Error::RepositoryExists`] if there is one already.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        config: Config,
+    ) -> Result<Repository> {
+        if backend.is_repository()? {
+            return Err(Error::RepositoryExists(backend.location()));
+        }
+        config.chunker.validate().map_err(Error::InvalidInput)?;
+        backend.create()?;
+        let keys = Keys::generate();
+        add_key(backend.as_ref(), &keys, password, kdf)?;
+        // The config is written last: its presence is what makes the folder
+        // a repository, so a failed init leaves nothing that looks like one.
+        let json = serde_json::to_vec(&config).expect("serializable");
+        let sealed = keys.cipher.encrypt(ObjectKind::Config, &CONFIG_ID, &json);
+        backend.write(FileKind::Config, &CONFIG_ID, &sealed)?;
+        let chunker = Chunker::new(config.chunker, &keys.chunker_key);
+        Ok(Repository {
+            backend,
+            keys,
+            key_info: None,
+            config,
+            chunker,
+        })
+    }
+
+    /// Opens a repository with `password`.
+    ///
+    /// Errors: [`Error::RepositoryNotFound`] when there is none,
+    /// [`Error::WrongPassword`] when no key file opens with the password,
+    /// [`Error::Integrity`] when the config does not authenticate.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        if !backend.is_repository()? {
+            return Err(Error::RepositoryNotFound(backend.location()));
+        }
+        let (keys, key_info) = open_keys(backend.as_ref(), password)?;
+        let sealed = backend.read(FileKind::Config, &CONFIG_ID)?;
+        let json = keys
+            .cipher
+            .decrypt(ObjectKind::Config, &CONFIG_ID, &sealed)
+            .map_err(|_| Error::integrity(FileKind::Config, "config", "failed authentication"))?;
+        let config: Config =
+            serde_json::from_slice(&json).map_err(|e| Error::format("config", e))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::format(
+                "config",
+                format!("repository format {} is not supported by this build (it knows {FORMAT_VERSION})", config.version),
+            ));
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::format("config", e))?;
+        let chunker = Chunker::new(config.chunker, &keys.chunker_key);
+        Ok(Repository {
+            backend,
+            keys,
+            key_info: Some(key_info),
+            config,
+            chunker,
+        })
+    }
+
+    /// The same repository reached through another backend (a wrapper
+    /// around the original, such as [`crate::backend::DryRunBackend`]).
+    pub fn with_backend(self, backend: Arc<dyn Backend>) -> Repository {
+        Repository { backend, ..self }
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The derived keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The key file that was used to open the repository (none right after
+    /// `init`).
+    pub fn key_info(&self) -> Option<&KeyInfo> {
+        self.key_info.as_ref()
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The chunker configured for this repository.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// Takes a shared or exclusive lock.
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
+        LockGuard::acquire(self.backend.clone(), &self.keys.cipher, exclusive)
+    }
+
+    /// Seals `plaintext` and stores it as a file of `kind` named by its
+    /// keyed hash. Returns the id.
+    pub fn save_file(&self, kind: FileKind, plaintext: &[u8]) -> Result<Id> {
+        let id = self.keys.hasher.hash(plaintext);
+        let sealed = self.keys.cipher.encrypt(object_kind(kind), &id, plaintext);
+        self.backend.write(kind, &id, &sealed)?;
+        Ok(id)
+    }
+
+    /// Reads and opens a sealed file.
+    pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let sealed = self.backend.read(kind, id)?;
+        self.keys
+            .cipher
+            .decrypt(object_kind(kind), id, &sealed)
+            .map_err(|_| Error::integrity(kind, id, "failed authentication"))
+    }
+
+    /// Stores a snapshot record.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let json = serde_json::to_vec(snapshot).expect("serializable");
+        Ok(SnapshotId(self.save_file(FileKind::Snapshot, &json)?))
+    }
+
+    /// Loads one snapshot record.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let json = self.load_file(FileKind::Snapshot, &id.0)?;
+        serde_json::from_slice(&json).map_err(|e| Error::format(format!("snapshot {id}"), e))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for file in self.backend.list(FileKind::Snapshot)? {
+            let id = SnapshotId(file.id);
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Finds a snapshot by `latest`, a unique id prefix, or a full id.
+    ///
+    /// Errors: [`Error::NotFound`] when nothing matches,
+    /// [`Error::Ambiguous`] when a prefix matches several.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            return self.snapshots()?.pop().ok_or_else(|| Error::NotFound {
+                what: "latest snapshot (the repository has none)".into(),
+            });
+        }
+        let spec_lower = spec.to_ascii_lowercase();
+        if spec_lower.is_empty() || !spec_lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "{spec:?} is not a snapshot id: use hex digits of an id, or `latest`"
+            )));
+        }
+        let mut matches = self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter(|f| f.id.to_hex().starts_with(&spec_lower));
+        let first = matches.next().ok_or_else(|| Error::NotFound {
+            what: format!("snapshot {spec}"),
+        })?;
+        if matches.next().is_some() {
+            return Err(Error::Ambiguous(spec.to_string()));
+        }
+        let id = SnapshotId(first.id);
+        Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// Reads every index file and builds the in-memory index.
+    pub fn load_index(self) -> Result<IndexedRepository> {
+        let files = self.backend.list(FileKind::Index)?;
+        let mut decoded = Vec::with_capacity(files.len());
+        for file in &files {
+            let plain = self.load_file(FileKind::Index, &file.id)?;
+            decoded.push(IndexFile::decode(&file.id, &plain)?);
+        }
+        let index = Index::from_files(decoded);
+        Ok(IndexedRepository {
+            repo: Arc::new(self),
+            index: RwLock::new(index),
+        })
+    }
+}
+
+/// A repository with its index loaded: blobs can be read and written.
+pub struct IndexedRepository {
+    repo: Arc<Repository>,
+    index: RwLock<Index>,
+}
+
+impl std::ops::Deref for IndexedRepository {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        &self.repo
+    }
+}
+
+impl IndexedRepository {
+    /// The index, for reading.
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read()
+    }
+
+    /// The index, for adding packs.
+    pub fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write()
+    }
+
+    /// Reads, authenticates and decompresses one blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let location = self.index.read().get(id).ok_or_else(|| Error::NotFound {
+            what: format!("blob {id} in the index"),
+        })?;
+        let sealed = self.backend.read_range(
+            FileKind::Pack,
+            &location.pack.0,
+            location.offset as u64,
+            location.length,
+        )?;
+        open_blob(
+            &self.keys.cipher,
+            &self.keys.hasher,
+            location.blob_type,
+            id,
+            &sealed,
+            location.raw_length,
+        )
+    }
+
+    /// Reads and decodes a tree.
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let data = self.read_blob(id)?;
+        Tree::decode(id, &data)
+    }
+
+    /// Whether the index holds blob `id` of type `blob_type`.
+    pub fn has_blob(&self, id: &BlobId, blob_type: BlobType) -> bool {
+        self.index
+            .read()
+            .get(id)
+            .is_some_and(|loc| loc.blob_type == blob_type)
+    }
+}
