@@ -34,11 +34,21 @@ fn chunkers(c: &mut Criterion) {
             count
         })
     });
-    group.bench_with_input(BenchmarkId::new("fastcdc crate", "v2020"), &input, |b, input| {
-        b.iter(|| {
-            fastcdc::v2020::FastCDC::new(input, params.min_size, params.avg_size, params.max_size).count()
-        })
-    });
+    group.bench_with_input(
+        BenchmarkId::new("fastcdc crate", "v2020"),
+        &input,
+        |b, input| {
+            b.iter(|| {
+                fastcdc::v2020::FastCDC::new(
+                    input,
+                    params.min_size,
+                    params.avg_size,
+                    params.max_size,
+                )
+                .count()
+            })
+        },
+    );
     group.finish();
 }
 

@@ -41,9 +41,9 @@ pub enum Error {
     },
 
     /// An object that should exist does not.
-    #[error("{what} not found")]
+    #[error("{what}")]
     NotFound {
-        /// A human description of what was looked for.
+        /// What was looked for and not found, as a sentence.
         what: String,
     },
 

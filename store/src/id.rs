@@ -12,8 +12,32 @@ use crate::error::Error;
 pub const ID_LEN: usize = 32;
 
 /// A raw 256-bit id. Displayed as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+///
+/// Serialized as a hex string in human-readable formats (JSON snapshots,
+/// `--json` output) and as 32 raw bytes in binary ones (trees).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Id(pub [u8; ID_LEN]);
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Id, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            Ok(Id(<[u8; ID_LEN]>::deserialize(deserializer)?))
+        }
+    }
+}
 
 impl Id {
     /// A fresh random id (for lock files and the repository id).
@@ -127,6 +151,17 @@ typed_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serializes_as_hex_in_json_and_bytes_in_postcard() {
+        let id = Id([0xab; 32]);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        let bin = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bin, vec![0xab; 32]);
+        assert_eq!(postcard::from_bytes::<Id>(&bin).unwrap(), id);
+    }
 
     #[test]
     fn hex_round_trip() {

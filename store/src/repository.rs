@@ -195,7 +195,7 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
             return self.snapshots()?.pop().ok_or_else(|| Error::NotFound {
-                what: "latest snapshot (the repository has none)".into(),
+                what: "no snapshots in the repository, so there is no `latest`".into(),
             });
         }
         let spec_lower = spec.to_ascii_lowercase();
@@ -210,7 +210,7 @@ impl Repository {
             .into_iter()
             .filter(|f| f.id.to_hex().starts_with(&spec_lower));
         let first = matches.next().ok_or_else(|| Error::NotFound {
-            what: format!("snapshot {spec}"),
+            what: format!("snapshot {spec} not found"),
         })?;
         if matches.next().is_some() {
             return Err(Error::Ambiguous(spec.to_string()));
@@ -262,7 +262,7 @@ impl IndexedRepository {
     /// Reads, authenticates and decompresses one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let location = self.index.read().get(id).ok_or_else(|| Error::NotFound {
-            what: format!("blob {id} in the index"),
+            what: format!("blob {id} not found in the index"),
         })?;
         let sealed = self.backend.read_range(
             FileKind::Pack,

@@ -24,10 +24,11 @@ use crate::index::{IndexFile, IndexedPack};
 use crate::pack::{FinishedPack, PackWriter};
 use crate::repository::IndexedRepository;
 
-/// An index piece is written at least this often while packs are uploaded.
-const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// An index piece is written at least this often while packs are uploaded,
+/// bounding what an interrupted run has to upload again...
+const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(3);
 /// ... or when this many packs wait to be indexed.
-const INDEX_FLUSH_PACKS: usize = 64;
+const INDEX_FLUSH_PACKS: usize = 16;
 
 /// What the saver stored.
 #[derive(Debug, Default, Clone, Copy)]

@@ -50,7 +50,7 @@ impl LocalBackend {
             Error::RepositoryNotFound(self.root.display().to_string())
         } else {
             Error::NotFound {
-                what: format!("{kind} {id}"),
+                what: format!("{kind} {id} not found"),
             }
         }
     }

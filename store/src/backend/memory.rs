@@ -30,7 +30,7 @@ impl MemoryBackend {
 
 fn not_found(kind: FileKind, id: &Id) -> Error {
     Error::NotFound {
-        what: format!("{kind} {id}"),
+        what: format!("{kind} {id} not found"),
     }
 }
 

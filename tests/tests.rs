@@ -1,0 +1,9 @@
+//! End-to-end tests: they drive the built `mapache` binary on real
+//! directory trees and check what it wrote, byte for byte.
+
+mod util;
+
+mod crash;
+mod errors;
+mod plaintext;
+mod roundtrip;

@@ -1,0 +1,137 @@
+//! Helpers for the end-to-end tests: running the binary, making trees,
+//! comparing trees.
+
+#![allow(dead_code)]
+
+mod compare;
+mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use compare::assert_same_tree;
+pub use fixtures::{make_rich_tree, write_random_file};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A scratch folder with a repository path and a password file.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub password_file: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("mapache-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let repo = dir.path().join("repo");
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        Env {
+            dir,
+            repo,
+            password_file,
+        }
+    }
+
+    /// A new Env with an initialized repository (cheap KDF).
+    pub fn with_repo() -> Env {
+        let env = Env::new();
+        env.ok(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The command, with a clean environment: nothing from the developer's
+    /// shell leaks in.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mapache"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MAPACHE_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.arg("-r").arg(&self.repo);
+        cmd.arg("--password-file").arg(&self.password_file);
+        cmd.args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mapache")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mapache {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{text}"))
+    }
+
+    /// Takes a snapshot of `path`, returning the JSON report.
+    pub fn snapshot(&self, path: &Path) -> serde_json::Value {
+        self.json(&["snapshot", path.to_str().unwrap()])
+    }
+
+    /// Restores `snapshot` to a fresh folder and returns the path where
+    /// `source` landed inside it.
+    pub fn restore(&self, snapshot: &str, source: &Path, name: &str) -> PathBuf {
+        let target = self.path(name);
+        self.ok(&["restore", snapshot, "--target", target.to_str().unwrap()]);
+        target.join(source.strip_prefix("/").unwrap())
+    }
+
+    /// Every file under the repository folder.
+    pub fn repo_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.repo.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn pack_files(&self) -> Vec<PathBuf> {
+        self.repo_files()
+            .into_iter()
+            .filter(|p| p.starts_with(self.repo.join("packs")))
+            .collect()
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
