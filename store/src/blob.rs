@@ -72,7 +72,11 @@ impl BlobEncoder {
         let start = out.len();
         self.scratch.clear();
         let mut compressed = false;
-        if let Some(compressor) = &mut self.compressor {
+        if let Some(compressor) = self
+            .compressor
+            .as_mut()
+            .filter(|_| !looks_incompressible(data))
+        {
             // Leave room for the flag byte; a frame not smaller than the
             // input is pointless and is dropped.
             let bound = zstd::zstd_safe::compress_bound(data.len());
@@ -96,7 +100,60 @@ impl BlobEncoder {
     }
 }
 
-/// Decrypts and decompresses a sealed blob, checking it is what `id` names.
+/// Opens blobs; one per thread, since zstd contexts are reused.
+pub struct BlobDecoder {
+    decompressor: zstd::bulk::Decompressor<'static>,
+}
+
+impl Default for BlobDecoder {
+    fn default() -> Self {
+        BlobDecoder::new()
+    }
+}
+
+impl BlobDecoder {
+    /// A decoder with a fresh zstd context.
+    pub fn new() -> BlobDecoder {
+        BlobDecoder {
+            decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
+        }
+    }
+
+    /// Decrypts and decompresses a sealed blob, checking it is what `id`
+    /// names.
+    pub fn open(
+        &mut self,
+        cipher: &Cipher,
+        hasher: &crate::crypto::IdHasher,
+        kind: BlobType,
+        id: &BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<Vec<u8>> {
+        let fail = |reason: &str| Error::integrity(FileKind::Pack, format!("blob {id}"), reason);
+        let mut plain = cipher
+            .decrypt(kind.object_kind(), &id.0, sealed)
+            .map_err(|_| fail("blob failed authentication"))?;
+        let data = match plain.first() {
+            Some(&FLAG_RAW) => {
+                plain.drain(..1);
+                plain
+            }
+            Some(&FLAG_ZSTD) => self
+                .decompressor
+                .decompress(&plain[1..], raw_length as usize)
+                .map_err(|e| fail(&format!("blob does not decompress: {e}")))?,
+            _ => return Err(fail("unknown blob encoding")),
+        };
+        if data.len() != raw_length as usize || hasher.hash(&data) != id.0 {
+            return Err(fail("blob content does not match its id"));
+        }
+        Ok(data)
+    }
+}
+
+/// Decrypts and decompresses one sealed blob with a fresh decoder; see
+/// [`BlobDecoder::open`].
 pub fn open_blob(
     cipher: &Cipher,
     hasher: &crate::crypto::IdHasher,
@@ -105,18 +162,53 @@ pub fn open_blob(
     sealed: &[u8],
     raw_length: u32,
 ) -> Result<Vec<u8>> {
-    let fail = |reason: &str| Error::integrity(FileKind::Pack, format!("blob {id}"), reason);
-    let plain = cipher
-        .decrypt(kind.object_kind(), &id.0, sealed)
-        .map_err(|_| fail("blob failed authentication"))?;
-    let data = match plain.split_first() {
-        Some((&FLAG_RAW, payload)) => payload.to_vec(),
-        Some((&FLAG_ZSTD, payload)) => zstd::bulk::decompress(payload, raw_length as usize)
-            .map_err(|e| fail(&format!("blob does not decompress: {e}")))?,
-        _ => return Err(fail("unknown blob encoding")),
-    };
-    if data.len() != raw_length as usize || hasher.hash(&data) != id.0 {
-        return Err(fail("blob content does not match its id"));
+    BlobDecoder::new().open(cipher, hasher, kind, id, sealed, raw_length)
+}
+
+/// Whether `data` looks incompressible: the byte entropy of a sample of it
+/// is close to 8 bits. Compressed media, archives and encrypted files are
+/// then stored raw without spending zstd's time on them (measured: zstd
+/// level 3 was 30% of a snapshot's CPU time on a mostly random dataset).
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLES: usize = 32;
+    const SAMPLE_LEN: usize = 512;
+    if data.len() < SAMPLES * SAMPLE_LEN * 2 {
+        return false; // small blobs: just try
     }
-    Ok(data)
+    let mut counts = [0u32; 256];
+    let step = data.len() / SAMPLES;
+    for i in 0..SAMPLES {
+        for &b in &data[i * step..i * step + SAMPLE_LEN] {
+            counts[b as usize] += 1;
+        }
+    }
+    let total = (SAMPLES * SAMPLE_LEN) as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    // Uniform random bytes measure about 7.99 on 16 KiB; text about 4.5.
+    entropy > 7.95
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_heuristic_separates_random_from_text() {
+        let mut random = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        assert!(looks_incompressible(&random));
+        let text: Vec<u8> = (0..100_000)
+            .flat_map(|i| format!("line {i} of text\n").into_bytes())
+            .collect();
+        assert!(!looks_incompressible(&text));
+        assert!(!looks_incompressible(&vec![0u8; 1 << 20]));
+        assert!(!looks_incompressible(b"short"));
+    }
 }

@@ -18,6 +18,7 @@
 //! only the files that use it; they are reported and everything else is
 //! restored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::backend::FileKind;
-use crate::blob::open_blob;
+use crate::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::index::BlobLocation;
@@ -459,22 +460,20 @@ fn fetch(
             let receiver = receiver.clone();
             let (damaged, bytes, fatal) = (&damaged, &bytes, &fatal);
             scope.spawn(move || {
-                let mut writer = Writer::default();
+                let mut worker = FetchWorker {
+                    repo,
+                    planner,
+                    progress,
+                    open: None,
+                    decoder: BlobDecoder::new(),
+                };
                 for (pack, blobs) in receiver {
                     if fatal.lock().is_some() {
                         return;
                     }
-                    let result = restore_pack(
-                        repo,
-                        planner,
-                        &pack,
-                        &blobs,
-                        &mut writer,
-                        progress,
-                        |file, reason| {
-                            damaged.lock().entry(file).or_insert(reason);
-                        },
-                    );
+                    let result = worker.restore_pack(&pack, &blobs, |file, reason| {
+                        damaged.lock().entry(file).or_insert(reason);
+                    });
                     match result {
                         Ok(n) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
@@ -497,30 +496,6 @@ fn fetch(
     })
 }
 
-/// Keeps the last written file open: consecutive blobs usually go to the
-/// same file.
-#[derive(Default)]
-struct Writer {
-    open: Option<(u32, File)>,
-}
-
-impl Writer {
-    fn write(&mut self, planner: &Planner<'_>, file: u32, offset: u64, data: &[u8]) -> Result<()> {
-        let path = &planner.files[file as usize].path;
-        if self.open.as_ref().map(|(n, _)| *n) != Some(file) {
-            let handle = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| target_error(path, e))?;
-            self.open = Some((file, handle));
-        }
-        let (_, handle) = self.open.as_ref().expect("just opened");
-        handle
-            .write_all_at(data, offset)
-            .map_err(|e| target_error(path, e))
-    }
-}
-
 /// Groups a pack's wanted blobs (sorted by offset) into ranged reads.
 fn runs(blobs: &[(BlobId, BlobLocation)]) -> Vec<&[(BlobId, BlobLocation)]> {
     let mut out = Vec::new();
@@ -541,73 +516,107 @@ fn runs(blobs: &[(BlobId, BlobLocation)]) -> Vec<&[(BlobId, BlobLocation)]> {
     out
 }
 
-fn restore_pack(
-    repo: &IndexedRepository,
-    planner: &Planner<'_>,
-    pack: &PackId,
-    blobs: &[(BlobId, BlobLocation)],
-    writer: &mut Writer,
-    progress: &RestoreProgress,
-    mut mark_damaged: impl FnMut(u32, String),
-) -> Result<u64> {
-    let mut written = 0;
-    for run in runs(blobs) {
-        let first = run[0].1.offset;
-        let last = run.last().expect("runs are not empty").1;
-        let range = repo.backend().read_range(
-            FileKind::Pack,
-            &pack.0,
-            first as u64,
-            last.offset + last.length - first,
-        );
-        for (id, location) in run {
-            let sealed = match &range {
-                Ok(bytes) => {
-                    let start = (location.offset - first) as usize;
-                    Ok(bytes[start..start + location.length as usize].to_vec())
-                }
-                // The range failed (say, the pack was truncated): fetch the
-                // blobs one by one so that those before the damage survive.
-                Err(_) => repo.backend().read_range(
-                    FileKind::Pack,
-                    &pack.0,
-                    location.offset as u64,
-                    location.length,
-                ),
-            };
-            let data = sealed.and_then(|sealed| {
-                open_blob(
-                    &repo.keys().cipher,
-                    &repo.keys().hasher,
-                    location.blob_type,
-                    id,
-                    &sealed,
-                    location.raw_length,
-                )
-            });
-            let uses = &planner.uses[id];
-            match data {
-                Ok(data) => {
-                    let zero = data.iter().all(|&b| b == 0);
-                    for blob_use in uses {
-                        if !zero {
-                            writer.write(planner, blob_use.file, blob_use.offset, &data)?;
-                        }
-                        written += data.len() as u64;
-                        progress
-                            .bytes
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+/// One fetching thread: its zstd context and the file it wrote last, kept
+/// open because consecutive blobs usually go to the same file.
+struct FetchWorker<'a> {
+    repo: &'a IndexedRepository,
+    planner: &'a Planner<'a>,
+    progress: &'a RestoreProgress,
+    open: Option<(u32, File)>,
+    decoder: BlobDecoder,
+}
+
+impl FetchWorker<'_> {
+    fn write(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let path = &self.planner.files[file as usize].path;
+        if self.open.as_ref().map(|(n, _)| *n) != Some(file) {
+            let handle = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| target_error(path, e))?;
+            self.open = Some((file, handle));
+        }
+        let (_, handle) = self.open.as_ref().expect("just opened");
+        handle
+            .write_all_at(data, offset)
+            .map_err(|e| target_error(path, e))
+    }
+
+    /// Restores the wanted blobs of one pack. Errors only when the target
+    /// cannot be written; unreadable blobs go to `mark_damaged`.
+    fn restore_pack(
+        &mut self,
+        pack: &PackId,
+        blobs: &[(BlobId, BlobLocation)],
+        mut mark_damaged: impl FnMut(u32, String),
+    ) -> Result<u64> {
+        let repo = self.repo;
+        let keys = repo.keys();
+        let mut written = 0;
+        for run in runs(blobs) {
+            let first = run[0].1.offset;
+            let last = run.last().expect("runs are not empty").1;
+            let range = repo.backend().read_range(
+                FileKind::Pack,
+                &pack.0,
+                first as u64,
+                last.offset + last.length - first,
+            );
+            for (id, location) in run {
+                let sealed = match &range {
+                    Ok(bytes) => {
+                        let start = (location.offset - first) as usize;
+                        Ok(Cow::Borrowed(
+                            &bytes[start..start + location.length as usize],
+                        ))
                     }
-                }
-                Err(e) => {
-                    for blob_use in uses {
-                        mark_damaged(blob_use.file, e.to_string());
+                    // The range failed (say, the pack was truncated): fetch
+                    // the blobs one by one so that those before the damage
+                    // survive.
+                    Err(_) => repo
+                        .backend()
+                        .read_range(
+                            FileKind::Pack,
+                            &pack.0,
+                            location.offset as u64,
+                            location.length,
+                        )
+                        .map(Cow::Owned),
+                };
+                let data = sealed.and_then(|sealed| {
+                    self.decoder.open(
+                        &keys.cipher,
+                        &keys.hasher,
+                        location.blob_type,
+                        id,
+                        &sealed,
+                        location.raw_length,
+                    )
+                });
+                let uses = &self.planner.uses[id];
+                match data {
+                    Ok(data) => {
+                        let zero = data.iter().all(|&b| b == 0);
+                        for blob_use in uses {
+                            if !zero {
+                                self.write(blob_use.file, blob_use.offset, &data)?;
+                            }
+                            written += data.len() as u64;
+                            self.progress
+                                .bytes
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        for blob_use in uses {
+                            mark_damaged(blob_use.file, e.to_string());
+                        }
                     }
                 }
             }
         }
+        Ok(written)
     }
-    Ok(written)
 }
 
 /// Applies owner, mode, xattrs and times; what fails becomes a warning.

@@ -207,11 +207,12 @@ pub fn snapshot(
             let job_rx = job_rx.clone();
             let (repo, saver, abort) = (&repo, &saver, &abort);
             scope.spawn(move || {
+                let mut buffer = Vec::new();
                 for job in job_rx {
                     let outcome = if abort.load(Ordering::Relaxed) {
                         FileOutcome::Failed(Error::Interrupted)
                     } else {
-                        walker::read_file(repo, saver, &job.path)
+                        walker::read_file(repo, saver, &job.path, &mut buffer)
                     };
                     let _ = job.result.send(outcome);
                 }

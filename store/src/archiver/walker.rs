@@ -290,8 +290,13 @@ impl Walker<'_> {
     }
 }
 
-/// Reads, chunks and saves one file.
-pub(super) fn read_file(repo: &IndexedRepository, saver: &BlobSaver, path: &Path) -> FileOutcome {
+/// Reads, chunks and saves one file, reading through `buffer`.
+pub(super) fn read_file(
+    repo: &IndexedRepository,
+    saver: &BlobSaver,
+    path: &Path,
+    buffer: &mut Vec<u8>,
+) -> FileOutcome {
     let unreadable =
         |e: std::io::Error| FileOutcome::Unreadable(format!("{}: {e}", path.display()));
     // O_NOATIME keeps the backup from touching access times; it is only
@@ -305,21 +310,24 @@ pub(super) fn read_file(repo: &IndexedRepository, saver: &BlobSaver, path: &Path
         Ok(file) => file,
         Err(e) => return unreadable(e),
     };
-    let mut chunks = repo.chunker().chunks(file);
+    let mut chunks = repo
+        .chunker()
+        .chunks_with_buffer(file, std::mem::take(buffer));
     let mut content = Vec::new();
     let mut size = 0u64;
-    loop {
+    let outcome = loop {
         match chunks.next_chunk() {
             Ok(Some(chunk)) => {
                 size += chunk.len() as u64;
                 match saver.save(BlobType::Data, chunk) {
                     Ok(id) => content.push(id),
-                    Err(e) => return FileOutcome::Failed(e),
+                    Err(e) => break FileOutcome::Failed(e),
                 }
             }
-            Ok(None) => break,
-            Err(e) => return unreadable(e),
+            Ok(None) => break FileOutcome::Read { content, size },
+            Err(e) => break unreadable(e),
         }
-    }
-    FileOutcome::Read { content, size }
+    };
+    *buffer = chunks.into_buffer();
+    outcome
 }
