@@ -304,3 +304,27 @@ fn restore_to_full_or_read_only_filesystem() {
     let restored = env.restore("latest", &source, "fine");
     assert_same_tree(&source, &restored);
 }
+
+#[test]
+fn one_file_system_stays_on_the_source_filesystem() {
+    if !require_root("one_file_system_stays_on_the_source_filesystem") {
+        return;
+    }
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("mounted")).unwrap();
+    fs::write(source.join("local.txt"), "local").unwrap();
+    let mount = TmpfsMount::new(&source.join("mounted"), "size=1m");
+    fs::write(mount.path.join("elsewhere.txt"), "other fs").unwrap();
+    let src = source.to_str().unwrap();
+    env.json(&["snapshot", "-x", src]);
+    let listing = env.ok(&["ls", "latest", src, "-R"]);
+    assert!(listing.contains("local.txt"));
+    // The mount point itself is recorded, its content is not.
+    assert!(listing.contains(&format!("{src}/mounted\n")));
+    assert!(!listing.contains("elsewhere.txt"), "{listing}");
+    env.json(&["snapshot", src]);
+    assert!(env
+        .ok(&["ls", "latest", src, "-R"])
+        .contains("elsewhere.txt"));
+}

@@ -174,3 +174,116 @@ fn identical_files_are_stored_once() {
     // One copy of the data plus the small trees.
     assert!(added < 6 * 1024 * 1024 + 64 * 1024, "added {added}");
 }
+
+#[test]
+fn sparse_files_are_restored_sparse() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    let file = fs::File::create(source.join("disk.img")).unwrap();
+    file.set_len(64 * 1024 * 1024).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"middle", 32 * 1024 * 1024).unwrap();
+    drop(file);
+    env.snapshot(&source);
+    let restored = env.restore("latest", &source, "target");
+    assert_same_tree(&source, &restored);
+    let meta = fs::metadata(restored.join("disk.img")).unwrap();
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    assert!(
+        allocated < 16 * 1024 * 1024,
+        "{allocated} bytes allocated for a 64 MiB sparse file"
+    );
+}
+
+#[test]
+fn exclude_file_and_cat_objects() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("cache")).unwrap();
+    fs::write(source.join("keep.txt"), "kept").unwrap();
+    fs::write(source.join("cache/junk"), "junk").unwrap();
+    fs::write(source.join("notes.bak"), "backup copy").unwrap();
+    let exclude_file = env.path("excludes");
+    fs::write(
+        &exclude_file,
+        format!("# comment\n*.bak\n{}/cache\n", source.display()),
+    )
+    .unwrap();
+    env.json(&[
+        "snapshot",
+        source.to_str().unwrap(),
+        "--exclude-file",
+        exclude_file.to_str().unwrap(),
+    ]);
+    let listing = env.ok(&["ls", "latest", source.to_str().unwrap()]);
+    assert_eq!(listing.trim(), format!("{}/keep.txt", source.display()));
+
+    // Every kind of object prints, decrypted.
+    let index_id = fs::read_dir(env.repo.join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let index = env.json(&["cat", "index", index_id.to_str().unwrap()]);
+    let pack = &index["packs"][0];
+    let pack_json = env.json(&["cat", "pack", pack["id"].as_str().unwrap()]);
+    assert_eq!(pack_json["blobs"], pack["blobs"]);
+    let key_id = fs::read_dir(env.repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let key = env.json(&["cat", "key", key_id.to_str().unwrap()]);
+    assert_eq!(key["kdf"], "argon2id");
+    // The data blob of keep.txt is its content.
+    let data_pack = index["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "data")
+        .unwrap();
+    let blob_id = data_pack["blobs"][0]["id"].as_str().unwrap();
+    assert_eq!(env.ok(&["cat", "blob", blob_id]), "kept");
+}
+
+#[test]
+fn password_sources() {
+    let env = Env::with_repo();
+    // From a command.
+    let out = env
+        .command_without_password(&[
+            "log",
+            "--password-command",
+            &format!("cat {}", env.password_file.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // From the environment, with the repository from the environment too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mapache"))
+        .arg("log")
+        .env("MAPACHE_REPOSITORY", &env.repo)
+        .env("MAPACHE_PASSWORD", crate::util::PASSWORD)
+        .env_remove("MAPACHE_PASSWORD_FILE")
+        .env_remove("MAPACHE_PASSWORD_COMMAND")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A failing password command is a clear error.
+    let out = env
+        .command_without_password(&["log", "--password-command", "exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password command"));
+}

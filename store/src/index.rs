@@ -395,6 +395,7 @@ mod tests {
         let index = Index::from_files(files);
         assert_eq!(index.len(), 100_000);
         let per_blob = index.memory_bytes() as f64 / index.len() as f64;
+        eprintln!("in-memory index: {per_blob:.1} bytes per blob");
         assert!(per_blob < 64.0, "{per_blob} bytes per blob");
     }
 }

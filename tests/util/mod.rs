@@ -51,6 +51,14 @@ impl Env {
     /// The command, with a clean environment: nothing from the developer's
     /// shell leaks in.
     pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.command_without_password(&[]);
+        cmd.arg("--password-file").arg(&self.password_file);
+        cmd.args(args);
+        cmd
+    }
+
+    /// The command with the repository but no password source.
+    pub fn command_without_password(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mapache"));
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("MAPACHE_") {
@@ -58,7 +66,6 @@ impl Env {
             }
         }
         cmd.arg("-r").arg(&self.repo);
-        cmd.arg("--password-file").arg(&self.password_file);
         cmd.args(args);
         cmd
     }
