@@ -5,5 +5,7 @@ mod util;
 
 mod crash;
 mod errors;
+#[cfg(feature = "fuse")]
+mod mount;
 mod plaintext;
 mod roundtrip;

@@ -7,6 +7,7 @@
 mod commands;
 mod exit;
 mod global;
+mod interrupt;
 mod output;
 mod password;
 mod progress;
@@ -19,7 +20,7 @@ pub use global::Cli;
 /// Runs mapache with the process arguments and returns the exit code.
 pub fn main_with_args() -> u8 {
     let cli = Cli::parse();
-    install_interrupt_handler();
+    interrupt::install_handler();
     match commands::run(cli) {
         Ok(outcome) => outcome.code(),
         Err(error) => {
@@ -30,15 +31,4 @@ pub fn main_with_args() -> u8 {
             exit_code(&error)
         }
     }
-}
-
-/// Ctrl-C or SIGTERM: release our locks and leave with 130. Every write to
-/// the repository is atomic, so stopping at any instant is safe; the next
-/// run reuses what this one already indexed.
-fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        mapache_store::lock::release_all_held();
-        eprintln!("\ninterrupted");
-        std::process::exit(exit::INTERRUPTED as i32);
-    });
 }

@@ -5,9 +5,10 @@
 //! [`IndexedRepository`] adds the loaded index, which everything that reads
 //! or writes blobs needs; that operation only exists once the index is there.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backend::{Backend, FileKind, CONFIG_ID};
 use crate::blob::{open_blob, BlobType};
@@ -231,6 +232,7 @@ impl Repository {
         Ok(IndexedRepository {
             repo: Arc::new(self),
             index: RwLock::new(index),
+            index_files: Mutex::new(files.iter().map(|f| f.id).collect()),
         })
     }
 }
@@ -239,6 +241,8 @@ impl Repository {
 pub struct IndexedRepository {
     repo: Arc<Repository>,
     index: RwLock<Index>,
+    /// Index files already read, so that a reload reads only new ones.
+    index_files: Mutex<HashSet<Id>>,
 }
 
 impl std::ops::Deref for IndexedRepository {
@@ -257,6 +261,25 @@ impl IndexedRepository {
     /// The index, for adding packs.
     pub fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write()
+    }
+
+    /// Reads index files written since the index was loaded (by another
+    /// process, say) and adds what they list.
+    pub fn reload_index(&self) -> Result<()> {
+        let mut known = self.index_files.lock();
+        for file in self.backend.list(FileKind::Index)? {
+            if known.contains(&file.id) {
+                continue;
+            }
+            let plain = self.load_file(FileKind::Index, &file.id)?;
+            let decoded = IndexFile::decode(&file.id, &plain)?;
+            let mut index = self.index.write();
+            for pack in &decoded.packs {
+                index.add_pack(pack.id, pack.blob_type, &pack.blobs);
+            }
+            known.insert(file.id);
+        }
+        Ok(())
     }
 
     /// Reads, authenticates and decompresses one blob.

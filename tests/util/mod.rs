@@ -5,12 +5,16 @@
 
 mod compare;
 mod fixtures;
+#[cfg(feature = "fuse")]
+mod mount;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use compare::assert_same_tree;
 pub use fixtures::{make_rich_tree, write_random_file};
+#[cfg(feature = "fuse")]
+pub use mount::MountGuard;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -6,6 +6,7 @@ mod completion;
 mod init;
 mod log;
 mod ls;
+mod mount;
 mod restore;
 mod snapshot;
 mod unlock;
@@ -25,6 +26,7 @@ pub enum Command {
     Log(log::Args),
     Ls(ls::Args),
     Cat(cat::Args),
+    Mount(mount::Args),
     Unlock(unlock::Args),
     Completion(completion::Args),
 }
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Log(args) => log::run(global, args),
         Command::Ls(args) => ls::run(global, args),
         Command::Cat(args) => cat::run(global, args),
+        Command::Mount(args) => mount::run(global, args),
         Command::Unlock(args) => unlock::run(global, args),
         Command::Completion(args) => completion::run(args),
     }

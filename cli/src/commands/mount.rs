@@ -1,0 +1,106 @@
+//! `mapache mount`
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::exit::Outcome;
+use crate::global::GlobalOptions;
+
+/// Mount the repository: every snapshot as a read-only folder tree
+///
+/// Layout: snapshots/<time>/, ids/<short id>/, latest, tags/<tag>/<time>/,
+/// hosts/<host>/<time>/. Runs in the foreground until Ctrl-C (or SIGTERM,
+/// or `umount`), then unmounts.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// An empty folder to mount on
+    mountpoint: PathBuf,
+
+    /// Let other users use the mount too (needs user_allow_other in
+    /// /etc/fuse.conf unless run as root)
+    #[arg(long)]
+    allow_other: bool,
+
+    /// Memory for decrypted blobs, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    cache_size: usize,
+}
+
+/// Refuses mountpoints that would surprise: missing, not a folder, not
+/// empty, or already a mount point.
+fn check_mountpoint(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("mountpoint {}", path.display()))?;
+    if !meta.is_dir() {
+        bail!("mountpoint {} is not a folder", path.display());
+    }
+    let mut entries =
+        std::fs::read_dir(path).with_context(|| format!("mountpoint {}", path.display()))?;
+    if entries.next().is_some() {
+        bail!("mountpoint {} is not empty", path.display());
+    }
+    let canonical = std::fs::canonicalize(path)?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Field 5 of each line is the mount point (spaces escaped as \040).
+    let taken = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount| mount.replace("\\040", " ") == canonical.to_string_lossy());
+    if taken {
+        bail!("{} is already a mount point", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "fuse")]
+pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use mapache_fs::{MountOptions, Namespace};
+
+    check_mountpoint(&args.mountpoint)?;
+    if !Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or install fuse3");
+    }
+    let repo = global.open()?;
+    let _lock = repo.lock(false)?;
+    let repo = Arc::new(repo.load_index()?);
+    let namespace = Arc::new(Namespace::new(
+        repo,
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    ));
+    let options = MountOptions {
+        allow_other: args.allow_other,
+        cache_bytes: args.cache_size << 20,
+        threads: global.threads().max(2),
+    };
+    let interrupts = crate::interrupt::take_interrupts();
+    let mounted = mapache_fs::mount(namespace, &args.mountpoint, &options)
+        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    if !global.quiet {
+        eprintln!(
+            "mounted on {}; Ctrl-C or `umount {}` to stop",
+            args.mountpoint.display(),
+            args.mountpoint.display()
+        );
+    }
+    while !mounted.is_finished() {
+        if interrupts.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
+        }
+    }
+    mounted.unmount().context("unmounting")?;
+    crate::interrupt::clear_hook();
+    if !global.quiet {
+        eprintln!("unmounted {}", args.mountpoint.display());
+    }
+    Ok(Outcome::Success)
+}
+
+#[cfg(not(feature = "fuse"))]
+pub fn run(_global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    check_mountpoint(&args.mountpoint)?;
+    bail!("this mapache was built without FUSE support (feature `fuse`), so it cannot mount")
+}

@@ -1,0 +1,75 @@
+//! Random access into a file stored as a list of blobs.
+
+use std::sync::Arc;
+
+use mapache_store::tree::Node;
+use mapache_store::{BlobId, IndexedRepository};
+
+use crate::blob_cache::BlobCache;
+use crate::error::{FsError, FsResult};
+
+/// How many blobs past the last one read are fetched ahead.
+const READ_AHEAD_BLOBS: usize = 4;
+
+/// A file's blobs and where each ends, so that a read at any offset finds
+/// its blob by binary search instead of walking from the start.
+pub struct FileContent {
+    blobs: Vec<BlobId>,
+    ends: Vec<u64>,
+}
+
+impl FileContent {
+    /// Looks up the length of every blob of `node`.
+    pub fn new(repo: &IndexedRepository, node: &Node) -> FsResult<FileContent> {
+        let index = repo.index();
+        let mut ends = Vec::with_capacity(node.content.len());
+        let mut end = 0u64;
+        for id in &node.content {
+            let location = index.get(id).ok_or_else(|| {
+                FsError::Store(mapache_store::Error::NotFound {
+                    what: format!("blob {id} of {} not found in the index", node.name_lossy()),
+                })
+            })?;
+            end += location.raw_length as u64;
+            ends.push(end);
+        }
+        Ok(FileContent {
+            blobs: node.content.clone(),
+            ends,
+        })
+    }
+
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads up to `size` bytes at `offset`; short only at the end of the file.
+    pub fn read(&self, cache: &Arc<BlobCache>, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let end = self.len().min(offset.saturating_add(size as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut blob = self.ends.partition_point(|&e| e <= offset);
+        let mut position = offset;
+        while position < end {
+            let start = if blob == 0 { 0 } else { self.ends[blob - 1] };
+            let data = cache.get(&self.blobs[blob])?;
+            let from = (position - start) as usize;
+            let to = ((end.min(self.ends[blob])) - start) as usize;
+            out.extend_from_slice(&data[from..to]);
+            position = start + to as u64;
+            blob += 1;
+        }
+        let ahead = &self.blobs
+            [blob.min(self.blobs.len())..(blob + READ_AHEAD_BLOBS).min(self.blobs.len())];
+        cache.prefetch(ahead);
+        Ok(out)
+    }
+}

@@ -1,0 +1,630 @@
+//! The read-only namespace of a mounted repository:
+//!
+//! ```text
+//! /snapshots/<YYYY-MM-DDTHH:MM:SS>/...   one tree per snapshot (local time)
+//! /ids/<short id>/...                    the same, by id
+//! /latest -> snapshots/<newest>
+//! /tags/<tag>/<time>/...                 snapshots carrying the tag
+//! /hosts/<host>/<time>/...               snapshots of the host
+//! ```
+//!
+//! Plain Rust, no FUSE: the adapter in `fuse.rs` only translates. Inode
+//! numbers are assigned on first lookup and stay stable while mounted; hard
+//! links of one snapshot (same device and inode recorded) share one inode
+//! number. The snapshot list is re-read at most once a second, so snapshots
+//! made by other processes appear without remounting.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use mapache_store::backend::FileKind;
+use mapache_store::snapshot::Snapshot;
+use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
+use mapache_store::{BlobId, IndexedRepository, SnapshotId};
+use parking_lot::Mutex;
+
+use crate::error::{FsError, FsResult};
+
+/// The inode number of the mount's root.
+pub const ROOT: u64 = 1;
+
+/// How often the snapshot list is re-read at most.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Attributes of an entry, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Entry type.
+    pub kind: NodeKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (with setuid, setgid, sticky).
+    pub perm: u16,
+    /// Hard link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number of device nodes.
+    pub rdev: u64,
+    /// Access time.
+    pub atime: Timestamp,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Status change time.
+    pub ctime: Timestamp,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Inode number.
+    pub ino: u64,
+    /// Entry type.
+    pub kind: NodeKind,
+    /// Name.
+    pub name: Vec<u8>,
+}
+
+/// How a group folder groups snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Grouping {
+    Tag,
+    Host,
+}
+
+/// What an inode is.
+#[derive(Clone, Debug)]
+enum Entry {
+    Root,
+    /// `snapshots/` (by time) or `ids/` (by short id).
+    SnapshotList {
+        by_id: bool,
+    },
+    /// `tags/` or `hosts/`.
+    Groups(Grouping),
+    /// `tags/<tag>/` or `hosts/<host>/`.
+    Group(Grouping, String),
+    /// The `latest` symlink.
+    Latest,
+    /// An entry inside a snapshot (the snapshot's root is a synthetic
+    /// folder node). `root` names the snapshot's root tree.
+    Node {
+        node: Arc<Node>,
+        root: BlobId,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Child(u64, Vec<u8>),
+    HardLink(BlobId, u64, u64),
+}
+
+#[derive(Default)]
+struct Table {
+    entries: Vec<Entry>,
+    by_key: HashMap<Key, u64>,
+}
+
+impl Table {
+    fn get(&self, ino: u64) -> FsResult<Entry> {
+        ino.checked_sub(1)
+            .and_then(|i| self.entries.get(i as usize))
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    fn intern(&mut self, key: Key, entry: impl FnOnce() -> Entry) -> u64 {
+        if let Some(&ino) = self.by_key.get(&key) {
+            return ino;
+        }
+        self.entries.push(entry());
+        let ino = self.entries.len() as u64;
+        self.by_key.insert(key, ino);
+        ino
+    }
+}
+
+/// A snapshot as the namespace shows it.
+#[derive(Clone)]
+struct Listed {
+    id: SnapshotId,
+    snapshot: Arc<Snapshot>,
+    /// Its name under `snapshots/`: local time, made unique.
+    time_name: String,
+}
+
+struct SnapshotView {
+    listed: Vec<Listed>,
+    loaded: HashMap<SnapshotId, Arc<Snapshot>>,
+    refreshed: Option<Instant>,
+}
+
+/// The namespace of one mounted repository.
+pub struct Namespace {
+    repo: Arc<IndexedRepository>,
+    table: Mutex<Table>,
+    view: Mutex<SnapshotView>,
+    trees: Mutex<LruCache<BlobId, Arc<Tree>>>,
+    uid: u32,
+    gid: u32,
+    mounted_at: Timestamp,
+}
+
+fn time_name(snapshot: &Snapshot) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_opt(snapshot.time.secs, snapshot.time.nanos)
+        .single()
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+        .unwrap_or_else(|| snapshot.time.secs.to_string())
+}
+
+impl Namespace {
+    /// A namespace over `repo`; entries belong to `uid`/`gid` where the
+    /// snapshot does not say otherwise.
+    pub fn new(repo: Arc<IndexedRepository>, uid: u32, gid: u32) -> Namespace {
+        let mut table = Table::default();
+        table.entries.push(Entry::Root);
+        Namespace {
+            repo,
+            table: Mutex::new(table),
+            view: Mutex::new(SnapshotView {
+                listed: Vec::new(),
+                loaded: HashMap::new(),
+                refreshed: None,
+            }),
+            trees: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
+            uid,
+            gid,
+            mounted_at: mapache_store::snapshot::now(),
+        }
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &Arc<IndexedRepository> {
+        &self.repo
+    }
+
+    /// The snapshots, oldest first, re-read when the last look is older
+    /// than a second. New index files are loaded too, so that a snapshot
+    /// written by another process can be read.
+    fn snapshots(&self) -> FsResult<Vec<Listed>> {
+        let mut view = self.view.lock();
+        if view
+            .refreshed
+            .is_some_and(|t| t.elapsed() < REFRESH_INTERVAL)
+        {
+            return Ok(view.listed.clone());
+        }
+        let files = self.repo.backend().list(FileKind::Snapshot)?;
+        let mut new = false;
+        for file in &files {
+            let id = SnapshotId(file.id);
+            if let std::collections::hash_map::Entry::Vacant(slot) = view.loaded.entry(id) {
+                slot.insert(Arc::new(self.repo.load_snapshot(&id)?));
+                new = true;
+            }
+        }
+        if new {
+            self.repo.reload_index()?;
+        }
+        let present: std::collections::HashSet<SnapshotId> =
+            files.iter().map(|f| SnapshotId(f.id)).collect();
+        view.loaded.retain(|id, _| present.contains(id));
+        let mut listed: Vec<Listed> = view
+            .loaded
+            .iter()
+            .map(|(id, snapshot)| Listed {
+                id: *id,
+                snapshot: snapshot.clone(),
+                time_name: time_name(snapshot),
+            })
+            .collect();
+        listed.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        // Two snapshots in the same second get their short id appended.
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for l in &listed {
+            *counts.entry(l.time_name.clone()).or_default() += 1;
+        }
+        for l in &mut listed {
+            if counts[&l.time_name] > 1 {
+                l.time_name = format!("{}-{}", l.time_name, l.id.short());
+            }
+        }
+        view.listed = listed.clone();
+        view.refreshed = Some(Instant::now());
+        Ok(listed)
+    }
+
+    fn tree(&self, id: &BlobId) -> FsResult<Arc<Tree>> {
+        if let Some(tree) = self.trees.lock().get(id) {
+            return Ok(tree.clone());
+        }
+        let tree = Arc::new(self.repo.load_tree(id)?);
+        self.trees.lock().put(*id, tree.clone());
+        Ok(tree)
+    }
+
+    /// The synthetic folder node standing for a snapshot's root.
+    fn snapshot_root(listed: &Listed) -> Entry {
+        let s = &listed.snapshot;
+        let mut node = Node::new(b"", NodeKind::Dir);
+        node.mode = 0o755;
+        node.uid = s.uid;
+        node.gid = s.gid;
+        node.mtime = s.time;
+        node.ctime = s.time;
+        node.atime = s.time;
+        node.subtree = Some(s.tree);
+        Entry::Node {
+            node: Arc::new(node),
+            root: s.tree,
+        }
+    }
+
+    /// The children of a virtual folder, as (name, entry) pairs.
+    fn virtual_children(&self, entry: &Entry) -> FsResult<Vec<(Vec<u8>, Entry)>> {
+        let snapshots = || self.snapshots();
+        let by_time = |list: Vec<Listed>| {
+            list.iter()
+                .map(|l| (l.time_name.clone().into_bytes(), Self::snapshot_root(l)))
+                .collect::<Vec<_>>()
+        };
+        Ok(match entry {
+            Entry::Root => vec![
+                (b"snapshots".to_vec(), Entry::SnapshotList { by_id: false }),
+                (b"ids".to_vec(), Entry::SnapshotList { by_id: true }),
+                (b"latest".to_vec(), Entry::Latest),
+                (b"tags".to_vec(), Entry::Groups(Grouping::Tag)),
+                (b"hosts".to_vec(), Entry::Groups(Grouping::Host)),
+            ],
+            Entry::SnapshotList { by_id: false } => by_time(snapshots()?),
+            Entry::SnapshotList { by_id: true } => snapshots()?
+                .iter()
+                .map(|l| (l.id.short().into_bytes(), Self::snapshot_root(l)))
+                .collect(),
+            Entry::Groups(grouping) => {
+                let mut names: Vec<String> = snapshots()?
+                    .iter()
+                    .flat_map(|l| match grouping {
+                        Grouping::Tag => l.snapshot.tags.clone(),
+                        Grouping::Host => vec![l.snapshot.host.clone()],
+                    })
+                    .filter(|n| !n.is_empty() && !n.contains('/'))
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+                    .into_iter()
+                    .map(|n| (n.clone().into_bytes(), Entry::Group(*grouping, n)))
+                    .collect()
+            }
+            Entry::Group(grouping, name) => by_time(
+                snapshots()?
+                    .into_iter()
+                    .filter(|l| match grouping {
+                        Grouping::Tag => l.snapshot.tags.contains(name),
+                        Grouping::Host => &l.snapshot.host == name,
+                    })
+                    .collect(),
+            ),
+            Entry::Latest | Entry::Node { .. } => return Err(FsError::NotDir),
+        })
+    }
+
+    fn intern_node(&self, parent: u64, node: &Node, root: BlobId) -> u64 {
+        let key = if node.kind == NodeKind::File && node.links > 1 {
+            Key::HardLink(root, node.device, node.inode)
+        } else {
+            Key::Child(parent, node.name.clone())
+        };
+        self.table.lock().intern(key, || Entry::Node {
+            node: Arc::new(node.clone()),
+            root,
+        })
+    }
+
+    /// Looks up `name` in folder `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        let entry = self.table.lock().get(parent)?;
+        match &entry {
+            Entry::Node { node, root } => {
+                let subtree = match (node.kind, node.subtree) {
+                    (NodeKind::Dir, Some(id)) => id,
+                    (NodeKind::Dir, None) => return Err(FsError::NotFound),
+                    _ => return Err(FsError::NotDir),
+                };
+                let tree = self.tree(&subtree)?;
+                let child = tree.find(name).ok_or(FsError::NotFound)?;
+                let ino = self.intern_node(parent, child, *root);
+                self.getattr(ino)
+            }
+            Entry::Latest => Err(FsError::NotDir),
+            _ => {
+                let (_, child) = self
+                    .virtual_children(&entry)?
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .ok_or(FsError::NotFound)?;
+                let ino = self
+                    .table
+                    .lock()
+                    .intern(Key::Child(parent, name.to_vec()), || child);
+                self.getattr(ino)
+            }
+        }
+    }
+
+    /// Whether `ino` is one of the virtual folders around the snapshots,
+    /// whose content changes (as opposed to an entry of a snapshot).
+    pub fn is_virtual(&self, ino: u64) -> bool {
+        !matches!(self.table.lock().get(ino), Ok(Entry::Node { .. }))
+    }
+
+    /// The attributes of inode `ino`.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let entry = self.table.lock().get(ino)?;
+        let virtual_dir = |nlink| Attr {
+            ino,
+            kind: NodeKind::Dir,
+            size: 0,
+            perm: 0o555,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+        };
+        Ok(match entry {
+            Entry::Node { node, .. } => Attr {
+                ino,
+                kind: node.kind,
+                size: match node.kind {
+                    NodeKind::File => node.size,
+                    NodeKind::Symlink => node.link_target.len() as u64,
+                    _ => 0,
+                },
+                perm: (node.mode & 0o7777) as u16,
+                nlink: match node.kind {
+                    NodeKind::Dir => 2,
+                    _ => node.links.clamp(1, u32::MAX as u64) as u32,
+                },
+                uid: node.uid,
+                gid: node.gid,
+                rdev: node.rdev,
+                atime: node.atime,
+                mtime: node.mtime,
+                ctime: node.ctime,
+            },
+            Entry::Latest => {
+                let target = self.latest_target()?;
+                let mut attr = virtual_dir(1);
+                attr.kind = NodeKind::Symlink;
+                attr.perm = 0o777;
+                attr.size = target.len() as u64;
+                attr
+            }
+            _ => virtual_dir(2),
+        })
+    }
+
+    fn latest_target(&self) -> FsResult<Vec<u8>> {
+        let latest = self.snapshots()?.pop().ok_or(FsError::NotFound)?;
+        Ok(format!("snapshots/{}", latest.time_name).into_bytes())
+    }
+
+    /// The entries of folder `ino` (without `.` and `..`).
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let entry = self.table.lock().get(ino)?;
+        match &entry {
+            Entry::Node { node, root } => {
+                let id = match (node.kind, node.subtree) {
+                    (NodeKind::Dir, Some(id)) => id,
+                    (NodeKind::Dir, None) => return Ok(Vec::new()),
+                    _ => return Err(FsError::NotDir),
+                };
+                let tree = self.tree(&id)?;
+                Ok(tree
+                    .nodes
+                    .iter()
+                    .map(|child| DirEntry {
+                        ino: self.intern_node(ino, child, *root),
+                        kind: child.kind,
+                        name: child.name.clone(),
+                    })
+                    .collect())
+            }
+            Entry::Latest => Err(FsError::NotDir),
+            _ => {
+                let children = self.virtual_children(&entry)?;
+                let mut table = self.table.lock();
+                Ok(children
+                    .into_iter()
+                    .map(|(name, child)| {
+                        let kind = match child {
+                            Entry::Latest => NodeKind::Symlink,
+                            _ => NodeKind::Dir,
+                        };
+                        DirEntry {
+                            ino: table.intern(Key::Child(ino, name.clone()), || child),
+                            kind,
+                            name,
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match self.table.lock().get(ino)? {
+            Entry::Node { node, .. } if node.kind == NodeKind::Symlink => {
+                Ok(node.link_target.clone())
+            }
+            Entry::Latest => self.latest_target(),
+            _ => Err(FsError::NotSymlink),
+        }
+    }
+
+    /// The node of file `ino`, for reading its content.
+    pub fn file(&self, ino: u64) -> FsResult<Arc<Node>> {
+        match self.table.lock().get(ino)? {
+            Entry::Node { node, .. } if node.kind == NodeKind::File => Ok(node),
+            Entry::Node { node, .. } if node.kind == NodeKind::Dir => Err(FsError::IsDir),
+            Entry::Node { .. } => Err(FsError::NotFound),
+            _ => Err(FsError::IsDir),
+        }
+    }
+
+    /// The extended attributes of `ino`, sorted by name.
+    pub fn xattrs(&self, ino: u64) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self.table.lock().get(ino)? {
+            Entry::Node { node, .. } => Ok(node.xattrs.clone()),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mapache_store::archiver::{self, ArchiveOptions, Progress};
+    use mapache_store::backend::{Backend, MemoryBackend};
+    use mapache_store::config::Config;
+    use mapache_store::keys::KdfParams;
+    use mapache_store::Repository;
+
+    use super::*;
+    use crate::{BlobCache, FileContent};
+
+    fn repo_with_snapshot(dir: &std::path::Path) -> Arc<IndexedRepository> {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let mut config = Config::new();
+        config.chunker = mapache_store::chunker::ChunkerParams {
+            min_size: 4096,
+            avg_size: 16384,
+            max_size: 65536,
+        };
+        let repo = Repository::init(backend, b"pw", KdfParams::insecure_fast(), config).unwrap();
+        let repo = Arc::new(repo.load_index().unwrap());
+        let options = ArchiveOptions {
+            tags: vec!["daily".into()],
+            ..ArchiveOptions::default()
+        };
+        archiver::snapshot(
+            repo.clone(),
+            &[dir.to_path_buf()],
+            &options,
+            &Progress::default(),
+        )
+        .unwrap();
+        repo
+    }
+
+    /// Follows a path of names from the root.
+    fn walk(ns: &Namespace, path: &[&[u8]]) -> Attr {
+        let mut ino = ROOT;
+        let mut attr = ns.getattr(ROOT).unwrap();
+        for name in path {
+            attr = ns.lookup(ino, name).unwrap();
+            ino = attr.ino;
+        }
+        attr
+    }
+
+    #[test]
+    fn browse_read_and_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(src.join("data"), &data).unwrap();
+        std::fs::hard_link(src.join("data"), src.join("link")).unwrap();
+        std::os::unix::fs::symlink("data", src.join("sym")).unwrap();
+        let repo = repo_with_snapshot(&src);
+        let ns = Namespace::new(repo.clone(), 0, 0);
+
+        let root: Vec<Vec<u8>> = ns
+            .readdir(ROOT)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            root,
+            [&b"snapshots"[..], b"ids", b"latest", b"tags", b"hosts"]
+        );
+        let latest = ns.lookup(ROOT, b"latest").unwrap();
+        assert_eq!(latest.kind, NodeKind::Symlink);
+        assert!(ns.readlink(latest.ino).unwrap().starts_with(b"snapshots/"));
+        assert_eq!(
+            ns.readdir(walk(&ns, &[b"tags"]).ino).unwrap()[0].name,
+            b"daily"
+        );
+
+        let snapshots = ns.readdir(walk(&ns, &[b"snapshots"]).ino).unwrap();
+        assert_eq!(snapshots.len(), 1);
+        let mut path: Vec<&[u8]> = vec![b"snapshots", &snapshots[0].name];
+        let components: Vec<Vec<u8>> = src
+            .iter()
+            .skip(1)
+            .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c).to_vec())
+            .collect();
+        path.extend(components.iter().map(|c| c.as_slice()));
+        let folder = walk(&ns, &path);
+        assert_eq!(folder.kind, NodeKind::Dir);
+        let names: Vec<Vec<u8>> = ns
+            .readdir(folder.ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [&b"data"[..], b"link", b"sym"]);
+
+        let file = ns.lookup(folder.ino, b"data").unwrap();
+        let link = ns.lookup(folder.ino, b"link").unwrap();
+        assert_eq!(file.ino, link.ino, "hard links share an inode number");
+        assert_eq!(file.nlink, 2);
+        assert_eq!(
+            ns.lookup(folder.ino, b"data").unwrap().ino,
+            file.ino,
+            "stable numbers"
+        );
+        let sym = ns.lookup(folder.ino, b"sym").unwrap();
+        assert_eq!(ns.readlink(sym.ino).unwrap(), b"data");
+        assert!(matches!(
+            ns.lookup(folder.ino, b"nope"),
+            Err(FsError::NotFound)
+        ));
+        assert!(matches!(ns.readdir(file.ino), Err(FsError::NotDir)));
+
+        let content = FileContent::new(&repo, &ns.file(file.ino).unwrap()).unwrap();
+        assert_eq!(content.len(), data.len() as u64);
+        let cache = BlobCache::new(repo, 1 << 20, 1);
+        for (offset, size) in [
+            (0u64, 100u32),
+            (70_000, 50_000),
+            (299_990, 100),
+            (400_000, 10),
+        ] {
+            let got = content.read(&cache, offset, size).unwrap();
+            let start = (offset as usize).min(data.len());
+            let end = (offset as usize + size as usize).min(data.len());
+            assert_eq!(got, &data[start..end], "read at {offset}");
+        }
+    }
+}

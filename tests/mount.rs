@@ -1,0 +1,227 @@
+//! The repository mounted with FUSE: browsing snapshots with normal tools.
+//! These tests really mount; CI runs them as root with /dev/fuse.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, MountGuard};
+
+#[test]
+fn mounted_snapshot_matches_its_restore() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    make_rich_tree(&source);
+    let report = env.json(&["snapshot", source.to_str().unwrap(), "--tag", "nightly"]);
+    let short = report["short_id"].as_str().unwrap();
+    let restored = env.restore("latest", &source, "restored");
+    let mount = MountGuard::new(&env, "mnt");
+    let inside = |root: &str| {
+        mount
+            .path
+            .join(root)
+            .join(source.strip_prefix("/").unwrap())
+    };
+
+    // Field by field, byte for byte, hard links as shared inode numbers.
+    assert_same_tree(&restored, &inside("latest"));
+    assert_same_tree(&restored, &inside(&format!("ids/{short}")));
+    let tag_dir = mount.path.join("tags/nightly");
+    assert_eq!(fs::read_dir(&tag_dir).unwrap().count(), 1);
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        fs::read_dir(mount.path.join("hosts").join(host))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Normal tools agree with the restored tree.
+    let run = |cmd: &str| {
+        let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (m, r) = (inside("latest"), restored.clone());
+    let (m, r) = (m.to_str().unwrap(), r.to_str().unwrap());
+    // diff calls any two fifos or devices different; tar below covers them.
+    run(&format!(
+        "diff -r --no-dereference --exclude=fifo --exclude=null-device {r} {m}"
+    ));
+    assert_eq!(
+        run(&format!("cd {r} && find . | sort")),
+        run(&format!("cd {m} && find . | sort"))
+    );
+    assert_eq!(
+        run(&format!("cd {r} && grep -r -c 'compressible' . | sort")),
+        run(&format!("cd {m} && grep -r -c 'compressible' . | sort"))
+    );
+    assert_eq!(
+        run(&format!(
+            "cd {r} && tar cf - --sort=name --numeric-owner . | md5sum"
+        )),
+        run(&format!(
+            "cd {m} && tar cf - --sort=name --numeric-owner . | md5sum"
+        ))
+    );
+    let copy = env.path("copied");
+    run(&format!("cp -a {m} {}", copy.display()));
+    assert_same_tree(&restored, &copy);
+}
+
+#[test]
+fn random_reads_in_the_middle_of_a_large_file() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    write_random_file(&source.join("big.bin"), 40 * 1024 * 1024, 8);
+    env.snapshot(&source);
+    let original = fs::read(source.join("big.bin")).unwrap();
+    let mount = MountGuard::new(&env, "mnt");
+    let file = fs::File::open(
+        mount
+            .path
+            .join("latest")
+            .join(source.strip_prefix("/").unwrap())
+            .join("big.bin"),
+    )
+    .unwrap();
+    use std::os::unix::fs::FileExt;
+    for (offset, len) in [
+        (0u64, 10usize),
+        (33_000_000, 100_000),
+        (1_048_573, 7),
+        (40 * 1024 * 1024 - 5, 5),
+        (20_000_000, 3_000_000),
+    ] {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset).unwrap();
+        assert_eq!(
+            buf,
+            original[offset as usize..offset as usize + len],
+            "at {offset}"
+        );
+    }
+}
+
+#[test]
+fn new_snapshots_appear_without_remounting() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("f"), "one").unwrap();
+    env.snapshot(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    assert_eq!(
+        fs::read_dir(mount.path.join("snapshots")).unwrap().count(),
+        1
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // another second: another name
+    fs::write(source.join("f"), "two").unwrap();
+    env.snapshot(&source);
+    let latest_file = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap())
+        .join("f");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = fs::read_dir(mount.path.join("snapshots")).unwrap().count();
+        if count == 2 && fs::read_to_string(&latest_file).ok().as_deref() == Some("two") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new snapshot did not show up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn snapshots_are_read_only() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("f"), "content").unwrap();
+    env.snapshot(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let dir = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap());
+    let erofs = |r: std::io::Result<()>| r.unwrap_err().raw_os_error() == Some(libc::EROFS);
+    assert!(erofs(fs::write(dir.join("f"), "changed")));
+    assert!(erofs(fs::write(dir.join("new"), "x")));
+    assert!(erofs(fs::remove_file(dir.join("f"))));
+    assert!(erofs(fs::create_dir(dir.join("d"))));
+    assert_eq!(fs::read_to_string(dir.join("f")).unwrap(), "content");
+}
+
+#[test]
+fn tampered_blob_gives_eio_for_that_file_only() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    write_random_file(&source.join("victim.bin"), 2 * 1024 * 1024, 1);
+    fs::write(source.join("bystander.txt"), "fine").unwrap();
+    env.snapshot(&source);
+    let pack = env
+        .pack_files()
+        .into_iter()
+        .find(|p| fs::metadata(p).unwrap().len() > 1024 * 1024)
+        .unwrap();
+    let mut data = fs::read(&pack).unwrap();
+    data[5000] ^= 0x10;
+    fs::write(&pack, data).unwrap();
+    let mount = MountGuard::new(&env, "mnt");
+    let dir = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap());
+    let err = fs::read(dir.join("victim.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert_eq!(
+        fs::read_to_string(dir.join("bystander.txt")).unwrap(),
+        "fine"
+    );
+    assert!(mount.is_mounted());
+    assert!(mount.log().contains("victim.bin"), "log: {}", mount.log());
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let env = Env::with_repo();
+    let mut mount = MountGuard::new(&env, "mnt");
+    assert!(mount.is_mounted());
+    assert_eq!(mount.stop(), Some(0));
+    assert!(!mount.is_mounted());
+    // The lock is gone with it.
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_mountpoints_are_refused() {
+    let env = Env::with_repo();
+    let missing = env.path("missing");
+    let out = env.run(&["mount", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let full = env.path("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("x"), "x").unwrap();
+    let out = env.run(&["mount", full.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    let mount = MountGuard::new(&env, "mnt");
+    let out = env.run(&["mount", mount.path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already a mount point") || err.contains("not empty"),
+        "{err}"
+    );
+}

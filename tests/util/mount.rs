@@ -1,0 +1,106 @@
+//! A `mapache mount` process for a test, unmounted however the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Env;
+
+/// A running mount; dropping it stops the process and makes sure nothing
+/// stays mounted, even when the test panicked.
+pub struct MountGuard {
+    pub path: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(canonical) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == canonical.to_string_lossy())
+}
+
+impl MountGuard {
+    /// Mounts the repository of `env` on a new folder `name` and waits
+    /// until the mount answers.
+    pub fn new(env: &Env, name: &str) -> MountGuard {
+        let path = env.path(name);
+        std::fs::create_dir_all(&path).unwrap();
+        let log = env.path(&format!("{name}.log"));
+        let child = env
+            .command(&["mount", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut guard = MountGuard {
+            path,
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !guard.path.join("snapshots").exists() {
+            if let Some(status) = guard.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mount exited with {status}: {}", guard.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount did not come up: {}",
+                guard.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        guard
+    }
+
+    /// What the mount process printed to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the mount with SIGTERM; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mounted(&self.path)
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        self.stop();
+        if is_mounted(&self.path) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.path)
+                .status();
+        }
+        if is_mounted(&self.path) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
