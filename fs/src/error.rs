@@ -25,6 +25,21 @@ pub enum FsError {
     /// The answer does not fit the caller's buffer.
     #[error("buffer too small")]
     Range,
+    /// The name is taken.
+    #[error("file exists")]
+    Exists,
+    /// A folder that must be empty is not.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// An argument makes no sense (renaming a folder into itself, say).
+    #[error("invalid argument")]
+    Invalid,
+    /// Another process has the staging open.
+    #[error("{0}")]
+    Busy(String),
+    /// A local file operation failed (the state folder is full, say).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
     /// Stored data failed authentication or could not be read.
     #[error("{0}")]
     Store(#[from] mapache_store::Error),
@@ -42,6 +57,14 @@ impl FsError {
             FsError::ReadOnly => libc::EROFS,
             FsError::NoAttribute => libc::ENODATA,
             FsError::Range => libc::ERANGE,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::Invalid => libc::EINVAL,
+            FsError::Busy(_) => libc::EBUSY,
+            FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            FsError::Store(mapache_store::Error::Io { source, .. }) => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
             FsError::Store(_) => libc::EIO,
         }
     }

@@ -9,6 +9,7 @@ mod file_reader;
 #[cfg(feature = "fuse")]
 mod fuse;
 mod namespace;
+pub mod staging;
 
 pub use blob_cache::BlobCache;
 pub use error::{FsError, FsResult};

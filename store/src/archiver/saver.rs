@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,13 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// What the workers are sent.
+enum Work {
+    Blob(Job),
+    /// Upload the packs under construction, then meet at the barrier.
+    Flush(Arc<Barrier>),
+}
+
 struct Shared {
     repo: Arc<IndexedRepository>,
     in_flight: Mutex<HashSet<BlobId>>,
@@ -64,7 +71,7 @@ struct Shared {
 /// Saves blobs into the repository from any number of threads.
 pub struct BlobSaver {
     shared: Arc<Shared>,
-    sender: Option<Sender<Job>>,
+    sender: Option<Sender<Work>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -83,7 +90,7 @@ impl BlobSaver {
             bytes_stored: AtomicU64::new(0),
             packs: AtomicU64::new(0),
         });
-        let (sender, receiver) = bounded::<Job>(threads * 2);
+        let (sender, receiver) = bounded::<Work>(threads * 2);
         let workers = (0..threads)
             .map(|n| {
                 let shared = shared.clone();
@@ -117,11 +124,11 @@ impl BlobSaver {
         }
         let sender = self.sender.as_ref().expect("saver used after finish");
         if sender
-            .send(Job {
+            .send(Work::Blob(Job {
                 blob_type,
                 id,
                 data,
-            })
+            }))
             .is_err()
         {
             return Err(self.take_error());
@@ -142,6 +149,35 @@ impl BlobSaver {
         })
     }
 
+    /// Uploads the packs under construction and writes an index piece, and
+    /// goes on accepting blobs. When this returns, every blob saved before
+    /// is durable and indexed.
+    pub fn flush(&self) -> Result<()> {
+        self.check()?;
+        let sender = self.sender.as_ref().expect("saver used after finish");
+        let barrier = Arc::new(Barrier::new(self.workers.len() + 1));
+        for _ in 0..self.workers.len() {
+            // Each worker takes exactly one: after taking it, it waits at
+            // the barrier until all have.
+            if sender.send(Work::Flush(barrier.clone())).is_err() {
+                return Err(self.take_error());
+            }
+        }
+        barrier.wait();
+        self.check()?;
+        flush_index(&self.shared, true)
+    }
+
+    /// What was stored so far.
+    pub fn stats(&self) -> SaverStats {
+        SaverStats {
+            blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),
+            bytes_added: self.shared.bytes_added.load(Ordering::Relaxed),
+            bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
+            packs: self.shared.packs.load(Ordering::Relaxed),
+        }
+    }
+
     /// Uploads the last packs and writes the last index piece. When this
     /// returns, every saved blob is durable and indexed.
     pub fn finish(mut self) -> Result<SaverStats> {
@@ -151,12 +187,7 @@ impl BlobSaver {
         }
         self.check()?;
         flush_index(&self.shared, true)?;
-        Ok(SaverStats {
-            blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),
-            bytes_added: self.shared.bytes_added.load(Ordering::Relaxed),
-            bytes_stored: self.shared.bytes_stored.load(Ordering::Relaxed),
-            packs: self.shared.packs.load(Ordering::Relaxed),
-        })
+        Ok(self.stats())
     }
 }
 
@@ -169,7 +200,7 @@ impl Drop for BlobSaver {
     }
 }
 
-fn worker(shared: &Shared, receiver: &Receiver<Job>) {
+fn worker(shared: &Shared, receiver: &Receiver<Work>) {
     let repo = &shared.repo;
     let pack_size = repo.config().pack_size as usize;
     let mut encoder = BlobEncoder::new(repo.config().compression_level);
@@ -182,7 +213,21 @@ fn worker(shared: &Shared, receiver: &Receiver<Job>) {
         }
         shared.failed.store(true, Ordering::Release);
     };
-    for job in receiver {
+    for work in receiver {
+        let job = match work {
+            Work::Blob(job) => job,
+            Work::Flush(barrier) => {
+                for pack in [data_pack.take(), tree_pack.take()].into_iter().flatten() {
+                    if !shared.failed.load(Ordering::Acquire) {
+                        if let Err(e) = upload(shared, pack) {
+                            fail(e);
+                        }
+                    }
+                }
+                barrier.wait();
+                continue;
+            }
+        };
         if shared.failed.load(Ordering::Acquire) {
             continue; // drain so that senders never block forever
         }

@@ -1,0 +1,762 @@
+//! The writable staging view: a base snapshot plus an overlay of changes,
+//! kept in a per-repository state folder (mode 0700) that survives
+//! unmounting, crashes and `kill -9`, and committed as a new snapshot.
+//!
+//! State folder layout:
+//!
+//! ```text
+//! lock        flock()ed by the one process that has the staging open
+//! journal     every change since the base (see journal.rs)
+//! data/<n>    local bytes of files written since their last upload
+//! ```
+//!
+//! File data is written to local files first; it is chunked, de-duplicated
+//! and uploaded at a checkpoint: when a file is fsynced (then it is durable
+//! in the repository before fsync returns), when many files are pending,
+//! and before a commit. Only after the upload is durable does the journal
+//! say where the content is, and only then is the local file dropped.
+
+mod journal;
+mod overlay;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mapache_store::archiver::BlobSaver;
+use mapache_store::blob::BlobType;
+use mapache_store::snapshot::{now, Snapshot, SnapshotSource, Summary};
+use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
+use mapache_store::{BlobId, IndexedRepository, SnapshotId};
+use parking_lot::Mutex;
+
+pub use journal::Meta;
+use journal::Op;
+use overlay::{components, Entry, FileRef, Overlay};
+
+use crate::error::{FsError, FsResult};
+
+/// Checkpoint once this many closed files wait for upload...
+const CHECKPOINT_FILES: usize = 256;
+/// ... or this many bytes.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// What changed compared with the base, for `stage status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Not in the base.
+    Added(String),
+    /// In both, different.
+    Modified(String),
+    /// Only in the base.
+    Removed(String),
+}
+
+struct Inner {
+    base: Option<SnapshotId>,
+    overlay: Overlay,
+    journal: journal::Journal,
+    next_local: u64,
+    /// Closed dirty files waiting for a checkpoint, and their bytes.
+    pending_files: usize,
+    pending_bytes: u64,
+}
+
+/// An open staging view. Only one process at a time has it open.
+pub struct Staging {
+    repo: Arc<IndexedRepository>,
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+    saver: BlobSaver,
+    inner: Mutex<Inner>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> FsError {
+    FsError::Store(mapache_store::Error::io(path, e))
+}
+
+fn root_node(snapshot: Option<&Snapshot>) -> Node {
+    let mut node = Node::new(b"", NodeKind::Dir);
+    node.mode = 0o755;
+    node.uid = nix::unistd::getuid().as_raw();
+    node.gid = nix::unistd::getgid().as_raw();
+    let time = snapshot.map_or_else(now, |s| s.time);
+    node.mtime = time;
+    node.ctime = time;
+    node.atime = time;
+    node
+}
+
+impl Staging {
+    /// Opens the staging in `dir` (created with mode 0700 if missing) and
+    /// replays its journal.
+    ///
+    /// Fails with [`FsError::Busy`] when another process has it open.
+    pub fn open(repo: Arc<IndexedRepository>, dir: &Path) -> FsResult<Staging> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("data"))
+            .map_err(|e| io(dir, e))?;
+        let lock_path = dir.join("lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io(&lock_path, e))?;
+        let mut lock = match nix::fcntl::Flock::lock(
+            file,
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(lock) => lock,
+            Err((mut file, errno)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = if holder.trim().is_empty() {
+                    "another process".to_string()
+                } else {
+                    holder.trim().to_string()
+                };
+                return Err(FsError::Busy(format!(
+                    "the staging area is in use by {holder} ({errno}); unmount it or wait for that command to finish"
+                )));
+            }
+        };
+        lock.set_len(0).map_err(|e| io(&lock_path, e))?;
+        let _ = write!(lock, "pid {}", std::process::id());
+
+        let (journal, ops) = journal::Journal::open(&dir.join("journal"))?;
+        let base = match ops.first() {
+            Some(Op::Base(base)) => *base,
+            _ => None,
+        };
+        let base_snapshot = base.map(|id| repo.load_snapshot(&id)).transpose()?;
+        let mut overlay = Overlay::new(
+            repo.clone(),
+            base_snapshot.as_ref().map(|s| s.tree),
+            root_node(base_snapshot.as_ref()),
+        );
+        let mut next_local = 1;
+        for op in ops.iter().skip(1) {
+            if let Op::Local { local, .. } = op {
+                next_local = next_local.max(local + 1);
+            }
+            // An operation that failed live was never journaled; one that
+            // fails now means the journal and the base disagree, and the
+            // rest still applies as well as it can.
+            let _ = overlay.apply(op);
+        }
+        // A file whose upload was journaled may have lost its local copy
+        // (that is the normal end of an upload): read it from the store.
+        for file in overlay.files.values() {
+            let mut f = file.lock();
+            if let (false, Some(local)) = (f.dirty, f.local) {
+                if !dir.join("data").join(local.to_string()).exists() {
+                    f.local = None;
+                }
+            }
+        }
+        let mut inner = Inner {
+            base,
+            overlay,
+            journal,
+            next_local,
+            pending_files: 0,
+            pending_bytes: 0,
+        };
+        if ops.is_empty() {
+            inner.journal.append(&Op::Base(None))?;
+        }
+        let saver = BlobSaver::new(
+            repo.clone(),
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        );
+        Ok(Staging {
+            repo,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            saver,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// The snapshot the staging is based on.
+    pub fn base(&self) -> Option<SnapshotId> {
+        self.inner.lock().base
+    }
+
+    fn local_path(&self, local: u64) -> PathBuf {
+        self.dir.join("data").join(local.to_string())
+    }
+
+    fn record(&self, inner: &mut Inner, op: Op) -> FsResult<()> {
+        inner.overlay.apply(&op)?;
+        inner.journal.append(&op)
+    }
+
+    /// Metadata of the entry at `path` (the root for an empty path).
+    pub fn stat(&self, path: &[u8]) -> FsResult<Node> {
+        let mut inner = self.inner.lock();
+        let entry = inner.overlay.get(path)?;
+        let mut node = entry.node();
+        if let Some(name) = components(path).last() {
+            node.name = name.to_vec();
+        }
+        if let Entry::File(file) = entry {
+            let f = file.lock();
+            if let Some(local) = f.local {
+                node.size = std::fs::metadata(self.local_path(local))
+                    .map_err(FsError::Io)?
+                    .len();
+            }
+        }
+        Ok(node)
+    }
+
+    /// The entries of the folder at `path`.
+    pub fn list(&self, path: &[u8]) -> FsResult<Vec<Node>> {
+        let mut inner = self.inner.lock();
+        let mut nodes = inner.overlay.list(path)?;
+        drop(inner);
+        for node in &mut nodes {
+            if node.kind == NodeKind::File {
+                let child = [path, b"/", &node.name].concat();
+                *node = self.stat(&child)?;
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Makes a folder.
+    pub fn mkdir(&self, path: &[u8], meta: Meta) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.record(
+            &mut inner,
+            Op::Mkdir {
+                path: path.to_vec(),
+                meta,
+            },
+        )
+    }
+
+    /// Makes an empty regular file.
+    pub fn create(&self, path: &[u8], meta: Meta) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let fid = inner.overlay.next_fid;
+        let inode = mapache_store::Id::random().as_bytes()[..8]
+            .try_into()
+            .map(u64::from_le_bytes)
+            .expect("8 bytes");
+        self.record(
+            &mut inner,
+            Op::Create {
+                path: path.to_vec(),
+                fid,
+                inode,
+                meta,
+            },
+        )
+    }
+
+    /// Makes a symlink, fifo, device node or socket described by `node`.
+    pub fn make_special(&self, path: &[u8], node: Node) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.record(
+            &mut inner,
+            Op::Special {
+                path: path.to_vec(),
+                node: Box::new(node),
+            },
+        )
+    }
+
+    /// Removes a file or an empty folder (`recursive`: any folder).
+    pub fn remove(&self, path: &[u8], recursive: bool) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        if components(path).is_empty() {
+            return Err(FsError::Invalid);
+        }
+        if let Entry::Dir(..) = inner.overlay.get(path)? {
+            if !recursive && !inner.overlay.list(path)?.is_empty() {
+                return Err(FsError::NotEmpty);
+            }
+        }
+        self.record(
+            &mut inner,
+            Op::Remove {
+                path: path.to_vec(),
+            },
+        )
+    }
+
+    /// Renames, replacing a file or empty folder at `to`.
+    pub fn rename(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.record(
+            &mut inner,
+            Op::Rename {
+                from: from.to_vec(),
+                to: to.to_vec(),
+            },
+        )
+    }
+
+    /// Makes `to` another name of the file `from`.
+    pub fn link(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let inode = mapache_store::Id::random().as_bytes()[..8]
+            .try_into()
+            .map(u64::from_le_bytes)
+            .expect("8 bytes");
+        self.record(
+            &mut inner,
+            Op::Link {
+                from: from.to_vec(),
+                to: to.to_vec(),
+                inode,
+            },
+        )
+    }
+
+    /// Sets owner, mode and times.
+    pub fn set_meta(&self, path: &[u8], meta: Meta) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.record(
+            &mut inner,
+            Op::SetMeta {
+                path: path.to_vec(),
+                meta,
+            },
+        )
+    }
+
+    /// Sets (`Some`) or removes an extended attribute.
+    pub fn set_xattr(&self, path: &[u8], name: &[u8], value: Option<Vec<u8>>) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        if value.is_none()
+            && !inner
+                .overlay
+                .get(path)?
+                .node()
+                .xattrs
+                .iter()
+                .any(|(n, _)| n == name)
+        {
+            return Err(FsError::NoAttribute);
+        }
+        self.record(
+            &mut inner,
+            Op::Xattr {
+                path: path.to_vec(),
+                name: name.to_vec(),
+                value,
+            },
+        )
+    }
+
+    /// Gives the file at `path` a local data file holding its current
+    /// content (fetched from the repository unless `truncate`), and
+    /// returns it.
+    fn make_local(
+        &self,
+        inner: &mut Inner,
+        path: &[u8],
+        file: &FileRef,
+        truncate: bool,
+    ) -> FsResult<PathBuf> {
+        let (needs_local, needs_dirty, fid, content) = {
+            let f = file.lock();
+            (f.local.is_none(), !f.dirty, f.fid, f.node.content.clone())
+        };
+        if !needs_local && !needs_dirty {
+            return Ok(self.local_path(file.lock().local.expect("has a local file")));
+        }
+        let local = match file.lock().local {
+            Some(local) => local,
+            None => {
+                let local = inner.next_local;
+                inner.next_local += 1;
+                let path = self.local_path(local);
+                let out = File::create(&path).map_err(FsError::Io)?;
+                if !truncate {
+                    let mut offset = 0u64;
+                    for id in &content {
+                        let data = self.repo.read_blob(id)?;
+                        out.write_all_at(&data, offset).map_err(FsError::Io)?;
+                        offset += data.len() as u64;
+                    }
+                }
+                local
+            }
+        };
+        let fid = if fid == 0 {
+            inner.overlay.next_fid
+        } else {
+            fid
+        };
+        self.record(
+            inner,
+            Op::Local {
+                path: path.to_vec(),
+                fid,
+                local,
+            },
+        )?;
+        Ok(self.local_path(local))
+    }
+
+    /// Writes `data` at `offset` into the file at `path`.
+    pub fn write(&self, path: &[u8], offset: u64, data: &[u8]) -> FsResult<usize> {
+        let mut inner = self.inner.lock();
+        let file = inner.overlay.file(path)?;
+        let local = self.make_local(&mut inner, path, &file, false)?;
+        let out = OpenOptions::new()
+            .write(true)
+            .open(&local)
+            .map_err(FsError::Io)?;
+        out.write_all_at(data, offset).map_err(FsError::Io)?;
+        let mut f = file.lock();
+        f.node.mtime = now();
+        f.node.ctime = f.node.mtime;
+        Ok(data.len())
+    }
+
+    /// Sets the file's length.
+    pub fn truncate(&self, path: &[u8], size: u64) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let file = inner.overlay.file(path)?;
+        let local = self.make_local(&mut inner, path, &file, size == 0)?;
+        OpenOptions::new()
+            .write(true)
+            .open(&local)
+            .and_then(|f| f.set_len(size))
+            .map_err(FsError::Io)?;
+        let mut f = file.lock();
+        f.node.mtime = now();
+        f.node.ctime = f.node.mtime;
+        Ok(())
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub fn read(&self, path: &[u8], offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let mut inner = self.inner.lock();
+        let file = inner.overlay.file(path)?;
+        drop(inner);
+        let (local, node) = {
+            let f = file.lock();
+            (f.local, f.node.clone())
+        };
+        if let Some(local) = local {
+            let input = File::open(self.local_path(local)).map_err(FsError::Io)?;
+            let mut buf = vec![0u8; size as usize];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match input
+                    .read_at(&mut buf[filled..], offset + filled as u64)
+                    .map_err(FsError::Io)?
+                {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            buf.truncate(filled);
+            return Ok(buf);
+        }
+        let content = crate::FileContent::new(&self.repo, &node)?;
+        let mut out = Vec::new();
+        // Without a shared cache here: stage commands read whole files once.
+        let cache = crate::BlobCache::new(self.repo.clone(), 16 << 20, 0);
+        out.extend(content.read(&cache, offset, size)?);
+        Ok(out)
+    }
+
+    /// Notes a writer opening (`true`) or closing the file. A closed file
+    /// with new data is uploaded at the next checkpoint.
+    pub fn writer(&self, path: &[u8], opening: bool) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let file = inner.overlay.file(path)?;
+        let dirty_closed = {
+            let mut f = file.lock();
+            if opening {
+                f.writers += 1;
+                false
+            } else {
+                f.writers = f.writers.saturating_sub(1);
+                f.writers == 0 && f.dirty
+            }
+        };
+        if dirty_closed {
+            inner.pending_files += 1;
+            inner.pending_bytes += self.stat_size(&file);
+            if inner.pending_files >= CHECKPOINT_FILES || inner.pending_bytes >= CHECKPOINT_BYTES {
+                self.checkpoint_locked(&mut inner, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stat_size(&self, file: &FileRef) -> u64 {
+        file.lock()
+            .local
+            .and_then(|l| std::fs::metadata(self.local_path(l)).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// Makes the file at `path` durable in the repository.
+    pub fn fsync(&self, path: &[u8]) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let file = inner.overlay.file(path)?;
+        self.upload(&mut inner, &[file])?;
+        inner.journal.sync()
+    }
+
+    /// Uploads every file with new data and makes the journal durable.
+    pub fn checkpoint(&self) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.checkpoint_locked(&mut inner, true)
+    }
+
+    fn checkpoint_locked(&self, inner: &mut Inner, including_open: bool) -> FsResult<()> {
+        let files: Vec<FileRef> = inner
+            .overlay
+            .dirty_files()
+            .into_iter()
+            .filter(|f| including_open || f.lock().writers == 0)
+            .collect();
+        self.upload(inner, &files)?;
+        inner.pending_files = 0;
+        inner.pending_bytes = 0;
+        inner.journal.sync()
+    }
+
+    /// Chunks and uploads the local data of `files`, then records their
+    /// content. Local files of closed files are dropped afterwards.
+    fn upload(&self, inner: &mut Inner, files: &[FileRef]) -> FsResult<()> {
+        let mut done = Vec::new();
+        for file in files {
+            let (fid, local) = {
+                let f = file.lock();
+                match (f.dirty, f.local) {
+                    (true, Some(local)) => (f.fid, local),
+                    _ => continue,
+                }
+            };
+            let path = self.local_path(local);
+            let input = File::open(&path).map_err(FsError::Io)?;
+            let mut chunks = self.repo.chunker().chunks(input);
+            let mut content = Vec::new();
+            let mut size = 0u64;
+            while let Some(chunk) = chunks.next_chunk().map_err(FsError::Io)? {
+                size += chunk.len() as u64;
+                content.push(self.saver.save(BlobType::Data, chunk)?);
+            }
+            done.push((file.clone(), Op::Content { fid, content, size }));
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        // Durable in the repository before the journal points at it, and
+        // the journal durable before the local copies go.
+        self.saver.flush()?;
+        let mut drop_locals = Vec::new();
+        for (file, op) in done {
+            self.record(inner, op)?;
+            let mut f = file.lock();
+            if f.writers == 0 {
+                drop_locals.extend(f.local.take());
+            }
+        }
+        inner.journal.sync()?;
+        for local in drop_locals {
+            let _ = std::fs::remove_file(self.local_path(local));
+        }
+        Ok(())
+    }
+
+    /// Writes the staging view as a snapshot and rebases on it.
+    pub fn commit(
+        &self,
+        description: &str,
+        tags: &[String],
+        host: &str,
+    ) -> FsResult<(SnapshotId, Snapshot)> {
+        let started = std::time::Instant::now();
+        let mut inner = self.inner.lock();
+        self.checkpoint_locked(&mut inner, true)?;
+        let saver = &self.saver;
+        let mut save_tree = |nodes: Vec<Node>| -> FsResult<BlobId> {
+            let mut tree = Tree { nodes };
+            tree.sort();
+            Ok(saver.save(BlobType::Tree, tree.encode())?)
+        };
+        let root = inner.overlay.build(&mut save_tree)?;
+        saver.flush()?;
+        let time = now();
+        let summary = Summary {
+            duration_secs: started.elapsed().as_secs_f64(),
+            ..Summary::default()
+        };
+        let snapshot = Snapshot {
+            version: 1,
+            time,
+            host: host.to_string(),
+            user: mapache_store::snapshot::username(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            paths: vec!["/".into()],
+            tags: tags.to_vec(),
+            description: description.to_string(),
+            parent: inner.base,
+            tree: root,
+            summary,
+            source: SnapshotSource::Staging,
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let id = self.repo.save_snapshot(&snapshot)?;
+        // Rebase: what is in memory now equals the new snapshot.
+        inner.journal.rewrite(&[Op::Base(Some(id))])?;
+        inner.base = Some(id);
+        Ok((id, snapshot))
+    }
+
+    /// Drops every change and starts over from `base` (none: empty).
+    pub fn reset(&self, base: Option<SnapshotId>) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let snapshot = base.map(|id| self.repo.load_snapshot(&id)).transpose()?;
+        inner.journal.rewrite(&[Op::Base(base)])?;
+        inner.overlay = Overlay::new(
+            self.repo.clone(),
+            snapshot.as_ref().map(|s| s.tree),
+            root_node(snapshot.as_ref()),
+        );
+        inner.base = base;
+        inner.pending_files = 0;
+        inner.pending_bytes = 0;
+        for entry in std::fs::read_dir(self.dir.join("data")).map_err(|e| io(&self.dir, e))? {
+            let _ = std::fs::remove_file(entry.map_err(FsError::Io)?.path());
+        }
+        Ok(())
+    }
+
+    /// What differs from the base, path by path.
+    pub fn status(&self) -> FsResult<Vec<Change>> {
+        let base_tree = match self.base() {
+            Some(id) => Some(self.repo.load_snapshot(&id)?.tree),
+            None => None,
+        };
+        let mut changes = Vec::new();
+        self.compare_dir(b"", base_tree, &mut changes)?;
+        Ok(changes)
+    }
+
+    fn compare_dir(
+        &self,
+        path: &[u8],
+        base: Option<BlobId>,
+        changes: &mut Vec<Change>,
+    ) -> FsResult<()> {
+        let base_nodes = match base {
+            Some(id) => self.repo.load_tree(&id)?.nodes,
+            None => Vec::new(),
+        };
+        // Untouched folders are not loaded: compare cheaply by tree id.
+        let current = self.list(path)?;
+        let show = |name: &[u8]| {
+            let joined = if path.is_empty() {
+                name.to_vec()
+            } else {
+                [path, b"/", name].concat()
+            };
+            String::from_utf8_lossy(&joined).into_owned()
+        };
+        let mut old = base_nodes.iter().peekable();
+        let mut new = current.iter().peekable();
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(o), n) if n.is_none_or(|n| o.name < n.name) => {
+                    changes.push(Change::Removed(show(&o.name)));
+                    old.next();
+                }
+                (o, Some(n)) if o.is_none_or(|o| n.name < o.name) => {
+                    changes.push(Change::Added(show(&n.name)));
+                    self.collect_added(&show(&n.name), n, changes)?;
+                    new.next();
+                }
+                (Some(o), Some(n)) => {
+                    let child = if path.is_empty() {
+                        n.name.clone()
+                    } else {
+                        [path, b"/", &n.name].concat()
+                    };
+                    if o.kind == NodeKind::Dir && n.kind == NodeKind::Dir {
+                        if self.dir_differs(&child, o)? {
+                            self.compare_dir(&child, o.subtree, changes)?;
+                        }
+                    } else if !same_entry(o, n) {
+                        changes.push(Change::Modified(show(&n.name)));
+                    }
+                    old.next();
+                    new.next();
+                }
+                _ => unreachable!("all cases covered"),
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_added(&self, shown: &str, node: &Node, changes: &mut Vec<Change>) -> FsResult<()> {
+        if node.kind != NodeKind::Dir {
+            return Ok(());
+        }
+        for child in self.list(shown.as_bytes())? {
+            let name = format!("{shown}/{}", child.name_lossy());
+            changes.push(Change::Added(name.clone()));
+            self.collect_added(&name, &child, changes)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a folder may differ from its base version: any folder that
+    /// was loaded is compared entry by entry.
+    fn dir_differs(&self, path: &[u8], base: &Node) -> FsResult<bool> {
+        let mut inner = self.inner.lock();
+        Ok(match inner.overlay.get(path)? {
+            Entry::Dir(_, overlay::Children::Base(id)) => *id != base.subtree,
+            _ => true,
+        })
+    }
+}
+
+/// Whether a staged entry is unchanged from its base node.
+fn same_entry(old: &Node, new: &Node) -> bool {
+    old.kind == new.kind
+        && old.mode == new.mode
+        && old.uid == new.uid
+        && old.gid == new.gid
+        && old.size == new.size
+        && old.mtime == new.mtime
+        && old.content == new.content
+        && old.link_target == new.link_target
+        && old.xattrs == new.xattrs
+}
+
+/// Metadata for a new entry owned by the current user with `mode`, times now.
+pub fn meta_now(mode: u32) -> Meta {
+    let t: Timestamp = now();
+    Meta {
+        mode,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        atime: t,
+        mtime: t,
+    }
+}
+
+#[cfg(test)]
+mod tests;

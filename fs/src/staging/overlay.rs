@@ -1,0 +1,554 @@
+//! The staging view in memory: the base snapshot's tree, loaded lazily
+//! folder by folder, with the changes applied on top.
+//!
+//! A folder nobody touched stays `Children::Base(tree id)`; committing
+//! reuses that id without reading it. Only folders along changed paths are
+//! loaded and written again, so a commit costs what changed, not the size
+//! of the base.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use mapache_store::tree::{Node, NodeKind};
+use mapache_store::{BlobId, IndexedRepository};
+use parking_lot::Mutex;
+
+use super::journal::{Meta, Op};
+use crate::error::{FsError, FsResult};
+
+/// A regular file of the staging view. Hard links share one.
+#[derive(Debug)]
+pub struct FileEntry {
+    /// Journal id; 0 while the file is an untouched base file.
+    pub fid: u64,
+    /// Metadata and the stored content.
+    pub node: Node,
+    /// Local data file (in the state folder) holding the current bytes.
+    pub local: Option<u64>,
+    /// Whether `local` is newer than the stored content.
+    pub dirty: bool,
+    /// Open write handles.
+    pub writers: u32,
+}
+
+/// A shared file.
+pub type FileRef = Arc<Mutex<FileEntry>>;
+
+/// A loaded folder's entries by name.
+pub type Entries = BTreeMap<Vec<u8>, Entry>;
+
+/// The entries of a folder: still the base tree, or loaded.
+#[derive(Debug)]
+pub enum Children {
+    /// Unchanged since the base: this tree (none for an empty folder).
+    Base(Option<BlobId>),
+    /// Loaded, possibly changed.
+    Loaded(Entries),
+}
+
+/// One entry of the staging view.
+#[derive(Debug)]
+pub enum Entry {
+    /// A folder: its own metadata and its entries.
+    Dir(Node, Children),
+    /// A regular file.
+    File(FileRef),
+    /// Anything else (symlink, fifo, device, socket), metadata only.
+    Other(Node),
+}
+
+impl Entry {
+    /// The node for `stat`.
+    pub fn node(&self) -> Node {
+        match self {
+            Entry::Dir(node, _) | Entry::Other(node) => node.clone(),
+            Entry::File(file) => file.lock().node.clone(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        matches!(self, Entry::Dir(..))
+    }
+}
+
+/// Splits a staging path (`a/b/c`, slashes at either end ignored) into names.
+pub fn components(path: &[u8]) -> Vec<&[u8]> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect()
+}
+
+fn now() -> mapache_store::tree::Timestamp {
+    mapache_store::snapshot::now()
+}
+
+/// A folder node with the given metadata.
+pub fn dir_node(name: &[u8], meta: &Meta) -> Node {
+    let mut node = Node::new(name, NodeKind::Dir);
+    apply_meta(&mut node, meta);
+    node.ctime = now();
+    node
+}
+
+/// Applies chmod/chown/utimes metadata.
+pub fn apply_meta(node: &mut Node, meta: &Meta) {
+    node.mode = meta.mode & 0o7777;
+    node.uid = meta.uid;
+    node.gid = meta.gid;
+    node.atime = meta.atime;
+    node.mtime = meta.mtime;
+    node.ctime = now();
+}
+
+/// Base files recorded as hard links (same device and inode, more than one
+/// link) become one shared file, whichever folder is loaded first.
+type BaseLinks = HashMap<(u64, u64), FileRef>;
+
+fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
+    match node.kind {
+        NodeKind::Dir => {
+            let subtree = node.subtree;
+            Entry::Dir(node, Children::Base(subtree))
+        }
+        NodeKind::File => {
+            let key = (node.device, node.inode);
+            let linked = node.links > 1;
+            if linked {
+                if let Some(file) = links.get(&key) {
+                    return Entry::File(file.clone());
+                }
+            }
+            let file = Arc::new(Mutex::new(FileEntry {
+                fid: 0,
+                node,
+                local: None,
+                dirty: false,
+                writers: 0,
+            }));
+            if linked {
+                links.insert(key, file.clone());
+            }
+            Entry::File(file)
+        }
+        _ => Entry::Other(node),
+    }
+}
+
+/// The staging tree.
+pub struct Overlay {
+    repo: Arc<IndexedRepository>,
+    root: Entry,
+    base_links: BaseLinks,
+    /// A file that the base records as hard-linked was changed: its other
+    /// names may sit in folders not loaded yet, which the commit must load.
+    base_link_changed: bool,
+    /// Files by journal id.
+    pub files: HashMap<u64, FileRef>,
+    /// The next journal id for a file.
+    pub next_fid: u64,
+}
+
+impl Overlay {
+    /// A view of `root_tree` (none: empty), with `root_meta` as the root
+    /// folder's metadata.
+    pub fn new(
+        repo: Arc<IndexedRepository>,
+        root_tree: Option<BlobId>,
+        root_meta: Node,
+    ) -> Overlay {
+        Overlay {
+            repo,
+            root: Entry::Dir(root_meta, Children::Base(root_tree)),
+            base_links: HashMap::new(),
+            base_link_changed: false,
+            files: HashMap::new(),
+            next_fid: 1,
+        }
+    }
+
+    fn load(
+        repo: &IndexedRepository,
+        links: &mut BaseLinks,
+        children: &mut Children,
+    ) -> FsResult<()> {
+        if let Children::Base(id) = children {
+            let mut loaded = BTreeMap::new();
+            if let Some(id) = id {
+                for node in repo.load_tree(id)?.nodes {
+                    loaded.insert(node.name.clone(), entry_from_base(node, links));
+                }
+            }
+            *children = Children::Loaded(loaded);
+        }
+        Ok(())
+    }
+
+    /// The entries of a folder entry, loading them if needed.
+    fn children_of<'a>(
+        repo: &IndexedRepository,
+        links: &mut BaseLinks,
+        entry: &'a mut Entry,
+    ) -> FsResult<&'a mut Entries> {
+        match entry {
+            Entry::Dir(_, children) => {
+                Self::load(repo, links, children)?;
+                match children {
+                    Children::Loaded(map) => Ok(map),
+                    Children::Base(_) => unreachable!("just loaded"),
+                }
+            }
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    /// The entry at `path` (the root for an empty path).
+    pub fn get(&mut self, path: &[u8]) -> FsResult<&mut Entry> {
+        let Overlay {
+            repo,
+            root,
+            base_links,
+            ..
+        } = self;
+        let mut entry = root;
+        for name in components(path) {
+            let map = Self::children_of(repo, base_links, entry)?;
+            entry = map.get_mut(name).ok_or(FsError::NotFound)?;
+        }
+        Ok(entry)
+    }
+
+    /// The folder holding `path`, and the last name of `path`.
+    fn parent<'a, 'p>(&'a mut self, path: &'p [u8]) -> FsResult<(&'a mut Entries, &'p [u8])> {
+        let mut parts = components(path);
+        let name = parts.pop().ok_or(FsError::Invalid)?;
+        let Overlay {
+            repo,
+            root,
+            base_links,
+            ..
+        } = self;
+        let mut entry = root;
+        for part in parts {
+            let map = Self::children_of(repo, base_links, entry)?;
+            entry = map.get_mut(part).ok_or(FsError::NotFound)?;
+        }
+        let map = Self::children_of(repo, base_links, entry)?;
+        Ok((map, name))
+    }
+
+    /// Touches the parent folder's mtime and ctime, as a change of its
+    /// entries does.
+    fn touch_parent(&mut self, path: &[u8]) {
+        let mut parts = components(path);
+        parts.pop();
+        let parent: Vec<u8> = parts.join(&b'/');
+        if let Ok(Entry::Dir(node, _)) = self.get(&parent) {
+            node.mtime = now();
+            node.ctime = node.mtime;
+        }
+    }
+
+    /// The entries of the folder at `path`, sorted by name.
+    pub fn list(&mut self, path: &[u8]) -> FsResult<Vec<Node>> {
+        let Overlay {
+            repo,
+            root,
+            base_links,
+            ..
+        } = self;
+        let mut entry = root;
+        for name in components(path) {
+            let map = Self::children_of(repo, base_links, entry)?;
+            entry = map.get_mut(name).ok_or(FsError::NotFound)?;
+        }
+        let map = Self::children_of(repo, base_links, entry)?;
+        // The key is the name: hard links share one node but not its name.
+        Ok(map
+            .iter()
+            .map(|(name, entry)| Node {
+                name: name.clone(),
+                ..entry.node()
+            })
+            .collect())
+    }
+
+    /// The file at `path`.
+    pub fn file(&mut self, path: &[u8]) -> FsResult<FileRef> {
+        match self.get(path)? {
+            Entry::File(file) => Ok(file.clone()),
+            Entry::Dir(..) => Err(FsError::IsDir),
+            Entry::Other(_) => Err(FsError::Invalid),
+        }
+    }
+
+    fn insert_new(&mut self, path: &[u8], entry: Entry) -> FsResult<()> {
+        let (map, name) = self.parent(path)?;
+        if map.contains_key(name) {
+            return Err(FsError::Exists);
+        }
+        map.insert(name.to_vec(), entry);
+        self.touch_parent(path);
+        Ok(())
+    }
+
+    /// Applies one journal operation. Live changes and replay both go
+    /// through here, so replay rebuilds exactly what was there.
+    pub fn apply(&mut self, op: &Op) -> FsResult<()> {
+        match op {
+            Op::Base(_) => Ok(()), // handled by the owner, which knows the snapshot
+            Op::Mkdir { path, meta } => {
+                let name = components(path)
+                    .last()
+                    .copied()
+                    .ok_or(FsError::Exists)?
+                    .to_vec();
+                self.insert_new(
+                    path,
+                    Entry::Dir(dir_node(&name, meta), Children::Loaded(BTreeMap::new())),
+                )
+            }
+            Op::Create {
+                path,
+                fid,
+                inode,
+                meta,
+            } => {
+                let name = components(path)
+                    .last()
+                    .copied()
+                    .ok_or(FsError::Exists)?
+                    .to_vec();
+                let mut node = Node::new(&name, NodeKind::File);
+                apply_meta(&mut node, meta);
+                node.links = 1;
+                node.device = STAGED_DEVICE;
+                node.inode = *inode;
+                let file = Arc::new(Mutex::new(FileEntry {
+                    fid: *fid,
+                    node,
+                    local: None,
+                    dirty: false,
+                    writers: 0,
+                }));
+                self.insert_new(path, Entry::File(file.clone()))?;
+                self.files.insert(*fid, file);
+                self.next_fid = self.next_fid.max(fid + 1);
+                Ok(())
+            }
+            Op::Special { path, node } => {
+                let mut node = (**node).clone();
+                node.name = components(path)
+                    .last()
+                    .copied()
+                    .ok_or(FsError::Exists)?
+                    .to_vec();
+                self.insert_new(path, Entry::Other(node))
+            }
+            Op::Remove { path } => {
+                let (map, name) = self.parent(path)?;
+                let removed = map.remove(name).ok_or(FsError::NotFound)?;
+                if let Entry::File(file) = &removed {
+                    let mut file = file.lock();
+                    file.node.links = file.node.links.saturating_sub(1).max(1);
+                    file.node.ctime = now();
+                }
+                self.touch_parent(path);
+                Ok(())
+            }
+            Op::Rename { from, to } => self.rename(from, to),
+            Op::Link { from, to, inode } => {
+                let file = self.file(from)?;
+                {
+                    let mut f = file.lock();
+                    if f.node.links <= 1 {
+                        f.node.device = STAGED_DEVICE;
+                        f.node.inode = *inode;
+                    }
+                    f.node.links = f.node.links.max(1) + 1;
+                    f.node.ctime = now();
+                }
+                self.insert_new(to, Entry::File(file))
+            }
+            Op::SetMeta { path, meta } => {
+                match self.get(path)? {
+                    Entry::Dir(node, _) | Entry::Other(node) => apply_meta(node, meta),
+                    Entry::File(file) => apply_meta(&mut file.lock().node, meta),
+                }
+                Ok(())
+            }
+            Op::Xattr { path, name, value } => {
+                let set = |node: &mut Node| {
+                    node.xattrs.retain(|(n, _)| n != name);
+                    if let Some(value) = value {
+                        node.xattrs.push((name.clone(), value.clone()));
+                        node.xattrs.sort();
+                    }
+                    node.ctime = now();
+                };
+                match self.get(path)? {
+                    Entry::Dir(node, _) | Entry::Other(node) => set(node),
+                    Entry::File(file) => set(&mut file.lock().node),
+                }
+                Ok(())
+            }
+            Op::Local { path, fid, local } => {
+                let file = self.file(path)?;
+                {
+                    let mut f = file.lock();
+                    if f.node.links > 1 && f.node.device != STAGED_DEVICE {
+                        self.base_link_changed = true;
+                    }
+                    f.fid = *fid;
+                    f.local = Some(*local);
+                    f.dirty = true;
+                }
+                self.files.insert(*fid, file);
+                self.next_fid = self.next_fid.max(fid + 1);
+                Ok(())
+            }
+            Op::Content { fid, content, size } => {
+                let file = self.files.get(fid).ok_or(FsError::NotFound)?;
+                let mut f = file.lock();
+                f.node.content = content.clone();
+                f.node.size = *size;
+                f.dirty = false;
+                Ok(())
+            }
+        }
+    }
+
+    fn rename(&mut self, from: &[u8], to: &[u8]) -> FsResult<()> {
+        let from_parts = components(from);
+        let to_parts = components(to);
+        if from_parts.is_empty() || to_parts.is_empty() {
+            return Err(FsError::Invalid);
+        }
+        let source = match self.get(from)? {
+            Entry::File(file) => Some(file.clone()),
+            _ => None,
+        };
+        let source_is_dir = self.get(from)?.is_dir();
+        if from_parts == to_parts {
+            return Ok(());
+        }
+        // POSIX: renaming one name of a file onto another name of the same
+        // file does nothing.
+        if let (Some(source), Ok(Entry::File(target))) = (&source, self.get(to)) {
+            if Arc::ptr_eq(source, target) {
+                return Ok(());
+            }
+        }
+        // A folder cannot move into itself.
+        if to_parts.len() > from_parts.len() && to_parts[..from_parts.len()] == from_parts[..] {
+            return Err(FsError::Invalid);
+        }
+        match self.get(to) {
+            Ok(Entry::Dir(_, _)) if !source_is_dir => return Err(FsError::IsDir),
+            Ok(Entry::Dir(..)) => {
+                if !self.list(to)?.is_empty() {
+                    return Err(FsError::NotEmpty);
+                }
+            }
+            Ok(_) if source_is_dir => return Err(FsError::NotDir),
+            Ok(_) | Err(FsError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        // Check the target's folder exists before taking the source out.
+        self.parent(to)?;
+        let (map, name) = self.parent(from)?;
+        let mut entry = map.remove(name).ok_or(FsError::NotFound)?;
+        self.touch_parent(from);
+        let new_name = to_parts.last().expect("not empty").to_vec();
+        match &mut entry {
+            Entry::Dir(node, _) | Entry::Other(node) => {
+                node.name = new_name.clone();
+                node.ctime = now();
+            }
+            Entry::File(file) => {
+                let mut f = file.lock();
+                f.node.name = new_name.clone();
+                f.node.ctime = now();
+            }
+        }
+        let (map, _) = self.parent(to)?;
+        map.insert(new_name, entry);
+        self.touch_parent(to);
+        Ok(())
+    }
+
+    /// Every file with local data newer than its stored content.
+    pub fn dirty_files(&self) -> Vec<FileRef> {
+        self.files
+            .values()
+            .filter(|f| f.lock().dirty)
+            .cloned()
+            .collect()
+    }
+
+    /// Writes the trees of every loaded folder, bottom-up, with `save_tree`;
+    /// untouched folders keep their tree id. Returns the root tree's id.
+    pub fn build(
+        &mut self,
+        save_tree: &mut dyn FnMut(Vec<Node>) -> FsResult<BlobId>,
+    ) -> FsResult<BlobId> {
+        fn build_dir(
+            children: &mut Children,
+            save_tree: &mut dyn FnMut(Vec<Node>) -> FsResult<BlobId>,
+        ) -> FsResult<BlobId> {
+            match children {
+                Children::Base(Some(id)) => Ok(*id),
+                Children::Base(None) => save_tree(Vec::new()),
+                Children::Loaded(map) => {
+                    let mut nodes = Vec::with_capacity(map.len());
+                    for (name, entry) in map.iter_mut() {
+                        let mut node = match entry {
+                            Entry::Dir(node, children) => {
+                                let mut node = node.clone();
+                                node.subtree = Some(build_dir(children, save_tree)?);
+                                node
+                            }
+                            Entry::File(file) => file.lock().node.clone(),
+                            Entry::Other(node) => node.clone(),
+                        };
+                        node.name = name.clone();
+                        nodes.push(node);
+                    }
+                    save_tree(nodes)
+                }
+            }
+        }
+        if self.base_link_changed {
+            let Overlay {
+                repo,
+                root,
+                base_links,
+                ..
+            } = self;
+            Self::load_all(repo, base_links, root)?;
+            self.base_link_changed = false;
+        }
+        match &mut self.root {
+            Entry::Dir(_, children) => build_dir(children, save_tree),
+            _ => unreachable!("the root is a folder"),
+        }
+    }
+
+    /// Loads every folder below `entry`, so that all names of a changed
+    /// hard-linked base file are written with its new content.
+    fn load_all(
+        repo: &IndexedRepository,
+        links: &mut BaseLinks,
+        entry: &mut Entry,
+    ) -> FsResult<()> {
+        if let Entry::Dir(..) = entry {
+            for child in Self::children_of(repo, links, entry)?.values_mut() {
+                Self::load_all(repo, links, child)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Device number recorded for files hard-linked inside the staging view,
+/// so that restore links them again.
+pub const STAGED_DEVICE: u64 = u64::MAX;
