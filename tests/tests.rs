@@ -9,3 +9,4 @@ mod errors;
 mod mount;
 mod plaintext;
 mod roundtrip;
+mod staging;

@@ -60,6 +60,11 @@ pub struct GlobalOptions {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Folder for local state such as the staging area (default:
+    /// $XDG_STATE_HOME/mapache, else ~/.local/state/mapache)
+    #[arg(long, env = "MAPACHE_STATE_DIR", global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Worker threads (default: one per core)
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
@@ -95,6 +100,30 @@ impl GlobalOptions {
     /// Opens the repository and loads its index.
     pub fn open_indexed(&self) -> Result<Arc<IndexedRepository>> {
         Ok(Arc::new(self.open()?.load_index()?))
+    }
+
+    /// The staging folder of repository `repo`.
+    pub fn staging_dir(&self, repo: &Repository) -> Result<PathBuf> {
+        let base = match &self.state_dir {
+            Some(dir) => dir.clone(),
+            None => match std::env::var_os("XDG_STATE_HOME") {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("mapache"),
+                _ => PathBuf::from(
+                    std::env::var_os("HOME").context("HOME is not set: use --state-dir")?,
+                )
+                .join(".local/state/mapache"),
+            },
+        };
+        Ok(base.join(repo.config().id.to_hex()).join("staging"))
+    }
+
+    /// Opens the repository and its staging area.
+    pub fn open_staging(&self) -> Result<(Arc<IndexedRepository>, mapache_fs::staging::Staging)> {
+        let repo = self.open()?;
+        let dir = self.staging_dir(&repo)?;
+        let repo = Arc::new(repo.load_index()?);
+        let staging = mapache_fs::staging::Staging::open(repo.clone(), &dir)?;
+        Ok((repo, staging))
     }
 
     /// Threads to use.

@@ -32,3 +32,13 @@ pub fn main_with_args() -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // Catches clashing flags (a subcommand's -r against the global
+        // --repo, say) at test time instead of at the user's first run.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

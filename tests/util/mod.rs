@@ -70,6 +70,7 @@ impl Env {
             }
         }
         cmd.arg("-r").arg(&self.repo);
+        cmd.arg("--state-dir").arg(self.dir.path().join("state"));
         cmd.args(args);
         cmd
     }

@@ -46,7 +46,11 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 s.local_time(),
                 s.host.clone(),
                 s.tags.join(","),
-                bytes(s.summary.total_bytes),
+                match s.source {
+                    // A commit writes only what changed; it does not count the rest.
+                    mapache_store::snapshot::SnapshotSource::Staging => "-".to_string(),
+                    mapache_store::snapshot::SnapshotSource::Scan => bytes(s.summary.total_bytes),
+                },
                 s.paths.join(" "),
             ]
         })
@@ -56,7 +60,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         table(&["ID", "Time", "Host", "Tags", "Size", "Paths"], &rows)
     );
     if !global.quiet {
-        println!("{} snapshots", snapshots.len());
+        let noun = if snapshots.len() == 1 {
+            "snapshot"
+        } else {
+            "snapshots"
+        };
+        println!("{} {noun}", snapshots.len());
     }
     Ok(Outcome::Success)
 }

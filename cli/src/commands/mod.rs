@@ -2,6 +2,7 @@
 //! the help text) and a `run` function.
 
 mod cat;
+mod commit;
 mod completion;
 mod init;
 mod log;
@@ -9,6 +10,7 @@ mod ls;
 mod mount;
 mod restore;
 mod snapshot;
+mod stage;
 mod unlock;
 
 use anyhow::Result;
@@ -27,6 +29,8 @@ pub enum Command {
     Ls(ls::Args),
     Cat(cat::Args),
     Mount(mount::Args),
+    Stage(stage::Args),
+    Commit(commit::Args),
     Unlock(unlock::Args),
     Completion(completion::Args),
 }
@@ -42,6 +46,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Ls(args) => ls::run(global, args),
         Command::Cat(args) => cat::run(global, args),
         Command::Mount(args) => mount::run(global, args),
+        Command::Stage(args) => stage::run(global, args),
+        Command::Commit(args) => commit::run(global, args),
         Command::Unlock(args) => unlock::run(global, args),
         Command::Completion(args) => completion::run(args),
     }

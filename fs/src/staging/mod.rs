@@ -62,6 +62,12 @@ struct Inner {
     /// Closed dirty files waiting for a checkpoint, and their bytes.
     pending_files: usize,
     pending_bytes: u64,
+    /// Imported files whose blobs were handed to the saver: their content
+    /// is journaled at the next checkpoint, once the blobs are durable.
+    imports: Vec<Op>,
+    /// The chunker's read buffer, kept across files (allocating and zeroing
+    /// 12 MiB per small file would dominate).
+    buffer: Vec<u8>,
 }
 
 /// An open staging view. Only one process at a time has it open.
@@ -168,6 +174,8 @@ impl Staging {
             next_local,
             pending_files: 0,
             pending_bytes: 0,
+            imports: Vec::new(),
+            buffer: Vec::new(),
         };
         if ops.is_empty() {
             inner.journal.append(&Op::Base(None))?;
@@ -248,10 +256,7 @@ impl Staging {
     pub fn create(&self, path: &[u8], meta: Meta) -> FsResult<()> {
         let mut inner = self.inner.lock();
         let fid = inner.overlay.next_fid;
-        let inode = mapache_store::Id::random().as_bytes()[..8]
-            .try_into()
-            .map(u64::from_le_bytes)
-            .expect("8 bytes");
+        let inode = random_inode();
         self.record(
             &mut inner,
             Op::Create {
@@ -309,10 +314,7 @@ impl Staging {
     /// Makes `to` another name of the file `from`.
     pub fn link(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        let inode = mapache_store::Id::random().as_bytes()[..8]
-            .try_into()
-            .map(u64::from_le_bytes)
-            .expect("8 bytes");
+        let inode = random_inode();
         self.record(
             &mut inner,
             Op::Link {
@@ -534,8 +536,77 @@ impl Staging {
         inner.journal.sync()
     }
 
+    /// Adds a regular file at `path` with the content read from `source`,
+    /// chunked straight into the repository (no local copy). Its content
+    /// counts as staged from the next checkpoint on.
+    pub fn import(
+        &self,
+        path: &[u8],
+        source: impl Read,
+        meta: Meta,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> FsResult<u64> {
+        let mut inner = self.inner.lock();
+        let fid = inner.overlay.next_fid;
+        let inode = random_inode();
+        self.record(
+            &mut inner,
+            Op::Create {
+                path: path.to_vec(),
+                fid,
+                inode,
+                meta,
+            },
+        )?;
+        for (name, value) in xattrs {
+            self.record(
+                &mut inner,
+                Op::Xattr {
+                    path: path.to_vec(),
+                    name,
+                    value: Some(value),
+                },
+            )?;
+        }
+        let (content, size) = self.chunk_and_save(&mut inner, source)?;
+        inner.imports.push(Op::Content { fid, content, size });
+        inner.pending_bytes += size;
+        if inner.imports.len() >= 4 * CHECKPOINT_FILES
+            || inner.pending_bytes >= 4 * CHECKPOINT_BYTES
+        {
+            self.checkpoint_locked(&mut inner, false)?;
+        }
+        Ok(size)
+    }
+
+    /// Chunks `source` and hands its blobs to the saver.
+    fn chunk_and_save(&self, inner: &mut Inner, source: impl Read) -> FsResult<(Vec<BlobId>, u64)> {
+        let mut chunks = self
+            .repo
+            .chunker()
+            .chunks_with_buffer(source, std::mem::take(&mut inner.buffer));
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let result = loop {
+            match chunks.next_chunk() {
+                Ok(Some(chunk)) => {
+                    size += chunk.len() as u64;
+                    match self.saver.save(BlobType::Data, chunk) {
+                        Ok(id) => content.push(id),
+                        Err(e) => break Err(e.into()),
+                    }
+                }
+                Ok(None) => break Ok((content, size)),
+                Err(e) => break Err(FsError::Io(e)),
+            }
+        };
+        inner.buffer = chunks.into_buffer();
+        result
+    }
+
     /// Chunks and uploads the local data of `files`, then records their
-    /// content. Local files of closed files are dropped afterwards.
+    /// content (and that of imported files). Local files of closed files
+    /// are dropped afterwards.
     fn upload(&self, inner: &mut Inner, files: &[FileRef]) -> FsResult<()> {
         let mut done = Vec::new();
         for file in files {
@@ -548,21 +619,18 @@ impl Staging {
             };
             let path = self.local_path(local);
             let input = File::open(&path).map_err(FsError::Io)?;
-            let mut chunks = self.repo.chunker().chunks(input);
-            let mut content = Vec::new();
-            let mut size = 0u64;
-            while let Some(chunk) = chunks.next_chunk().map_err(FsError::Io)? {
-                size += chunk.len() as u64;
-                content.push(self.saver.save(BlobType::Data, chunk)?);
-            }
+            let (content, size) = self.chunk_and_save(inner, input)?;
             done.push((file.clone(), Op::Content { fid, content, size }));
         }
-        if done.is_empty() {
+        if done.is_empty() && inner.imports.is_empty() {
             return Ok(());
         }
         // Durable in the repository before the journal points at it, and
         // the journal durable before the local copies go.
         self.saver.flush()?;
+        for op in std::mem::take(&mut inner.imports) {
+            self.record(inner, op)?;
+        }
         let mut drop_locals = Vec::new();
         for (file, op) in done {
             self.record(inner, op)?;
@@ -744,6 +812,13 @@ fn same_entry(old: &Node, new: &Node) -> bool {
         && old.content == new.content
         && old.link_target == new.link_target
         && old.xattrs == new.xattrs
+}
+
+/// A random identity for a new file, recorded so that its hard links can be
+/// told apart from every file of the base.
+fn random_inode() -> u64 {
+    let id = mapache_store::Id::random();
+    u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// Metadata for a new entry owned by the current user with `mode`, times now.

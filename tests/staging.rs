@@ -1,0 +1,170 @@
+//! The staging area driven by `mapache stage` and `mapache commit`.
+
+use std::fs;
+use std::sync::Arc;
+
+use mapache_store::backend::LocalBackend;
+use mapache_store::blob::BlobType;
+use mapache_store::Repository;
+
+use crate::util::{assert_same_tree, make_rich_tree, Env, PASSWORD};
+
+fn tree_blobs(env: &Env) -> usize {
+    let backend = Arc::new(LocalBackend::new(env.repo.clone()));
+    let repo = Repository::open(backend, PASSWORD.as_bytes())
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let index = repo.index();
+    index
+        .iter()
+        .filter(|(_, l)| l.blob_type == BlobType::Tree)
+        .count()
+}
+
+#[test]
+fn stage_add_commit_restore_keeps_everything() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.ok(&[
+        "stage",
+        "add",
+        source.to_str().unwrap(),
+        "--to",
+        "/imported",
+    ]);
+    let status = env.ok(&["stage", "status"]);
+    assert!(status.contains("A /imported/source/big.bin"), "{status}");
+    let commit = env.json(&["commit", "-m", "from staging", "--tag", "staged"]);
+    let snapshot = env.json(&["cat", "snapshot", commit["id"].as_str().unwrap()]);
+    assert_eq!(snapshot["source"], "staging");
+    assert_eq!(snapshot["description"], "from staging");
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&source, &target.join("imported/source"));
+    // Committed: nothing left to do.
+    assert!(env.ok(&["stage", "status"]).contains("no changes"));
+}
+
+#[test]
+fn stage_commands_edit_the_next_snapshot() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("a.txt"), "aaa").unwrap();
+    fs::write(source.join("sub/b.txt"), "bbb").unwrap();
+    env.ok(&["stage", "add", source.to_str().unwrap()]);
+    env.ok(&["commit"]);
+    env.ok(&["stage", "mv", "/source/a.txt", "/source/sub"]);
+    env.ok(&["stage", "mkdir", "-p", "/new/deeper"]);
+    env.ok(&["stage", "rm", "-R", "/source/sub/b.txt"]);
+    let status = env.ok(&["stage", "status"]);
+    let mut lines: Vec<&str> = status.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "A /new",
+            "A /new/deeper",
+            "A /source/sub/a.txt",
+            "D /source/a.txt",
+            "D /source/sub/b.txt"
+        ]
+    );
+    let listing = env.ok(&["stage", "ls", "/source/sub"]);
+    assert_eq!(listing.trim(), "/source/sub/a.txt");
+    env.ok(&["commit"]);
+    let files = env.ok(&["ls", "latest", "/", "-R"]);
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        [
+            "/new",
+            "/new/deeper",
+            "/source",
+            "/source/sub",
+            "/source/sub/a.txt"
+        ]
+    );
+    // Reset drops changes.
+    env.ok(&["stage", "rm", "-R", "/new"]);
+    env.ok(&["stage", "reset"]);
+    assert!(env.ok(&["stage", "status"]).contains("no changes"));
+    env.ok(&["stage", "reset", "--base", "empty"]);
+    assert!(env.ok(&["stage", "ls", "/"]).is_empty());
+}
+
+#[test]
+fn commit_writes_only_the_trees_along_the_change() {
+    let env = Env::with_repo();
+    let source = env.path("base");
+    for d in 0..20 {
+        let dir = source.join(format!("dir{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..50 {
+            fs::write(dir.join(format!("f{f:02}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    env.ok(&["stage", "add", source.to_str().unwrap()]);
+    env.ok(&["commit"]);
+    let before = tree_blobs(&env);
+    let change = env.path("change");
+    fs::create_dir_all(&change).unwrap();
+    fs::write(change.join("f07"), "changed").unwrap();
+    env.ok(&[
+        "stage",
+        "add",
+        change.join("f07").to_str().unwrap(),
+        "--to",
+        "/base/dir05",
+    ]);
+    env.ok(&["commit"]);
+    // root, base/ and base/dir05: nothing else is written again.
+    assert_eq!(tree_blobs(&env) - before, 3);
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_to_string(target.join("base/dir05/f07")).unwrap(),
+        "changed"
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("base/dir06/f07")).unwrap(),
+        "6/7"
+    );
+}
+
+#[test]
+fn a_second_user_of_the_staging_area_is_refused() {
+    let env = Env::with_repo();
+    let backend = Arc::new(LocalBackend::new(env.repo.clone()));
+    let repo = Repository::open(backend, PASSWORD.as_bytes()).unwrap();
+    let state = env
+        .path("state")
+        .join(repo.config().id.to_hex())
+        .join("staging");
+    let repo = Arc::new(repo.load_index().unwrap());
+    let held = mapache_fs::staging::Staging::open(repo, &state).unwrap();
+    let out = env.run(&["stage", "ls", "/"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by pid"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    drop(held);
+    env.ok(&["stage", "ls", "/"]);
+}
+
+#[test]
+fn state_folder_is_private() {
+    let env = Env::with_repo();
+    env.ok(&["stage", "ls", "/"]);
+    let state = fs::read_dir(env.path("state"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("staging");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&state).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+}
