@@ -7,6 +7,8 @@ mod crash;
 mod errors;
 #[cfg(feature = "fuse")]
 mod mount;
+#[cfg(feature = "fuse")]
+mod mount_staging;
 mod plaintext;
 mod roundtrip;
 mod staging;

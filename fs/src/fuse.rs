@@ -12,17 +12,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
-    SessionACL,
+    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
-use mapache_store::tree::{NodeKind, Timestamp};
+use mapache_store::tree::{Node, NodeKind, Timestamp};
 use parking_lot::Mutex;
 
 use crate::blob_cache::BlobCache;
 use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
-use crate::namespace::{Attr, Namespace};
+use crate::namespace::{Attr, Namespace, SetAttr};
+use crate::staging::Meta;
 
 /// Entries inside snapshots never change: the kernel may cache them long.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
@@ -40,10 +41,19 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
+/// An open file.
+#[derive(Clone)]
+enum Handle {
+    /// A file of a snapshot, with its name for error messages.
+    Snapshot(Arc<FileContent>, String),
+    /// A file of the staging area, opened for writing or not.
+    Staged { ino: u64, writer: bool },
+}
+
 struct MapacheFs {
     namespace: Arc<Namespace>,
     cache: Arc<BlobCache>,
-    open_files: Mutex<HashMap<u64, (Arc<FileContent>, String)>>,
+    handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
 }
 
@@ -54,6 +64,29 @@ fn to_system_time(t: Timestamp) -> SystemTime {
         // -1.5 s is secs = -2, nanos = 0.5e9.
         UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
             + Duration::from_nanos(t.nanos as u64)
+    }
+}
+
+/// A time the kernel sent. fuser 0.18 turns a pre-1970 kernel time
+/// (secs < 0, nsec) into `UNIX_EPOCH - (|secs| + nsec)` instead of
+/// `UNIX_EPOCH - |secs| + nsec`; this reads its result back accordingly.
+fn from_kernel_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        },
+        Err(before) => Timestamp {
+            secs: -(before.duration().as_secs() as i64),
+            nanos: before.duration().subsec_nanos(),
+        },
+    }
+}
+
+fn time_or_now(t: TimeOrNow) -> Timestamp {
+    match t {
+        TimeOrNow::SpecificTime(t) => from_kernel_time(t),
+        TimeOrNow::Now => mapache_store::snapshot::now(),
     }
 }
 
@@ -93,11 +126,23 @@ fn errno(error: &FsError) -> Errno {
     Errno::from_i32(error.errno())
 }
 
+/// Metadata for an entry a request creates: its owner is the caller.
+fn meta_for(req: &Request, mode: u32, umask: u32) -> Meta {
+    let now = mapache_store::snapshot::now();
+    Meta {
+        mode: mode & !umask & 0o7777,
+        uid: req.uid(),
+        gid: req.gid(),
+        atime: now,
+        mtime: now,
+    }
+}
+
 impl MapacheFs {
     fn ttl(&self, attr: &Attr) -> Duration {
-        // Inode 1 and the folders around the snapshots are virtual; entries
-        // of snapshot trees are everything with a non-zero-ish identity.
-        if self.namespace.is_virtual(attr.ino) {
+        if self.namespace.is_staged(attr.ino) {
+            Duration::ZERO // it changes under the kernel's feet
+        } else if self.namespace.is_virtual(attr.ino) {
             VIRTUAL_TTL
         } else {
             IMMUTABLE_TTL
@@ -111,23 +156,62 @@ impl MapacheFs {
         }
     }
 
-    fn open_file(&self, ino: u64) -> FsResult<u64> {
+    fn reply_empty(result: FsResult<()>, reply: ReplyEmpty) {
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn new_handle(&self, handle: Handle) -> u64 {
+        let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(number, handle);
+        number
+    }
+
+    fn open_handle(&self, ino: u64, flags: OpenFlags) -> FsResult<Handle> {
+        let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        if self.namespace.staged_path(ino).is_some() {
+            if writing {
+                self.namespace.writer(ino, true)?;
+                if flags.0 & libc::O_TRUNC != 0 {
+                    self.namespace.setattr(
+                        ino,
+                        SetAttr {
+                            size: Some(0),
+                            ..SetAttr::default()
+                        },
+                    )?;
+                }
+            }
+            return Ok(Handle::Staged {
+                ino,
+                writer: writing,
+            });
+        }
+        if writing {
+            return Err(FsError::ReadOnly);
+        }
         let node = self.namespace.file(ino)?;
         let content = FileContent::new(self.namespace.repo(), &node)?;
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.open_files
-            .lock()
-            .insert(handle, (Arc::new(content), node.name_lossy()));
-        Ok(handle)
+        Ok(Handle::Snapshot(Arc::new(content), node.name_lossy()))
     }
 }
 
 impl Filesystem for MapacheFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // Large reads: fewer round trips per blob. Values the kernel refuses
-        // are clamped by it; both results are fine.
+        // Large requests: fewer round trips per blob. Values the kernel
+        // refuses are clamped by it; both results are fine.
         let _ = config.set_max_readahead(1024 * 1024);
+        let _ = config.set_max_write(1024 * 1024);
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        // Unmounting: make everything staged durable.
+        if let Err(e) = self.namespace.checkpoint() {
+            eprintln!("mapache mount: saving the staging area at unmount: {e}");
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -141,6 +225,38 @@ impl Filesystem for MapacheFs {
         }
     }
 
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
+        };
+        match self.namespace.setattr(ino.0, change) {
+            Ok(attr) => reply.attr(&Duration::ZERO, &file_attr(&attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.namespace.readlink(ino.0) {
             Ok(target) => reply.data(&target),
@@ -148,13 +264,169 @@ impl Filesystem for MapacheFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(errno(&FsError::ReadOnly));
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => {
+                let result =
+                    self.namespace
+                        .create(parent.0, name.as_bytes(), meta_for(req, mode, umask));
+                return self.reply_entry(result, reply);
+            }
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFCHR => NodeKind::CharDevice,
+            libc::S_IFBLK => NodeKind::BlockDevice,
+            libc::S_IFSOCK => NodeKind::Socket,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let meta = meta_for(req, mode, umask);
+        let mut node = Node::new(name.as_bytes(), kind);
+        node.mode = meta.mode;
+        node.uid = meta.uid;
+        node.gid = meta.gid;
+        node.mtime = meta.mtime;
+        node.atime = meta.atime;
+        node.ctime = meta.mtime;
+        node.rdev = rdev as u64;
+        node.links = 1;
+        self.reply_entry(
+            self.namespace.make_special(parent.0, name.as_bytes(), node),
+            reply,
+        );
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .namespace
+            .mkdir(parent.0, name.as_bytes(), meta_for(req, mode, umask));
+        self.reply_entry(result, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(self.namespace.unlink(parent.0, name.as_bytes()), reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(self.namespace.rmdir(parent.0, name.as_bytes()), reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let meta = meta_for(req, 0o777, 0);
+        let mut node = Node::new(link_name.as_bytes(), NodeKind::Symlink);
+        node.mode = 0o777;
+        node.uid = meta.uid;
+        node.gid = meta.gid;
+        node.mtime = meta.mtime;
+        node.atime = meta.atime;
+        node.ctime = meta.mtime;
+        node.links = 1;
+        node.link_target = target.as_os_str().as_bytes().to_vec();
+        self.reply_entry(
+            self.namespace
+                .make_special(parent.0, link_name.as_bytes(), node),
+            reply,
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.bits() != 0 {
+            // RENAME_NOREPLACE / RENAME_EXCHANGE: not supported (yet).
+            return reply.error(Errno::EINVAL);
         }
-        match self.open_file(ino.0) {
-            // Snapshot content never changes: let the page cache keep it.
-            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
+        let result =
+            self.namespace
+                .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes());
+        Self::reply_empty(result, reply);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.reply_entry(
+            self.namespace.link(ino.0, newparent.0, newname.as_bytes()),
+            reply,
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_handle(ino.0, flags) {
+            Ok(handle) => {
+                // Snapshot content never changes: let the page cache keep it.
+                let keep = match handle {
+                    Handle::Snapshot(..) => FopenFlags::FOPEN_KEEP_CACHE,
+                    Handle::Staged { .. } => FopenFlags::empty(),
+                };
+                reply.opened(FileHandle(self.new_handle(handle)), keep);
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self
+            .namespace
+            .create(parent.0, name.as_bytes(), meta_for(req, mode, umask))
+            .and_then(|attr| self.namespace.writer(attr.ino, true).map(|()| attr));
+        match result {
+            Ok(attr) => {
+                let handle = self.new_handle(Handle::Staged {
+                    ino: attr.ino,
+                    writer: true,
+                });
+                reply.created(
+                    &Duration::ZERO,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(handle),
+                    FopenFlags::empty(),
+                );
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -170,16 +442,76 @@ impl Filesystem for MapacheFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some((content, name)) = self.open_files.lock().get(&fh.0).cloned() else {
+        let Some(handle) = self.handles.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
-        match content.read(&self.cache, offset, size) {
+        let (result, name) = match &handle {
+            Handle::Snapshot(content, name) => {
+                (content.read(&self.cache, offset, size), name.clone())
+            }
+            Handle::Staged { ino, .. } => (
+                self.namespace.read_staged(*ino, offset, size),
+                format!("staged file {ino}"),
+            ),
+        };
+        match result {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 // The mount stays up; the reader gets EIO and the log says why.
                 eprintln!("mapache mount: reading {name} at offset {offset}: {e}");
                 reply.error(errno(&e));
             }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let handle = self.handles.lock().get(&fh.0).cloned();
+        match handle {
+            Some(Handle::Staged { ino, writer: true }) => {
+                match self.namespace.write(ino, offset, data) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            Some(_) => reply.error(Errno::EBADF),
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        if self.namespace.is_staged(ino.0) {
+            Self::reply_empty(self.namespace.fsync(ino.0), reply);
+        } else {
+            reply.ok();
         }
     }
 
@@ -193,7 +525,12 @@ impl Filesystem for MapacheFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.open_files.lock().remove(&fh.0);
+        let handle = self.handles.lock().remove(&fh.0);
+        if let Some(Handle::Staged { ino, writer: true }) = handle {
+            if let Err(e) = self.namespace.writer(ino, false) {
+                eprintln!("mapache mount: closing staged file {ino}: {e}");
+            }
+        }
         reply.ok();
     }
 
@@ -232,7 +569,53 @@ impl Filesystem for MapacheFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        // Report the space of the state folder, where staged data waits.
+        match self
+            .namespace
+            .state_dir()
+            .and_then(|dir| nix::sys::statvfs::statvfs(dir).ok())
+        {
+            Some(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            None => reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // POSIX ACLs would have to drive the mode bits; without ACL support
+        // say so, and `cp -a` falls back to chmod.
+        if name.as_bytes().starts_with(b"system.posix_acl_") {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        Self::reply_empty(
+            self.namespace
+                .set_xattr(ino.0, name.as_bytes(), Some(value.to_vec())),
+            reply,
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(
+            self.namespace.set_xattr(ino.0, name.as_bytes(), None),
+            reply,
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -298,8 +681,9 @@ impl Drop for Mounted {
     }
 }
 
-/// Mounts the namespace at `mountpoint` (read-only) and serves it on
-/// background threads until the returned handle is dropped.
+/// Mounts the namespace at `mountpoint` and serves it on background
+/// threads until the returned handle is dropped. Snapshots are read-only;
+/// `staging/` (when the namespace has one) is writable.
 pub fn mount(
     namespace: Arc<Namespace>,
     mountpoint: &Path,
@@ -314,14 +698,13 @@ pub fn mount(
     let fs = MapacheFs {
         namespace,
         cache,
-        open_files: Mutex::new(HashMap::new()),
+        handles: Mutex::new(HashMap::new()),
         next_handle: AtomicU64::new(1),
     };
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("mapache".into()),
         MountOption::Subtype("mapache".into()),
-        MountOption::RO,
         MountOption::DefaultPermissions,
     ];
     if options.allow_other {

@@ -4,6 +4,7 @@
 //! the FUSE adapter (feature `fuse`) serves it to the kernel.
 
 mod blob_cache;
+pub mod control;
 mod error;
 mod file_reader;
 #[cfg(feature = "fuse")]
@@ -16,4 +17,4 @@ pub use error::{FsError, FsResult};
 pub use file_reader::FileContent;
 #[cfg(feature = "fuse")]
 pub use fuse::{mount, MountOptions, Mounted};
-pub use namespace::{Attr, DirEntry, Namespace, ROOT};
+pub use namespace::{Attr, DirEntry, Namespace, SetAttr, ROOT};

@@ -85,6 +85,25 @@ impl MountGuard {
     pub fn is_mounted(&self) -> bool {
         is_mounted(&self.path)
     }
+
+    /// SIGKILLs the mount process, as a crash would, and clears the stale
+    /// mount it leaves behind.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.path)
+            .status();
+        if is_mounted(&self.path) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
 }
 
 impl Drop for MountGuard {

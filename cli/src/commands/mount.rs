@@ -7,11 +7,12 @@ use anyhow::{bail, Context, Result};
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 
-/// Mount the repository: every snapshot as a read-only folder tree
+/// Mount the repository: snapshots as read-only folders, staging writable
 ///
 /// Layout: snapshots/<time>/, ids/<short id>/, latest, tags/<tag>/<time>/,
-/// hosts/<host>/<time>/. Runs in the foreground until Ctrl-C (or SIGTERM,
-/// or `umount`), then unmounts.
+/// hosts/<host>/<time>/, and staging/, where files copied in become the
+/// next snapshot at `mapache commit`. Runs in the foreground until Ctrl-C
+/// (or SIGTERM, or `umount`), then unmounts.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// An empty folder to mount on
@@ -57,6 +58,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use mapache_fs::control::{self, ControlRequest, ControlResponse};
+    use mapache_fs::staging::Staging;
     use mapache_fs::{MountOptions, Namespace};
 
     check_mountpoint(&args.mountpoint)?;
@@ -65,12 +68,32 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     }
     let repo = global.open()?;
     let _lock = repo.lock(false)?;
+    let staging_dir = global.staging_dir(&repo)?;
     let repo = Arc::new(repo.load_index()?);
-    let namespace = Arc::new(Namespace::new(
-        repo,
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    ));
+    let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
+    let namespace = Arc::new(
+        Namespace::new(
+            repo,
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+        .with_staging(staging),
+    );
+    // `mapache commit` in another shell reaches the staging through us.
+    {
+        let namespace = namespace.clone();
+        control::serve(&staging_dir, move |request| match request {
+            ControlRequest::Commit {
+                message,
+                tags,
+                host,
+            } => match namespace.commit(&message, &tags, &host) {
+                Ok(id) => ControlResponse::Committed(id.to_hex()),
+                Err(e) => ControlResponse::Failed(e.to_string()),
+            },
+        })
+        .context("cannot listen for commit requests")?;
+    }
     let options = MountOptions {
         allow_other: args.allow_other,
         cache_bytes: args.cache_size << 20,

@@ -120,7 +120,7 @@ impl Staging {
             nix::fcntl::FlockArg::LockExclusiveNonblock,
         ) {
             Ok(lock) => lock,
-            Err((mut file, errno)) => {
+            Err((mut file, _)) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = if holder.trim().is_empty() {
@@ -129,7 +129,7 @@ impl Staging {
                     holder.trim().to_string()
                 };
                 return Err(FsError::Busy(format!(
-                    "the staging area is in use by {holder} ({errno}); unmount it or wait for that command to finish"
+                    "the staging area is in use by {holder} (a mount or another command); use the mount, or wait for it to end"
                 )));
             }
         };
@@ -191,6 +191,11 @@ impl Staging {
             saver,
             inner: Mutex::new(inner),
         })
+    }
+
+    /// The state folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The snapshot the staging is based on.

@@ -357,6 +357,17 @@ impl Overlay {
             }
             Op::Rename { from, to } => self.rename(from, to),
             Op::Link { from, to, inode } => {
+                // A second name of a symlink, fifo or device: an equal copy
+                // (nothing can tell them apart but the inode number).
+                if let Entry::Other(node) = self.get(from)? {
+                    let mut copy = node.clone();
+                    copy.name = components(to)
+                        .last()
+                        .copied()
+                        .ok_or(FsError::Invalid)?
+                        .to_vec();
+                    return self.insert_new(to, Entry::Other(copy));
+                }
                 let file = self.file(from)?;
                 {
                     let mut f = file.lock();

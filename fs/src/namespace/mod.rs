@@ -6,6 +6,7 @@
 //! /latest -> snapshots/<newest>
 //! /tags/<tag>/<time>/...                 snapshots carrying the tag
 //! /hosts/<host>/<time>/...               snapshots of the host
+//! /staging/...                           the writable staging area (when mounted with it)
 //! ```
 //!
 //! Plain Rust, no FUSE: the adapter in `fuse.rs` only translates. Inode
@@ -27,6 +28,11 @@ use mapache_store::{BlobId, IndexedRepository, SnapshotId};
 use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
+use crate::staging::Staging;
+
+mod staged;
+
+pub use staged::SetAttr;
 
 /// The inode number of the mount's root.
 pub const ROOT: u64 = 1;
@@ -99,12 +105,17 @@ enum Entry {
         node: Arc<Node>,
         root: BlobId,
     },
+    /// The staging entry at this path (empty: the `staging` folder itself).
+    Staged(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Child(u64, Vec<u8>),
     HardLink(BlobId, u64, u64),
+    Staged(Vec<u8>),
+    /// A staged file with more than one name: one inode number for all.
+    StagedLink(u64, u64),
 }
 
 #[derive(Default)]
@@ -152,6 +163,7 @@ pub struct Namespace {
     repo: Arc<IndexedRepository>,
     table: Mutex<Table>,
     view: Mutex<SnapshotView>,
+    staging: Option<Arc<Staging>>,
     trees: Mutex<LruCache<BlobId, Arc<Tree>>>,
     uid: u32,
     gid: u32,
@@ -182,10 +194,17 @@ impl Namespace {
                 refreshed: None,
             }),
             trees: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
+            staging: None,
             uid,
             gid,
             mounted_at: mapache_store::snapshot::now(),
         }
+    }
+
+    /// Shows `staging` as the writable `staging/` folder.
+    pub fn with_staging(mut self, staging: Arc<Staging>) -> Namespace {
+        self.staging = Some(staging);
+        self
     }
 
     /// The repository.
@@ -244,6 +263,12 @@ impl Namespace {
         Ok(listed)
     }
 
+    /// Forgets the snapshot list, so that the next look re-reads it (after
+    /// a commit through this mount: it shows at once).
+    pub(crate) fn refresh_snapshots(&self) {
+        self.view.lock().refreshed = None;
+    }
+
     fn tree(&self, id: &BlobId) -> FsResult<Arc<Tree>> {
         if let Some(tree) = self.trees.lock().get(id) {
             return Ok(tree.clone());
@@ -279,13 +304,19 @@ impl Namespace {
                 .collect::<Vec<_>>()
         };
         Ok(match entry {
-            Entry::Root => vec![
-                (b"snapshots".to_vec(), Entry::SnapshotList { by_id: false }),
-                (b"ids".to_vec(), Entry::SnapshotList { by_id: true }),
-                (b"latest".to_vec(), Entry::Latest),
-                (b"tags".to_vec(), Entry::Groups(Grouping::Tag)),
-                (b"hosts".to_vec(), Entry::Groups(Grouping::Host)),
-            ],
+            Entry::Root => {
+                let mut children = vec![
+                    (b"snapshots".to_vec(), Entry::SnapshotList { by_id: false }),
+                    (b"ids".to_vec(), Entry::SnapshotList { by_id: true }),
+                    (b"latest".to_vec(), Entry::Latest),
+                    (b"tags".to_vec(), Entry::Groups(Grouping::Tag)),
+                    (b"hosts".to_vec(), Entry::Groups(Grouping::Host)),
+                ];
+                if self.staging.is_some() {
+                    children.push((b"staging".to_vec(), Entry::Staged(Vec::new())));
+                }
+                children
+            }
             Entry::SnapshotList { by_id: false } => by_time(snapshots()?),
             Entry::SnapshotList { by_id: true } => snapshots()?
                 .iter()
@@ -316,7 +347,7 @@ impl Namespace {
                     })
                     .collect(),
             ),
-            Entry::Latest | Entry::Node { .. } => return Err(FsError::NotDir),
+            Entry::Latest | Entry::Node { .. } | Entry::Staged(_) => return Err(FsError::NotDir),
         })
     }
 
@@ -348,6 +379,7 @@ impl Namespace {
                 self.getattr(ino)
             }
             Entry::Latest => Err(FsError::NotDir),
+            Entry::Staged(path) => self.staged_lookup(path, name),
             _ => {
                 let (_, child) = self
                     .virtual_children(&entry)?
@@ -364,9 +396,16 @@ impl Namespace {
     }
 
     /// Whether `ino` is one of the virtual folders around the snapshots,
-    /// whose content changes (as opposed to an entry of a snapshot).
+    /// whose content changes as snapshots come and go.
     pub fn is_virtual(&self, ino: u64) -> bool {
-        !matches!(self.table.lock().get(ino), Ok(Entry::Node { .. }))
+        matches!(
+            self.table.lock().get(ino),
+            Ok(Entry::Root
+                | Entry::SnapshotList { .. }
+                | Entry::Groups(_)
+                | Entry::Group(..)
+                | Entry::Latest)
+        )
     }
 
     /// The attributes of inode `ino`.
@@ -406,6 +445,7 @@ impl Namespace {
                 mtime: node.mtime,
                 ctime: node.ctime,
             },
+            Entry::Staged(path) => self.staged_attr(ino, &path)?,
             Entry::Latest => {
                 let target = self.latest_target()?;
                 let mut attr = virtual_dir(1);
@@ -445,6 +485,7 @@ impl Namespace {
                     .collect())
             }
             Entry::Latest => Err(FsError::NotDir),
+            Entry::Staged(path) => self.staged_readdir(path),
             _ => {
                 let children = self.virtual_children(&entry)?;
                 let mut table = self.table.lock();
@@ -455,8 +496,12 @@ impl Namespace {
                             Entry::Latest => NodeKind::Symlink,
                             _ => NodeKind::Dir,
                         };
+                        let key = match &child {
+                            Entry::Staged(path) => Key::Staged(path.clone()),
+                            _ => Key::Child(ino, name.clone()),
+                        };
                         DirEntry {
-                            ino: table.intern(Key::Child(ino, name.clone()), || child),
+                            ino: table.intern(key, || child),
                             kind,
                             name,
                         }
@@ -473,6 +518,13 @@ impl Namespace {
                 Ok(node.link_target.clone())
             }
             Entry::Latest => self.latest_target(),
+            Entry::Staged(path) => {
+                let node = self.staging()?.stat(&path)?;
+                match node.kind {
+                    NodeKind::Symlink => Ok(node.link_target),
+                    _ => Err(FsError::NotSymlink),
+                }
+            }
             _ => Err(FsError::NotSymlink),
         }
     }
@@ -491,6 +543,7 @@ impl Namespace {
     pub fn xattrs(&self, ino: u64) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
         match self.table.lock().get(ino)? {
             Entry::Node { node, .. } => Ok(node.xattrs.clone()),
+            Entry::Staged(path) => Ok(self.staging()?.stat(&path)?.xattrs),
             _ => Ok(Vec::new()),
         }
     }

@@ -1,0 +1,335 @@
+//! The `staging/` folder of the namespace: inode numbers for staging paths,
+//! and every change a writable filesystem supports, passed on to
+//! [`Staging`]. Everything outside `staging/` is read-only (EROFS).
+
+use std::sync::Arc;
+
+use mapache_store::tree::{Node, NodeKind, Timestamp};
+use mapache_store::SnapshotId;
+
+use super::{Attr, DirEntry, Entry, Key, Namespace};
+use crate::error::{FsError, FsResult};
+use crate::staging::{Meta, Staging};
+
+/// Path of an entry that no longer exists (unlinked, or replaced by a
+/// rename); it never resolves.
+const GONE: &[u8] = b"\0gone";
+
+/// Attribute changes of `setattr`; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New length (truncate or extend).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<Timestamp>,
+    /// New modification time.
+    pub mtime: Option<Timestamp>,
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+impl Namespace {
+    pub(super) fn staging(&self) -> FsResult<&Arc<Staging>> {
+        self.staging.as_ref().ok_or(FsError::ReadOnly)
+    }
+
+    /// The staging path of `ino`, if it is inside `staging/`.
+    pub fn staged_path(&self, ino: u64) -> Option<Vec<u8>> {
+        match self.table.lock().get(ino) {
+            Ok(Entry::Staged(path)) if path != GONE => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether `ino` is inside `staging/` (whose entries change at any time).
+    pub fn is_staged(&self, ino: u64) -> bool {
+        matches!(self.table.lock().get(ino), Ok(Entry::Staged(_)))
+    }
+
+    fn path_of(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match self.table.lock().get(ino)? {
+            Entry::Staged(path) if path == GONE => Err(FsError::NotFound),
+            Entry::Staged(path) => Ok(path),
+            _ => Err(FsError::ReadOnly),
+        }
+    }
+
+    /// The staging path of `name` in folder `parent`; changes outside the
+    /// staging area are refused as read-only.
+    fn child_path(&self, parent: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
+            return Err(FsError::Invalid);
+        }
+        Ok(join(&self.path_of(parent)?, name))
+    }
+
+    /// The inode number of the staged entry at `path`; all names of a
+    /// hard-linked file share one.
+    fn intern_staged(&self, path: &[u8], node: &Node) -> u64 {
+        let key = if node.kind == NodeKind::File && node.links > 1 {
+            Key::StagedLink(node.device, node.inode)
+        } else {
+            Key::Staged(path.to_vec())
+        };
+        self.table
+            .lock()
+            .intern(key, || Entry::Staged(path.to_vec()))
+    }
+
+    pub(super) fn staged_attr(&self, ino: u64, path: &[u8]) -> FsResult<Attr> {
+        if path == GONE {
+            return Err(FsError::NotFound);
+        }
+        let node = self.staging()?.stat(path)?;
+        Ok(attr_of(ino, &node))
+    }
+
+    pub(super) fn staged_lookup(&self, dir: &[u8], name: &[u8]) -> FsResult<Attr> {
+        let path = join(dir, name);
+        let node = self.staging()?.stat(&path)?;
+        Ok(attr_of(self.intern_staged(&path, &node), &node))
+    }
+
+    pub(super) fn staged_readdir(&self, dir: &[u8]) -> FsResult<Vec<DirEntry>> {
+        let nodes = self.staging()?.list(dir)?;
+        Ok(nodes
+            .into_iter()
+            .map(|node| {
+                let path = join(dir, &node.name);
+                DirEntry {
+                    ino: self.intern_staged(&path, &node),
+                    kind: node.kind,
+                    name: node.name,
+                }
+            })
+            .collect())
+    }
+
+    fn created(&self, path: &[u8]) -> FsResult<Attr> {
+        let node = self.staging()?.stat(path)?;
+        let ino = self.intern_staged(path, &node);
+        // A new name of a linked file keeps the inode of its first name.
+        self.staged_attr(ino, &self.path_of(ino)?)
+    }
+
+    /// Makes a folder.
+    pub fn mkdir(&self, parent: u64, name: &[u8], meta: Meta) -> FsResult<Attr> {
+        let path = self.child_path(parent, name)?;
+        self.staging()?.mkdir(&path, meta)?;
+        self.created(&path)
+    }
+
+    /// Makes an empty regular file.
+    pub fn create(&self, parent: u64, name: &[u8], meta: Meta) -> FsResult<Attr> {
+        let path = self.child_path(parent, name)?;
+        self.staging()?.create(&path, meta)?;
+        self.created(&path)
+    }
+
+    /// Makes a symlink, fifo, device or socket described by `node`.
+    pub fn make_special(&self, parent: u64, name: &[u8], node: Node) -> FsResult<Attr> {
+        let path = self.child_path(parent, name)?;
+        self.staging()?.make_special(&path, node)?;
+        self.created(&path)
+    }
+
+    /// Marks the inodes of `path` and everything below it as gone; their
+    /// numbers are never reused.
+    fn forget_path(&self, path: &[u8]) {
+        let mut table = self.table.lock();
+        let prefix = [path, b"/"].concat();
+        let mut gone = std::collections::HashSet::new();
+        for (i, entry) in table.entries.iter_mut().enumerate() {
+            if let Entry::Staged(p) = entry {
+                if p.as_slice() == path || p.starts_with(&prefix) {
+                    *p = GONE.to_vec();
+                    gone.insert(i as u64 + 1);
+                }
+            }
+        }
+        table.by_key.retain(|_, ino| !gone.contains(ino));
+    }
+
+    /// Removes a file (not a folder).
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        let path = self.child_path(parent, name)?;
+        let staging = self.staging()?;
+        if staging.stat(&path)?.kind == NodeKind::Dir {
+            return Err(FsError::IsDir);
+        }
+        staging.remove(&path, false)?;
+        self.forget_path(&path);
+        Ok(())
+    }
+
+    /// Removes an empty folder.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        let path = self.child_path(parent, name)?;
+        let staging = self.staging()?;
+        if staging.stat(&path)?.kind != NodeKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        staging.remove(&path, false)?;
+        self.forget_path(&path);
+        Ok(())
+    }
+
+    /// Renames; inode numbers follow the moved entries.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> FsResult<()> {
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        self.staging()?.rename(&from, &to)?;
+        if from == to {
+            return Ok(());
+        }
+        // Whatever was at `to` is replaced; then everything at `from` moves.
+        self.forget_path(&to);
+        let mut table = self.table.lock();
+        let prefix = [from.as_slice(), b"/"].concat();
+        let mut moved = Vec::new();
+        for (i, entry) in table.entries.iter_mut().enumerate() {
+            if let Entry::Staged(p) = entry {
+                if *p == from || p.starts_with(&prefix) {
+                    let new = [to.as_slice(), &p[from.len()..]].concat();
+                    moved.push((std::mem::replace(p, new.clone()), new, i as u64 + 1));
+                }
+            }
+        }
+        for (old, new, ino) in moved {
+            if table.by_key.get(&Key::Staged(old.clone())) == Some(&ino) {
+                table.by_key.remove(&Key::Staged(old));
+                table.by_key.insert(Key::Staged(new), ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `new_name` in `new_parent` another name of file `ino`.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Attr> {
+        let from = self.path_of(ino)?;
+        let to = self.child_path(new_parent, new_name)?;
+        self.staging()?.link(&from, &to)?;
+        self.created(&to)
+    }
+
+    /// Changes mode, owner, size or times.
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        let staging = self.staging()?;
+        if let Some(size) = change.size {
+            staging.truncate(&path, size)?;
+        }
+        if change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || change.atime.is_some()
+            || change.mtime.is_some()
+        {
+            let node = staging.stat(&path)?;
+            staging.set_meta(
+                &path,
+                Meta {
+                    mode: change.mode.unwrap_or(node.mode) & 0o7777,
+                    uid: change.uid.unwrap_or(node.uid),
+                    gid: change.gid.unwrap_or(node.gid),
+                    atime: change.atime.unwrap_or(node.atime),
+                    mtime: change.mtime.unwrap_or(node.mtime),
+                },
+            )?;
+        }
+        self.staged_attr(ino, &path)
+    }
+
+    /// Notes a writer opening or closing file `ino`.
+    pub fn writer(&self, ino: u64, opening: bool) -> FsResult<()> {
+        let path = self.path_of(ino)?;
+        self.staging()?.writer(&path, opening)
+    }
+
+    /// Writes into file `ino`.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        let path = self.path_of(ino)?;
+        self.staging()?.write(&path, offset, data)
+    }
+
+    /// Reads from staged file `ino`.
+    pub fn read_staged(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let path = self.path_of(ino)?;
+        self.staging()?.read(&path, offset, size)
+    }
+
+    /// Makes file `ino` durable in the repository.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let path = self.path_of(ino)?;
+        self.staging()?.fsync(&path)
+    }
+
+    /// Sets or (with `None`) removes an extended attribute.
+    pub fn set_xattr(&self, ino: u64, name: &[u8], value: Option<Vec<u8>>) -> FsResult<()> {
+        let path = self.path_of(ino)?;
+        self.staging()?.set_xattr(&path, name, value)
+    }
+
+    /// Commits the staging area; the snapshot shows under `snapshots/` at
+    /// once.
+    pub fn commit(&self, description: &str, tags: &[String], host: &str) -> FsResult<SnapshotId> {
+        let (id, _) = self.staging()?.commit(description, tags, host)?;
+        self.refresh_snapshots();
+        Ok(id)
+    }
+
+    /// The staging area's state folder (for `statfs`).
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.staging.as_ref().map(|s| s.dir())
+    }
+
+    /// Uploads everything staged and makes the journal durable (unmount).
+    pub fn checkpoint(&self) -> FsResult<()> {
+        match &self.staging {
+            Some(staging) => staging.checkpoint(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Attributes of a staged entry.
+fn attr_of(ino: u64, node: &Node) -> Attr {
+    Attr {
+        ino,
+        kind: node.kind,
+        size: match node.kind {
+            NodeKind::File => node.size,
+            NodeKind::Symlink => node.link_target.len() as u64,
+            _ => 0,
+        },
+        perm: (node.mode & 0o7777) as u16,
+        nlink: match node.kind {
+            NodeKind::Dir => 2,
+            _ => node.links.clamp(1, u32::MAX as u64) as u32,
+        },
+        uid: node.uid,
+        gid: node.gid,
+        rdev: node.rdev,
+        atime: node.atime,
+        mtime: node.mtime,
+        ctime: node.ctime,
+    }
+}

@@ -1,0 +1,227 @@
+//! The writable `staging/` folder of a real mount: copy in with normal
+//! tools, commit from another shell, crash the mount.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, MountGuard};
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cp_into_staging_and_commit_while_mounted() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    make_rich_tree(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    sh(&format!("cp -a {} {}/", source.display(), staged.display()));
+    // Through the mount, the staged copy is the source, field by field.
+    assert_same_tree(&source, &staged.join("source"));
+
+    let before = fs::read_dir(mount.path.join("snapshots")).unwrap().count();
+    // Another process commits; the mount does it and shows it at once.
+    let commit = env.json(&["commit", "-m", "copied in"]);
+    assert_eq!(
+        fs::read_dir(mount.path.join("snapshots")).unwrap().count(),
+        before + 1
+    );
+    let short = commit["short_id"].as_str().unwrap();
+    assert_same_tree(&source, &mount.path.join("ids").join(short).join("source"));
+    // The staging view continues from the new snapshot.
+    assert_same_tree(&source, &staged.join("source"));
+
+    let restored = env.path("restored");
+    env.ok(&["restore", short, "--target", restored.to_str().unwrap()]);
+    assert_same_tree(&source, &restored.join("source"));
+    // While mounted, `stage` commands are refused with a clear error.
+    let out = env.run(&["stage", "ls", "/"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+/// Names, kinds, contents and symlink targets of a tree.
+fn contents(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let kind = entry.file_type().unwrap();
+            let value = if kind.is_dir() {
+                stack.push(path);
+                "dir".to_string()
+            } else if kind.is_symlink() {
+                format!("-> {}", fs::read_link(&path).unwrap().display())
+            } else {
+                format!("{:x}", md5ish(&fs::read(&path).unwrap()))
+            };
+            out.insert(rel, value);
+        }
+    }
+    out
+}
+
+fn md5ish(data: &[u8]) -> u64 {
+    // Content fingerprint for the comparison; collisions do not matter here.
+    data.iter()
+        .fold(data.len() as u64, |h, &b| h.rotate_left(5) ^ b as u64)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn random_operations_through_the_mount_match_a_plain_folder() {
+    let env = Env::with_repo();
+    let model = env.path("model");
+    fs::create_dir_all(&model).unwrap();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let names = ["a", "b", "d1/c", "d1/d2/e", "d3/f", "g"];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..6 {
+        for _ in 0..40 {
+            let name = names[rng.below(names.len() as u64) as usize];
+            let other = names[rng.below(names.len() as u64) as usize];
+            let op = rng.below(9);
+            // Apply to both roots; both must agree on success.
+            let results: Vec<bool> = [&model, &staged]
+                .iter()
+                .map(|root| {
+                    let (p, q) = (root.join(name), root.join(other));
+                    match op {
+                        0 => {
+                            if let Some(parent) = p.parent() {
+                                let _ = fs::create_dir_all(parent);
+                            }
+                            let data: Vec<u8> =
+                                (0..rng_len(name, round)).map(|i| (i % 251) as u8).collect();
+                            fs::write(&p, data).is_ok()
+                        }
+                        1 => fs::OpenOptions::new()
+                            .append(true)
+                            .open(&p)
+                            .and_then(|mut f| f.write_all(b"appended"))
+                            .is_ok(),
+                        2 => {
+                            use std::os::unix::fs::FileExt;
+                            fs::OpenOptions::new()
+                                .write(true)
+                                .open(&p)
+                                .and_then(|f| f.write_all_at(b"middle", 3))
+                                .is_ok()
+                        }
+                        3 => fs::OpenOptions::new()
+                            .write(true)
+                            .open(&p)
+                            .and_then(|f| f.set_len(5))
+                            .is_ok(),
+                        4 => fs::rename(&p, &q).is_ok(),
+                        5 => fs::remove_file(&p).is_ok(),
+                        6 => fs::remove_dir(&p).is_ok(),
+                        7 => std::os::unix::fs::symlink(other, &p).is_ok(),
+                        _ => fs::hard_link(&p, &q).is_ok(),
+                    }
+                })
+                .collect();
+            assert_eq!(
+                results[0], results[1],
+                "op {op} on {name} {other} in round {round}"
+            );
+        }
+        assert_eq!(
+            contents(&model),
+            contents(&staged),
+            "staging view in round {round}"
+        );
+        let commit = env.json(&["commit", "-m", &format!("round {round}")]);
+        let committed = mount
+            .path
+            .join("ids")
+            .join(commit["short_id"].as_str().unwrap());
+        assert_eq!(
+            contents(&model),
+            contents(&committed),
+            "committed snapshot in round {round}"
+        );
+    }
+}
+
+fn rng_len(name: &str, round: u64) -> usize {
+    (name.len() * 7919 + round as usize * 104_729) % 300_000
+}
+
+#[test]
+fn kill_9_of_the_mount_loses_nothing_that_was_fsynced() {
+    let env = Env::with_repo();
+    let mut mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let mut synced = Vec::new();
+    for i in 0..5 {
+        write_random_file(
+            &data.join(format!("f{i}")),
+            3 * 1024 * 1024 + i * 1000,
+            50 + i as u64,
+        );
+        let name = format!("synced-{i}");
+        let content = fs::read(data.join(format!("f{i}"))).unwrap();
+        let mut file = fs::File::create(staged.join(&name)).unwrap();
+        file.write_all(&content).unwrap();
+        file.sync_all().unwrap(); // acknowledged: must survive
+        synced.push((name, content));
+    }
+    // A copy still going on when the mount dies.
+    write_random_file(&data.join("big"), 64 * 1024 * 1024, 99);
+    let copy = Command::new("cp")
+        .arg(data.join("big"))
+        .arg(staged.join("in-flight"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    mount.kill_9();
+    let _ = copy.wait_with_output();
+
+    let mount = MountGuard::new(&env, "mnt2");
+    for (name, content) in &synced {
+        assert_eq!(
+            &fs::read(mount.path.join("staging").join(name)).unwrap(),
+            content,
+            "{name}"
+        );
+    }
+    let commit = env.json(&["commit", "-m", "after crash"]);
+    let short = commit["short_id"].as_str().unwrap().to_string();
+    drop(mount);
+    let restored = env.path("restored");
+    env.ok(&["restore", &short, "--target", restored.to_str().unwrap()]);
+    for (name, content) in &synced {
+        assert_eq!(&fs::read(restored.join(name)).unwrap(), content, "{name}");
+    }
+}
