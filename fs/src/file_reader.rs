@@ -13,6 +13,7 @@ const READ_AHEAD_BLOBS: usize = 4;
 
 /// A file's blobs and where each ends, so that a read at any offset finds
 /// its blob by binary search instead of walking from the start.
+#[derive(Debug)]
 pub struct FileContent {
     blobs: Vec<BlobId>,
     ends: Vec<u64>,

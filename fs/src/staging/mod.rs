@@ -19,6 +19,7 @@
 mod journal;
 mod overlay;
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -68,6 +69,28 @@ struct Inner {
     /// The chunker's read buffer, kept across files (allocating and zeroing
     /// 12 MiB per small file would dominate).
     buffer: Vec<u8>,
+    /// Local data files kept open: FUSE writes arrive in pieces of at most
+    /// 1 MiB, and opening the file for each cost more than the write.
+    open_locals: HashMap<u64, Arc<File>>,
+}
+
+impl Inner {
+    fn local_file(&mut self, dir: &Path, local: u64) -> FsResult<Arc<File>> {
+        if let Some(file) = self.open_locals.get(&local) {
+            return Ok(file.clone());
+        }
+        if self.open_locals.len() >= 256 {
+            self.open_locals.clear();
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("data").join(local.to_string()))
+            .map_err(FsError::Io)?;
+        let file = Arc::new(file);
+        self.open_locals.insert(local, file.clone());
+        Ok(file)
+    }
 }
 
 /// An open staging view. Only one process at a time has it open.
@@ -76,6 +99,8 @@ pub struct Staging {
     dir: PathBuf,
     _lock: nix::fcntl::Flock<File>,
     saver: BlobSaver,
+    /// Decrypted blobs of stored files read through the staging view.
+    cache: Arc<crate::BlobCache>,
     inner: Mutex<Inner>,
 }
 
@@ -176,6 +201,7 @@ impl Staging {
             pending_bytes: 0,
             imports: Vec::new(),
             buffer: Vec::new(),
+            open_locals: HashMap::new(),
         };
         if ops.is_empty() {
             inner.journal.append(&Op::Base(None))?;
@@ -184,7 +210,9 @@ impl Staging {
             repo.clone(),
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         );
+        let cache = crate::BlobCache::new(repo.clone(), 64 << 20, 1);
         Ok(Staging {
+            cache,
             repo,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -375,13 +403,13 @@ impl Staging {
         path: &[u8],
         file: &FileRef,
         truncate: bool,
-    ) -> FsResult<PathBuf> {
+    ) -> FsResult<u64> {
         let (needs_local, needs_dirty, fid, content) = {
             let f = file.lock();
             (f.local.is_none(), !f.dirty, f.fid, f.node.content.clone())
         };
         if !needs_local && !needs_dirty {
-            return Ok(self.local_path(file.lock().local.expect("has a local file")));
+            return Ok(file.lock().local.expect("has a local file"));
         }
         let local = match file.lock().local {
             Some(local) => local,
@@ -414,7 +442,7 @@ impl Staging {
                 local,
             },
         )?;
-        Ok(self.local_path(local))
+        Ok(local)
     }
 
     /// Writes `data` at `offset` into the file at `path`.
@@ -422,10 +450,7 @@ impl Staging {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
         let local = self.make_local(&mut inner, path, &file, false)?;
-        let out = OpenOptions::new()
-            .write(true)
-            .open(&local)
-            .map_err(FsError::Io)?;
+        let out = inner.local_file(&self.dir, local)?;
         out.write_all_at(data, offset).map_err(FsError::Io)?;
         let mut f = file.lock();
         f.node.mtime = now();
@@ -438,10 +463,9 @@ impl Staging {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
         let local = self.make_local(&mut inner, path, &file, size == 0)?;
-        OpenOptions::new()
-            .write(true)
-            .open(&local)
-            .and_then(|f| f.set_len(size))
+        inner
+            .local_file(&self.dir, local)?
+            .set_len(size)
             .map_err(FsError::Io)?;
         let mut f = file.lock();
         f.node.mtime = now();
@@ -453,13 +477,10 @@ impl Staging {
     pub fn read(&self, path: &[u8], offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
-        drop(inner);
-        let (local, node) = {
-            let f = file.lock();
-            (f.local, f.node.clone())
-        };
+        let local = file.lock().local;
         if let Some(local) = local {
-            let input = File::open(self.local_path(local)).map_err(FsError::Io)?;
+            let input = inner.local_file(&self.dir, local)?;
+            drop(inner);
             let mut buf = vec![0u8; size as usize];
             let mut filled = 0;
             while filled < buf.len() {
@@ -474,12 +495,19 @@ impl Staging {
             buf.truncate(filled);
             return Ok(buf);
         }
-        let content = crate::FileContent::new(&self.repo, &node)?;
-        let mut out = Vec::new();
-        // Without a shared cache here: stage commands read whole files once.
-        let cache = crate::BlobCache::new(self.repo.clone(), 16 << 20, 0);
-        out.extend(content.read(&cache, offset, size)?);
-        Ok(out)
+        drop(inner);
+        let content = {
+            let mut f = file.lock();
+            match &f.stored {
+                Some(content) => content.clone(),
+                None => {
+                    let content = Arc::new(crate::FileContent::new(&self.repo, &f.node)?);
+                    f.stored = Some(content.clone());
+                    content
+                }
+            }
+        };
+        content.read(&self.cache, offset, size)
     }
 
     /// Notes a writer opening (`true`) or closing the file. A closed file
@@ -646,6 +674,7 @@ impl Staging {
         }
         inner.journal.sync()?;
         for local in drop_locals {
+            inner.open_locals.remove(&local);
             let _ = std::fs::remove_file(self.local_path(local));
         }
         Ok(())
@@ -710,6 +739,7 @@ impl Staging {
         inner.base = base;
         inner.pending_files = 0;
         inner.pending_bytes = 0;
+        inner.open_locals.clear();
         for entry in std::fs::read_dir(self.dir.join("data")).map_err(|e| io(&self.dir, e))? {
             let _ = std::fs::remove_file(entry.map_err(FsError::Io)?.path());
         }

@@ -29,6 +29,8 @@ pub struct FileEntry {
     pub dirty: bool,
     /// Open write handles.
     pub writers: u32,
+    /// Blob offsets of the stored content, once computed for reading.
+    pub stored: Option<Arc<crate::FileContent>>,
 }
 
 /// A shared file.
@@ -124,6 +126,7 @@ fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
                 local: None,
                 dirty: false,
                 writers: 0,
+                stored: None,
             }));
             if linked {
                 links.insert(key, file.clone());
@@ -329,6 +332,7 @@ impl Overlay {
                     local: None,
                     dirty: false,
                     writers: 0,
+                    stored: None,
                 }));
                 self.insert_new(path, Entry::File(file.clone()))?;
                 self.files.insert(*fid, file);
@@ -423,6 +427,7 @@ impl Overlay {
                 f.node.content = content.clone();
                 f.node.size = *size;
                 f.dirty = false;
+                f.stored = None;
                 Ok(())
             }
         }
