@@ -71,6 +71,74 @@ measure borg first borg create "$work/borg-repo::first" "$data"
 measure borg second borg create "$work/borg-repo::second" "$data"
 (cd "$work/borg-restore" && measure borg restore borg extract "$work/borg-repo::second")
 
+# --- Mount and staging -----------------------------------------------------
+mnt="$work/mnt"
+mkdir -p "$mnt"
+wait_for() { # wait_for PATH PID: until PATH exists (the mount is up)
+  for _ in $(seq 1 600); do
+    [ -e "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || { echo "mount process died" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "mount did not come up" >&2
+  exit 1
+}
+stop_mount() { # stop_mount PID
+  kill -INT "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  fusermount3 -u "$mnt" 2>/dev/null || true
+}
+
+"$mapache" -r "$work/mapache-repo" mount "$mnt" 2>"$work/mount.log" &
+pid=$!
+wait_for "$mnt/latest" "$pid"
+measure mapache mount-read sh -c "tar cf - -C '$mnt/latest$data' . | wc -c"
+stop_mount "$pid"
+
+restic -r "$work/restic-repo" mount "$mnt" >"$work/restic-mount.log" 2>&1 &
+pid=$!
+wait_for "$mnt/snapshots/latest" "$pid"
+measure restic mount-read sh -c "tar cf - -C '$mnt/snapshots/latest$data' . | wc -c"
+stop_mount "$pid"
+
+# Copy the dataset into the staging view of a fresh repository and commit,
+# against a snapshot of the same data into a fresh repository.
+rm -rf "$work/stage-repo" "$work/state" "$work/snap-repo"
+"$mapache" -r "$work/stage-repo" init >/dev/null
+"$mapache" -r "$work/snap-repo" init >/dev/null
+export MAPACHE_STATE_DIR="$work/state"
+"$mapache" -r "$work/stage-repo" mount "$mnt" 2>"$work/mount.log" &
+pid=$!
+wait_for "$mnt/staging" "$pid"
+measure mapache copy-in sh -c "cp -a '$data' '$mnt/staging/' && '$mapache' -r '$work/stage-repo' commit -q"
+stop_mount "$pid"
+measure mapache snapshot-fresh "$mapache" -r "$work/snap-repo" snapshot "$data" -q
+
+# Commit after a one-file change, in bases of 10,000 and 100,000 files.
+for count in 10000 100000; do
+  base="$work/base-$count"
+  if [ ! -d "$base" ]; then
+    python3 - "$base" "$count" <<'GEN'
+import os, sys
+root, count = sys.argv[1], int(sys.argv[2])
+for i in range(count):
+    folder = os.path.join(root, "d%03d" % (i % 100))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "f%06d" % i), "w") as f:
+        f.write("file %d\n" % i)
+GEN
+  fi
+  repo="$work/base-repo-$count"
+  rm -rf "$repo"
+  "$mapache" -r "$repo" init >/dev/null
+  "$mapache" -r "$repo" stage add "$base" -q
+  "$mapache" -r "$repo" commit -q
+  echo "changed $(date +%s%N)" >"$work/changed-file"
+  "$mapache" -r "$repo" stage add "$work/changed-file" --to /base-$count/d042 -q
+  measure mapache "commit-$count" "$mapache" -r "$repo" commit -q
+done
+unset MAPACHE_STATE_DIR
+
 for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo" | cut -f1) 0" >>"$results"
 done
@@ -95,4 +163,16 @@ for step, name in (("first", "first snapshot"), ("second", "second snapshot"), (
 line("repository size MB", lambda t: rows[(t, "size")][0] / 1e6, lambda v: f"{v:.0f}")
 first = rows[("mapache", "first")][0]
 print(f"\nmapache first snapshot throughput: {data_bytes / first / 1e6:.0f} MB/s")
+
+def secs(tool, step):
+    return rows[(tool, step)][0]
+print("\n| mount and staging | mapache s | compared with | s | ratio (throughput) |")
+print("| --- | ---: | --- | ---: | ---: |")
+mr, rr, rm = secs("mapache", "mount-read"), secs("mapache", "restore"), secs("restic", "mount-read")
+print(f"| read the snapshot through the mount (tar) | {mr:.2f} | mapache restore | {rr:.2f} | {rr / mr:.2f} |")
+print(f"| read the snapshot through the mount (tar) | {mr:.2f} | restic mount (tar) | {rm:.2f} | {rm / mr:.2f} |")
+ci, sf = secs("mapache", "copy-in"), secs("mapache", "snapshot-fresh")
+print(f"| cp -a into staging + commit | {ci:.2f} | mapache snapshot | {sf:.2f} | {sf / ci:.2f} |")
+c10, c100 = secs("mapache", "commit-10000"), secs("mapache", "commit-100000")
+print(f"| commit after a one-file change, 100,000-file base | {c100:.2f} | same, 10,000-file base | {c10:.2f} | time ratio {c100 / c10:.2f} |")
 PY

@@ -146,11 +146,14 @@ fn unreadable_entries_are_skipped_with_exit_3() {
     assert!(!listing.contains("closed-file"));
 }
 
+/// Two files whose blobs sit in different packs: the bystander is stored
+/// by an earlier snapshot, so damage to the victim's pack cannot touch it.
 fn snapshot_two_files(env: &Env) -> std::path::PathBuf {
     let source = env.path("source");
     fs::create_dir_all(&source).unwrap();
-    write_random_file(&source.join("victim.bin"), 2 * 1024 * 1024, 1);
     fs::write(source.join("bystander.txt"), "unharmed").unwrap();
+    env.snapshot(&source);
+    write_random_file(&source.join("victim.bin"), 2 * 1024 * 1024, 1);
     env.snapshot(&source);
     source
 }

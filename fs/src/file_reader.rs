@@ -9,7 +9,7 @@ use crate::blob_cache::BlobCache;
 use crate::error::{FsError, FsResult};
 
 /// How many blobs past the last one read are fetched ahead.
-const READ_AHEAD_BLOBS: usize = 4;
+const READ_AHEAD_BLOBS: usize = 8;
 
 /// A file's blobs and where each ends, so that a read at any offset finds
 /// its blob by binary search instead of walking from the start.

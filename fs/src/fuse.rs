@@ -29,6 +29,12 @@ use crate::staging::Meta;
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
 /// The virtual folders change as snapshots are made.
 const VIRTUAL_TTL: Duration = Duration::from_secs(1);
+/// Staged entries change only through this mount.
+const STAGED_TTL: Duration = Duration::from_secs(1);
+/// Bytes of a listed folder's first file blobs fetched ahead, at most:
+/// enough to hide latency for small files without queueing in front of
+/// the read-ahead of a large file being read.
+const FOLDER_READ_AHEAD: u64 = 4 << 20;
 
 /// Mount settings.
 #[derive(Clone, Debug, Default)]
@@ -141,7 +147,15 @@ fn meta_for(req: &Request, mode: u32, umask: u32) -> Meta {
 impl MapacheFs {
     fn ttl(&self, attr: &Attr) -> Duration {
         if self.namespace.is_staged(attr.ino) {
-            Duration::ZERO // it changes under the kernel's feet
+            // Every change to the staging area comes through this mount (it
+            // holds the staging lock), so the kernel's view stays right;
+            // except for hard-linked files, whose inode number can change
+            // when the name it was first known by goes away.
+            if attr.kind == NodeKind::File && attr.nlink > 1 {
+                Duration::ZERO
+            } else {
+                STAGED_TTL
+            }
         } else if self.namespace.is_virtual(attr.ino) {
             VIRTUAL_TTL
         } else {
@@ -546,6 +560,12 @@ impl Filesystem for MapacheFs {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(&e)),
         };
+        if offset == 0 {
+            // Whoever lists a folder of a snapshot tends to read its files
+            // next (tar, cp -r, grep -r): fetch their first blobs ahead.
+            self.cache
+                .prefetch(&self.namespace.first_blobs(ino.0, FOLDER_READ_AHEAD));
+        }
         let dots = [
             (ino.0, FileType::Directory, b".".as_slice()),
             (ino.0, FileType::Directory, b".."),

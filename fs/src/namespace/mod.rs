@@ -539,6 +539,30 @@ impl Namespace {
         }
     }
 
+    /// The first blobs of the files in snapshot folder `ino`, in name
+    /// order, up to about `budget` bytes (for read-ahead); nothing for other
+    /// folders.
+    pub fn first_blobs(&self, ino: u64, budget: u64) -> Vec<BlobId> {
+        let subtree = match self.table.lock().get(ino) {
+            Ok(Entry::Node { node, .. }) if node.kind == NodeKind::Dir => node.subtree,
+            _ => None,
+        };
+        let Some(tree) = subtree.and_then(|id| self.tree(&id).ok()) else {
+            return Vec::new();
+        };
+        let mut spent = 0u64;
+        tree.nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::File && !n.content.is_empty())
+            .take_while(|n| {
+                // A first blob is at most the file, and rarely more than 2 MiB.
+                spent += n.size.min(2 << 20);
+                spent <= budget
+            })
+            .map(|n| n.content[0])
+            .collect()
+    }
+
     /// The extended attributes of `ino`, sorted by name.
     pub fn xattrs(&self, ino: u64) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
         match self.table.lock().get(ino)? {

@@ -226,7 +226,15 @@ impl Namespace {
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Attr> {
         let from = self.path_of(ino)?;
         let to = self.child_path(new_parent, new_name)?;
-        self.staging()?.link(&from, &to)?;
+        let staging = self.staging()?;
+        staging.link(&from, &to)?;
+        // The new name shares the inode number the first name already has.
+        let node = staging.stat(&from)?;
+        self.table
+            .lock()
+            .by_key
+            .entry(Key::StagedLink(node.device, node.inode))
+            .or_insert(ino);
         self.created(&to)
     }
 

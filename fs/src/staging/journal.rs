@@ -84,6 +84,16 @@ pub(crate) enum Op {
         content: Vec<BlobId>,
         size: u64,
     },
+    /// Bytes written into small new file `fid`, whose data lives in memory
+    /// and in the journal itself until it is uploaded (no local file: many
+    /// small files would each cost a file creation and deletion).
+    Write {
+        fid: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Small new file `fid` was cut or extended to `size`.
+    Resize { fid: u64, size: u64 },
 }
 
 /// The open journal file.

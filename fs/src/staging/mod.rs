@@ -39,8 +39,12 @@ use overlay::{components, Entry, FileRef, Overlay};
 
 use crate::error::{FsError, FsResult};
 
+/// New files stay in memory and in the journal up to this size; past it
+/// their data moves to a local file.
+const INLINE_MAX: u64 = 1 << 20;
+
 /// Checkpoint once this many closed files wait for upload...
-const CHECKPOINT_FILES: usize = 256;
+const CHECKPOINT_FILES: usize = 1024;
 /// ... or this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -72,6 +76,9 @@ struct Inner {
     /// Local data files kept open: FUSE writes arrive in pieces of at most
     /// 1 MiB, and opening the file for each cost more than the write.
     open_locals: HashMap<u64, Arc<File>>,
+    /// Local files whose content the journal records, but not durably yet:
+    /// they are deleted after the next journal fsync.
+    unsynced_locals: Vec<u64>,
 }
 
 impl Inner {
@@ -192,6 +199,24 @@ impl Staging {
                 }
             }
         }
+        // Local files nothing refers to any more (their content was stored
+        // just before a crash) are dropped.
+        let referenced: std::collections::HashSet<u64> = overlay
+            .files
+            .values()
+            .filter_map(|f| f.lock().local)
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(dir.join("data")) {
+            for entry in entries.flatten() {
+                let number = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u64>().ok());
+                if number.is_some_and(|n| !referenced.contains(&n)) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let mut inner = Inner {
             base,
             overlay,
@@ -202,6 +227,7 @@ impl Staging {
             imports: Vec::new(),
             buffer: Vec::new(),
             open_locals: HashMap::new(),
+            unsynced_locals: Vec::new(),
         };
         if ops.is_empty() {
             inner.journal.append(&Op::Base(None))?;
@@ -250,7 +276,9 @@ impl Staging {
         }
         if let Entry::File(file) = entry {
             let f = file.lock();
-            if let Some(local) = f.local {
+            if let Some(inline) = &f.inline {
+                node.size = inline.len() as u64;
+            } else if let Some(local) = f.local {
                 node.size = std::fs::metadata(self.local_path(local))
                     .map_err(FsError::Io)?
                     .len();
@@ -404,9 +432,15 @@ impl Staging {
         file: &FileRef,
         truncate: bool,
     ) -> FsResult<u64> {
-        let (needs_local, needs_dirty, fid, content) = {
+        let (needs_local, needs_dirty, fid, content, inline) = {
             let f = file.lock();
-            (f.local.is_none(), !f.dirty, f.fid, f.node.content.clone())
+            (
+                f.local.is_none(),
+                !f.dirty,
+                f.fid,
+                f.node.content.clone(),
+                f.inline.clone(),
+            )
         };
         if !needs_local && !needs_dirty {
             return Ok(file.lock().local.expect("has a local file"));
@@ -418,7 +452,11 @@ impl Staging {
                 inner.next_local += 1;
                 let path = self.local_path(local);
                 let out = File::create(&path).map_err(FsError::Io)?;
-                if !truncate {
+                if let Some(bytes) = &inline {
+                    if !truncate {
+                        out.write_all_at(bytes, 0).map_err(FsError::Io)?;
+                    }
+                } else if !truncate {
                     let mut offset = 0u64;
                     for id in &content {
                         let data = self.repo.read_blob(id)?;
@@ -449,6 +487,23 @@ impl Staging {
     pub fn write(&self, path: &[u8], offset: u64, data: &[u8]) -> FsResult<usize> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        let inline_fid = {
+            let f = file.lock();
+            f.inline.as_ref().and(Some(f.fid))
+        };
+        if let Some(fid) = inline_fid {
+            if offset + data.len() as u64 <= INLINE_MAX {
+                self.record(
+                    &mut inner,
+                    Op::Write {
+                        fid,
+                        offset,
+                        data: data.to_vec(),
+                    },
+                )?;
+                return Ok(data.len());
+            }
+        }
         let local = self.make_local(&mut inner, path, &file, false)?;
         let out = inner.local_file(&self.dir, local)?;
         out.write_all_at(data, offset).map_err(FsError::Io)?;
@@ -462,6 +517,13 @@ impl Staging {
     pub fn truncate(&self, path: &[u8], size: u64) -> FsResult<()> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        let inline_fid = {
+            let f = file.lock();
+            f.inline.as_ref().and(Some(f.fid))
+        };
+        if let Some(fid) = inline_fid.filter(|_| size <= INLINE_MAX) {
+            return self.record(&mut inner, Op::Resize { fid, size });
+        }
         let local = self.make_local(&mut inner, path, &file, size == 0)?;
         inner
             .local_file(&self.dir, local)?
@@ -477,6 +539,11 @@ impl Staging {
     pub fn read(&self, path: &[u8], offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        if let Some(bytes) = &file.lock().inline {
+            let start = (offset as usize).min(bytes.len());
+            let end = (start + size as usize).min(bytes.len());
+            return Ok(bytes[start..end].to_vec());
+        }
         let local = file.lock().local;
         if let Some(local) = local {
             let input = inner.local_file(&self.dir, local)?;
@@ -536,6 +603,9 @@ impl Staging {
     }
 
     fn stat_size(&self, file: &FileRef) -> u64 {
+        if let Some(bytes) = &file.lock().inline {
+            return bytes.len() as u64;
+        }
         file.lock()
             .local
             .and_then(|l| std::fs::metadata(self.local_path(l)).ok())
@@ -547,7 +617,17 @@ impl Staging {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
         self.upload(&mut inner, &[file])?;
-        inner.journal.sync()
+        self.sync_journal(&mut inner)
+    }
+
+    /// Makes the journal durable, then drops the local copies it no longer
+    /// needs (in that order: a power cut in between loses nothing).
+    fn sync_journal(&self, inner: &mut Inner) -> FsResult<()> {
+        inner.journal.sync()?;
+        for local in std::mem::take(&mut inner.unsynced_locals) {
+            let _ = std::fs::remove_file(self.local_path(local));
+        }
+        Ok(())
     }
 
     /// Uploads every file with new data and makes the journal durable.
@@ -566,7 +646,12 @@ impl Staging {
         self.upload(inner, &files)?;
         inner.pending_files = 0;
         inner.pending_bytes = 0;
-        inner.journal.sync()
+        // Batches while files are being copied in need not wait for the
+        // disk; an explicit checkpoint (commit, unmount) does.
+        if including_open || inner.unsynced_locals.len() >= CHECKPOINT_FILES {
+            self.sync_journal(inner)?;
+        }
+        Ok(())
     }
 
     /// Adds a regular file at `path` with the content read from `source`,
@@ -591,6 +676,13 @@ impl Staging {
                 meta,
             },
         )?;
+        // The content comes from `source`, not from writes: not an inline
+        // file (if the import does not finish, replay finds it empty).
+        if let Some(file) = inner.overlay.files.get(&fid) {
+            let mut f = file.lock();
+            f.inline = None;
+            f.dirty = false;
+        }
         for (name, value) in xattrs {
             self.record(
                 &mut inner,
@@ -643,16 +735,21 @@ impl Staging {
     fn upload(&self, inner: &mut Inner, files: &[FileRef]) -> FsResult<()> {
         let mut done = Vec::new();
         for file in files {
-            let (fid, local) = {
+            let (fid, local, inline) = {
                 let f = file.lock();
-                match (f.dirty, f.local) {
-                    (true, Some(local)) => (f.fid, local),
-                    _ => continue,
+                if !f.dirty {
+                    continue;
                 }
+                (f.fid, f.local, f.inline.clone())
             };
-            let path = self.local_path(local);
-            let input = File::open(&path).map_err(FsError::Io)?;
-            let (content, size) = self.chunk_and_save(inner, input)?;
+            let (content, size) = match (inline, local) {
+                (Some(bytes), _) => self.chunk_and_save(inner, bytes.as_slice())?,
+                (None, Some(local)) => {
+                    let input = File::open(self.local_path(local)).map_err(FsError::Io)?;
+                    self.chunk_and_save(inner, input)?
+                }
+                (None, None) => continue,
+            };
             done.push((file.clone(), Op::Content { fid, content, size }));
         }
         if done.is_empty() && inner.imports.is_empty() {
@@ -664,18 +761,20 @@ impl Staging {
         for op in std::mem::take(&mut inner.imports) {
             self.record(inner, op)?;
         }
-        let mut drop_locals = Vec::new();
         for (file, op) in done {
             self.record(inner, op)?;
-            let mut f = file.lock();
-            if f.writers == 0 {
-                drop_locals.extend(f.local.take());
+            let local = {
+                let mut f = file.lock();
+                if f.writers == 0 {
+                    f.local.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(local) = local {
+                inner.open_locals.remove(&local);
+                inner.unsynced_locals.push(local);
             }
-        }
-        inner.journal.sync()?;
-        for local in drop_locals {
-            inner.open_locals.remove(&local);
-            let _ = std::fs::remove_file(self.local_path(local));
         }
         Ok(())
     }

@@ -31,6 +31,9 @@ pub struct FileEntry {
     pub writers: u32,
     /// Blob offsets of the stored content, once computed for reading.
     pub stored: Option<Arc<crate::FileContent>>,
+    /// The current bytes of a small new file, kept in memory (and in the
+    /// journal) instead of a local file; dirty while present.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// A shared file.
@@ -127,6 +130,7 @@ fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
                 dirty: false,
                 writers: 0,
                 stored: None,
+                inline: None,
             }));
             if linked {
                 links.insert(key, file.clone());
@@ -330,9 +334,10 @@ impl Overlay {
                     fid: *fid,
                     node,
                     local: None,
-                    dirty: false,
+                    dirty: true,
                     writers: 0,
                     stored: None,
+                    inline: Some(Vec::new()),
                 }));
                 self.insert_new(path, Entry::File(file.clone()))?;
                 self.files.insert(*fid, file);
@@ -416,6 +421,7 @@ impl Overlay {
                     f.fid = *fid;
                     f.local = Some(*local);
                     f.dirty = true;
+                    f.inline = None;
                 }
                 self.files.insert(*fid, file);
                 self.next_fid = self.next_fid.max(fid + 1);
@@ -428,6 +434,33 @@ impl Overlay {
                 f.node.size = *size;
                 f.dirty = false;
                 f.stored = None;
+                f.inline = None;
+                Ok(())
+            }
+            Op::Write { fid, offset, data } => {
+                let file = self.files.get(fid).ok_or(FsError::NotFound)?;
+                let mut f = file.lock();
+                let buf = f.inline.as_mut().ok_or(FsError::Invalid)?;
+                let end = *offset as usize + data.len();
+                if buf.len() < end {
+                    buf.resize(end, 0);
+                }
+                buf[*offset as usize..end].copy_from_slice(data);
+                f.node.size = f.inline.as_ref().map_or(0, |b| b.len() as u64);
+                f.node.mtime = now();
+                f.node.ctime = f.node.mtime;
+                Ok(())
+            }
+            Op::Resize { fid, size } => {
+                let file = self.files.get(fid).ok_or(FsError::NotFound)?;
+                let mut f = file.lock();
+                f.inline
+                    .as_mut()
+                    .ok_or(FsError::Invalid)?
+                    .resize(*size as usize, 0);
+                f.node.size = *size;
+                f.node.mtime = now();
+                f.node.ctime = f.node.mtime;
                 Ok(())
             }
         }
