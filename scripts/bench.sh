@@ -46,30 +46,39 @@ measure() {
   echo "$tool $step $secs $rss" | tee -a "$results" >&2
 }
 
-for tool in mapache restic borg; do
-  rm -rf "$work/$tool-repo" "$work/$tool-restore"
-  mkdir -p "$work/$tool-restore"
-done
+# Each tool runs init, first snapshot, unchanged second snapshot and
+# restore ROUNDS times, each round with a fresh repository and a fresh
+# restore folder; the report takes the median, since a shared VM's disk
+# writeback makes single runs vary by a third.
+ROUNDS="${ROUNDS:-3}"
+rm -rf "$work"/*-repo "$work"/*-restore-*
 # ext4 avoids reusing inodes deleted in the last ~30 s and scans for others
 # meanwhile, which slows whichever restore runs right after a big delete.
 sync
 sleep 35
 
-measure mapache init "$mapache" -r "$work/mapache-repo" init
-measure mapache first "$mapache" -r "$work/mapache-repo" snapshot "$data"
-measure mapache second "$mapache" -r "$work/mapache-repo" snapshot "$data"
-measure mapache restore "$mapache" -r "$work/mapache-repo" restore latest --target "$work/mapache-restore"
-diff -r "$data" "$work/mapache-restore$data" >/dev/null || { echo "mapache restore differs" >&2; exit 1; }
+for round in $(seq 1 "$ROUNDS"); do
+  for tool in mapache restic borg; do
+    rm -rf "$work/$tool-repo"
+    mkdir -p "$work/$tool-restore-$round"
+  done
 
-measure restic init restic -r "$work/restic-repo" init
-measure restic first restic -r "$work/restic-repo" backup "$data"
-measure restic second restic -r "$work/restic-repo" backup "$data"
-measure restic restore restic -r "$work/restic-repo" restore latest --target "$work/restic-restore"
+  measure mapache init "$mapache" -r "$work/mapache-repo" init
+  measure mapache first "$mapache" -r "$work/mapache-repo" snapshot "$data"
+  measure mapache second "$mapache" -r "$work/mapache-repo" snapshot "$data"
+  measure mapache restore "$mapache" -r "$work/mapache-repo" restore latest --target "$work/mapache-restore-$round"
+  diff -r "$data" "$work/mapache-restore-$round$data" >/dev/null || { echo "mapache restore differs" >&2; exit 1; }
 
-measure borg init borg init --encryption=repokey-blake2 "$work/borg-repo"
-measure borg first borg create "$work/borg-repo::first" "$data"
-measure borg second borg create "$work/borg-repo::second" "$data"
-(cd "$work/borg-restore" && measure borg restore borg extract "$work/borg-repo::second")
+  measure restic init restic -r "$work/restic-repo" init
+  measure restic first restic -r "$work/restic-repo" backup "$data"
+  measure restic second restic -r "$work/restic-repo" backup "$data"
+  measure restic restore restic -r "$work/restic-repo" restore latest --target "$work/restic-restore-$round"
+
+  measure borg init borg init --encryption=repokey-blake2 "$work/borg-repo"
+  measure borg first borg create "$work/borg-repo::first" "$data"
+  measure borg second borg create "$work/borg-repo::second" "$data"
+  (cd "$work/borg-restore-$round" && measure borg restore borg extract "$work/borg-repo::second")
+done
 
 # --- Mount and staging -----------------------------------------------------
 mnt="$work/mnt"
@@ -143,14 +152,22 @@ for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo" | cut -f1) 0" >>"$results"
 done
 
+rm -rf "$work"/*-restore-*
+
 python3 - "$results" "$(du -sb "$data" | cut -f1)" <<'PY'
-import sys
-rows = {}
+import statistics, sys
+runs = {}
 for line in open(sys.argv[1]):
     tool, step, value, rss = line.split()
-    rows[(tool, step)] = (float(value), int(rss))
+    runs.setdefault((tool, step), []).append((float(value), int(rss)))
+# Median over the rounds, time and peak RSS each.
+rows = {
+    key: (statistics.median(v for v, _ in vals), statistics.median(r for _, r in vals))
+    for key, vals in runs.items()
+}
+rounds = max(len(v) for v in runs.values())
 data_bytes = int(sys.argv[2])
-print(f"dataset: {data_bytes / 1e9:.2f} GB\n")
+print(f"dataset: {data_bytes / 1e9:.2f} GB; medians of {rounds} rounds\n")
 print("| step | mapache | restic | borg | mapache/restic | mapache/borg |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 def line(name, get, fmt):

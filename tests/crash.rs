@@ -3,22 +3,15 @@
 //! again what the killed run already indexed.
 
 use std::fs;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mapache_store::backend::LocalBackend;
 use mapache_store::blob::BlobType;
-use mapache_store::Repository;
 
-use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, PASSWORD};
+use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env};
 
 /// Plaintext bytes of data blobs the repository's index knows.
 fn indexed_data_bytes(env: &Env) -> u64 {
-    let backend = Arc::new(LocalBackend::new(env.repo.clone()));
-    let repo = Repository::open(backend, PASSWORD.as_bytes())
-        .unwrap()
-        .load_index()
-        .unwrap();
+    let repo = env.open_repo();
     let index = repo.index();
     index
         .iter()

@@ -10,11 +10,7 @@ use mapache_store::Repository;
 use crate::util::{assert_same_tree, make_rich_tree, Env, PASSWORD};
 
 fn tree_blobs(env: &Env) -> usize {
-    let backend = Arc::new(LocalBackend::new(env.repo.clone()));
-    let repo = Repository::open(backend, PASSWORD.as_bytes())
-        .unwrap()
-        .load_index()
-        .unwrap();
+    let repo = env.open_repo();
     let index = repo.index();
     index
         .iter()

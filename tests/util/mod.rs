@@ -48,6 +48,16 @@ impl Env {
         env
     }
 
+    /// The repository opened in this process, with its index.
+    pub fn open_repo(&self) -> mapache_store::IndexedRepository {
+        let backend =
+            std::sync::Arc::new(mapache_store::backend::LocalBackend::new(self.repo.clone()));
+        mapache_store::Repository::open(backend, PASSWORD.as_bytes())
+            .unwrap()
+            .load_index()
+            .unwrap()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -67,6 +67,32 @@ pub struct Attr {
     pub ctime: Timestamp,
 }
 
+impl Attr {
+    /// The attributes of a tree node shown as inode `ino`.
+    pub fn of_node(ino: u64, node: &Node) -> Attr {
+        Attr {
+            ino,
+            kind: node.kind,
+            size: match node.kind {
+                NodeKind::File => node.size,
+                NodeKind::Symlink => node.link_target.len() as u64,
+                _ => 0,
+            },
+            perm: (node.mode & 0o7777) as u16,
+            nlink: match node.kind {
+                NodeKind::Dir => 2,
+                _ => node.links.clamp(1, u32::MAX as u64) as u32,
+            },
+            uid: node.uid,
+            gid: node.gid,
+            rdev: node.rdev,
+            atime: node.atime,
+            mtime: node.mtime,
+            ctime: node.ctime,
+        }
+    }
+}
+
 /// One entry of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
@@ -425,26 +451,7 @@ impl Namespace {
             ctime: self.mounted_at,
         };
         Ok(match entry {
-            Entry::Node { node, .. } => Attr {
-                ino,
-                kind: node.kind,
-                size: match node.kind {
-                    NodeKind::File => node.size,
-                    NodeKind::Symlink => node.link_target.len() as u64,
-                    _ => 0,
-                },
-                perm: (node.mode & 0o7777) as u16,
-                nlink: match node.kind {
-                    NodeKind::Dir => 2,
-                    _ => node.links.clamp(1, u32::MAX as u64) as u32,
-                },
-                uid: node.uid,
-                gid: node.gid,
-                rdev: node.rdev,
-                atime: node.atime,
-                mtime: node.mtime,
-                ctime: node.ctime,
-            },
+            Entry::Node { node, .. } => Attr::of_node(ino, &node),
             Entry::Staged(path) => self.staged_attr(ino, &path)?,
             Entry::Latest => {
                 let target = self.latest_target()?;

@@ -93,13 +93,13 @@ impl Namespace {
             return Err(FsError::NotFound);
         }
         let node = self.staging()?.stat(path)?;
-        Ok(attr_of(ino, &node))
+        Ok(Attr::of_node(ino, &node))
     }
 
     pub(super) fn staged_lookup(&self, dir: &[u8], name: &[u8]) -> FsResult<Attr> {
         let path = join(dir, name);
         let node = self.staging()?.stat(&path)?;
-        Ok(attr_of(self.intern_staged(&path, &node), &node))
+        Ok(Attr::of_node(self.intern_staged(&path, &node), &node))
     }
 
     pub(super) fn staged_readdir(&self, dir: &[u8]) -> FsResult<Vec<DirEntry>> {
@@ -315,29 +315,5 @@ impl Namespace {
             Some(staging) => staging.checkpoint(),
             None => Ok(()),
         }
-    }
-}
-
-/// Attributes of a staged entry.
-fn attr_of(ino: u64, node: &Node) -> Attr {
-    Attr {
-        ino,
-        kind: node.kind,
-        size: match node.kind {
-            NodeKind::File => node.size,
-            NodeKind::Symlink => node.link_target.len() as u64,
-            _ => 0,
-        },
-        perm: (node.mode & 0o7777) as u16,
-        nlink: match node.kind {
-            NodeKind::Dir => 2,
-            _ => node.links.clamp(1, u32::MAX as u64) as u32,
-        },
-        uid: node.uid,
-        gid: node.gid,
-        rdev: node.rdev,
-        atime: node.atime,
-        mtime: node.mtime,
-        ctime: node.ctime,
     }
 }

@@ -316,17 +316,20 @@ impl Staging {
     /// Makes an empty regular file.
     pub fn create(&self, path: &[u8], meta: Meta) -> FsResult<()> {
         let mut inner = self.inner.lock();
+        self.record_create(&mut inner, path, meta).map(|_| ())
+    }
+
+    /// Journals a new empty file with a fresh id and identity; returns the id.
+    fn record_create(&self, inner: &mut Inner, path: &[u8], meta: Meta) -> FsResult<u64> {
         let fid = inner.overlay.next_fid;
-        let inode = random_inode();
-        self.record(
-            &mut inner,
-            Op::Create {
-                path: path.to_vec(),
-                fid,
-                inode,
-                meta,
-            },
-        )
+        let op = Op::Create {
+            path: path.to_vec(),
+            fid,
+            inode: random_inode(),
+            meta,
+        };
+        self.record(inner, op)?;
+        Ok(fid)
     }
 
     /// Makes a symlink, fifo, device node or socket described by `node`.
@@ -665,17 +668,7 @@ impl Staging {
         xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> FsResult<u64> {
         let mut inner = self.inner.lock();
-        let fid = inner.overlay.next_fid;
-        let inode = random_inode();
-        self.record(
-            &mut inner,
-            Op::Create {
-                path: path.to_vec(),
-                fid,
-                inode,
-                meta,
-            },
-        )?;
+        let fid = self.record_create(&mut inner, path, meta)?;
         // The content comes from `source`, not from writes: not an inline
         // file (if the import does not finish, replay finds it empty).
         if let Some(file) = inner.overlay.files.get(&fid) {
