@@ -57,27 +57,37 @@ rm -rf "$work"/*-repo "$work"/*-restore-*
 sync
 sleep 35
 
-for round in $(seq 1 "$ROUNDS"); do
-  for tool in mapache restic borg; do
-    rm -rf "$work/$tool-repo"
-    mkdir -p "$work/$tool-restore-$round"
-  done
-
+run_mapache() {
   measure mapache init "$mapache" -r "$work/mapache-repo" init
   measure mapache first "$mapache" -r "$work/mapache-repo" snapshot "$data"
   measure mapache second "$mapache" -r "$work/mapache-repo" snapshot "$data"
   measure mapache restore "$mapache" -r "$work/mapache-repo" restore latest --target "$work/mapache-restore-$round"
   diff -r "$data" "$work/mapache-restore-$round$data" >/dev/null || { echo "mapache restore differs" >&2; exit 1; }
-
+}
+run_restic() {
   measure restic init restic -r "$work/restic-repo" init
   measure restic first restic -r "$work/restic-repo" backup "$data"
   measure restic second restic -r "$work/restic-repo" backup "$data"
   measure restic restore restic -r "$work/restic-repo" restore latest --target "$work/restic-restore-$round"
-
+}
+run_borg() {
   measure borg init borg init --encryption=repokey-blake2 "$work/borg-repo"
   measure borg first borg create "$work/borg-repo::first" "$data"
   measure borg second borg create "$work/borg-repo::second" "$data"
   (cd "$work/borg-restore-$round" && measure borg restore borg extract "$work/borg-repo::second")
+}
+
+# The order rotates from round to round: whoever runs right after another
+# tool's restore meets its writeback, so every tool takes every place.
+orders=("mapache restic borg" "restic borg mapache" "borg mapache restic")
+for round in $(seq 1 "$ROUNDS"); do
+  for tool in mapache restic borg; do
+    rm -rf "$work/$tool-repo"
+    mkdir -p "$work/$tool-restore-$round"
+  done
+  for tool in ${orders[$(((round - 1) % 3))]}; do
+    "run_$tool"
+  done
 done
 
 # --- Mount and staging -----------------------------------------------------
