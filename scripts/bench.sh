@@ -87,6 +87,8 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   for tool in ${orders[$(((round - 1) % 3))]}; do
     "run_$tool"
+    # What this tool wrote leaves the page cache before the next one runs.
+    python3 scripts/evict_cache.py "$work/$tool-repo" "$work/$tool-restore-$round"
   done
 done
 
@@ -108,6 +110,8 @@ stop_mount() { # stop_mount PID
   fusermount3 -u "$mnt" 2>/dev/null || true
 }
 
+# Both repositories warm, as the restores found them.
+cat "$work"/mapache-repo/packs/*/* "$work"/restic-repo/data/*/* >/dev/null
 "$mapache" -r "$work/mapache-repo" mount "$mnt" 2>"$work/mount.log" &
 pid=$!
 wait_for "$mnt/latest" "$pid"
