@@ -72,12 +72,12 @@ impl LockInfo {
     }
 
     fn describe(&self) -> String {
-        let kind = if self.exclusive { "exclusively" } else { "" };
+        let kind = if self.exclusive { "exclusively " } else { "" };
+        let age = now().secs.saturating_sub(self.time.secs);
         format!(
-            "{kind} by pid {} of {}@{} (refreshed at {}); if that process is gone, run `mapache unlock`",
-            self.pid, self.user, self.host, self.time.secs
+            "{kind}by pid {} of {}@{} (refreshed {age} s ago); if that process is gone, run `mapache unlock`",
+            self.pid, self.user, self.host
         )
-        .replace("  ", " ")
     }
 }
 
