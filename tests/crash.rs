@@ -47,13 +47,33 @@ fn kill_snapshot_at_random_moments() {
     }
     let big_total = 14 * file_size as u64;
 
-    // Kill points spread over the run; a fixed list keeps failures
-    // reproducible, the spread covers early, middle and late moments.
-    for (round, delay_ms) in [40u64, 250, 600, 900, 1300, 1900].into_iter().enumerate() {
+    // Kill points: fixed early moments (start-up, the first packs), then
+    // moments right after the run wrote an index piece, which are mid-run
+    // however loaded the machine is. Finished index files only count, not
+    // the temporary file of one being written.
+    let index_files = || {
+        fs::read_dir(env.repo.join("index"))
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    for (round, delay_ms) in [0u64, 40, 250, 0, 10, 120].into_iter().enumerate() {
         let mut child = env
             .command(&["snapshot", big.to_str().unwrap()])
             .spawn()
             .unwrap();
+        if round >= 3 {
+            let before = index_files();
+            while index_files() == before && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         std::thread::sleep(Duration::from_millis(delay_ms));
         // SIGKILL: no chance to clean up anything.
         let _ = child.kill();

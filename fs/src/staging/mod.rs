@@ -26,7 +26,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mapache_store::archiver::BlobSaver;
+use mapache_store::archiver::{BlobSaver, StreamError};
 use mapache_store::blob::BlobType;
 use mapache_store::snapshot::{now, Snapshot, SnapshotSource, Summary};
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
@@ -699,27 +699,12 @@ impl Staging {
 
     /// Chunks `source` and hands its blobs to the saver.
     fn chunk_and_save(&self, inner: &mut Inner, source: impl Read) -> FsResult<(Vec<BlobId>, u64)> {
-        let mut chunks = self
-            .repo
-            .chunker()
-            .chunks_with_buffer(source, std::mem::take(&mut inner.buffer));
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        let result = loop {
-            match chunks.next_chunk() {
-                Ok(Some(chunk)) => {
-                    size += chunk.len() as u64;
-                    match self.saver.save(BlobType::Data, chunk) {
-                        Ok(id) => content.push(id),
-                        Err(e) => break Err(e.into()),
-                    }
-                }
-                Ok(None) => break Ok((content, size)),
-                Err(e) => break Err(FsError::Io(e)),
-            }
-        };
-        inner.buffer = chunks.into_buffer();
-        result
+        self.saver
+            .save_stream(source, &mut inner.buffer)
+            .map_err(|e| match e {
+                StreamError::Read(e) => FsError::Io(e),
+                StreamError::Store(e) => FsError::Store(e),
+            })
     }
 
     /// Chunks and uploads the local data of `files`, then records their

@@ -210,6 +210,13 @@ impl Overlay {
 
     /// The entry at `path` (the root for an empty path).
     pub fn get(&mut self, path: &[u8]) -> FsResult<&mut Entry> {
+        self.walk(&components(path)).map(|(entry, _)| entry)
+    }
+
+    /// Follows `names` from the root, loading folders on the way; returns
+    /// the entry reached and the base links table, which loading its
+    /// entries needs too.
+    fn walk(&mut self, names: &[&[u8]]) -> FsResult<(&mut Entry, &mut BaseLinks)> {
         let Overlay {
             repo,
             root,
@@ -217,30 +224,25 @@ impl Overlay {
             ..
         } = self;
         let mut entry = root;
-        for name in components(path) {
+        for name in names {
             let map = Self::children_of(repo, base_links, entry)?;
-            entry = map.get_mut(name).ok_or(FsError::NotFound)?;
+            entry = map.get_mut(*name).ok_or(FsError::NotFound)?;
         }
-        Ok(entry)
+        Ok((entry, base_links))
+    }
+
+    /// The loaded entries of the folder reached by `names`.
+    fn entries(&mut self, names: &[&[u8]]) -> FsResult<&mut Entries> {
+        let repo = self.repo.clone();
+        let (entry, links) = self.walk(names)?;
+        Self::children_of(&repo, links, entry)
     }
 
     /// The folder holding `path`, and the last name of `path`.
     fn parent<'a, 'p>(&'a mut self, path: &'p [u8]) -> FsResult<(&'a mut Entries, &'p [u8])> {
         let mut parts = components(path);
         let name = parts.pop().ok_or(FsError::Invalid)?;
-        let Overlay {
-            repo,
-            root,
-            base_links,
-            ..
-        } = self;
-        let mut entry = root;
-        for part in parts {
-            let map = Self::children_of(repo, base_links, entry)?;
-            entry = map.get_mut(part).ok_or(FsError::NotFound)?;
-        }
-        let map = Self::children_of(repo, base_links, entry)?;
-        Ok((map, name))
+        Ok((self.entries(&parts)?, name))
     }
 
     /// Touches the parent folder's mtime and ctime, as a change of its
@@ -257,18 +259,7 @@ impl Overlay {
 
     /// The entries of the folder at `path`, sorted by name.
     pub fn list(&mut self, path: &[u8]) -> FsResult<Vec<Node>> {
-        let Overlay {
-            repo,
-            root,
-            base_links,
-            ..
-        } = self;
-        let mut entry = root;
-        for name in components(path) {
-            let map = Self::children_of(repo, base_links, entry)?;
-            entry = map.get_mut(name).ok_or(FsError::NotFound)?;
-        }
-        let map = Self::children_of(repo, base_links, entry)?;
+        let map = self.entries(&components(path))?;
         // The key is the name: hard links share one node but not its name.
         Ok(map
             .iter()

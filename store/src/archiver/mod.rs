@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
-pub use saver::{BlobSaver, SaverStats};
+pub use saver::{BlobSaver, SaverStats, StreamError};
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
@@ -205,14 +205,14 @@ pub fn snapshot(
         let walk = scope.spawn(move || walker.run(sources, parent_root.as_ref()));
         for _ in 0..options.threads.max(1) {
             let job_rx = job_rx.clone();
-            let (repo, saver, abort) = (&repo, &saver, &abort);
+            let (saver, abort) = (&saver, &abort);
             scope.spawn(move || {
                 let mut buffer = Vec::new();
                 for job in job_rx {
                     let outcome = if abort.load(Ordering::Relaxed) {
                         FileOutcome::Failed(Error::Interrupted)
                     } else {
-                        walker::read_file(repo, saver, &job.path, &mut buffer)
+                        walker::read_file(saver, &job.path, &mut buffer)
                     };
                     let _ = job.result.send(outcome);
                 }

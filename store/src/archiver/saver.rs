@@ -200,6 +200,49 @@ impl Drop for BlobSaver {
     }
 }
 
+/// Why [`BlobSaver::save_stream`] stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Reading the source failed (the file is unreadable; others may not be).
+    Read(std::io::Error),
+    /// Saving failed (the repository; nothing more can be saved).
+    Store(Error),
+}
+
+impl BlobSaver {
+    /// Chunks `source` with the repository's chunker and saves every chunk
+    /// as a data blob, reading through `buffer` (kept for the next call).
+    /// Returns the blob ids in order and the number of bytes read.
+    pub fn save_stream(
+        &self,
+        source: impl std::io::Read,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(Vec<BlobId>, u64), StreamError> {
+        let mut chunks = self
+            .shared
+            .repo
+            .chunker()
+            .chunks_with_buffer(source, std::mem::take(buffer));
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let result = loop {
+            match chunks.next_chunk() {
+                Ok(Some(chunk)) => {
+                    size += chunk.len() as u64;
+                    match self.save(BlobType::Data, chunk) {
+                        Ok(id) => content.push(id),
+                        Err(e) => break Err(StreamError::Store(e)),
+                    }
+                }
+                Ok(None) => break Ok((content, size)),
+                Err(e) => break Err(StreamError::Read(e)),
+            }
+        };
+        *buffer = chunks.into_buffer();
+        result
+    }
+}
+
 fn worker(shared: &Shared, receiver: &Receiver<Work>) {
     let repo = &shared.repo;
     let pack_size = repo.config().pack_size as usize;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::{ArchiveOptions, BlobSaver};
+use super::{ArchiveOptions, BlobSaver, StreamError};
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -291,12 +291,7 @@ impl Walker<'_> {
 }
 
 /// Reads, chunks and saves one file, reading through `buffer`.
-pub(super) fn read_file(
-    repo: &IndexedRepository,
-    saver: &BlobSaver,
-    path: &Path,
-    buffer: &mut Vec<u8>,
-) -> FileOutcome {
+pub(super) fn read_file(saver: &BlobSaver, path: &Path, buffer: &mut Vec<u8>) -> FileOutcome {
     let unreadable =
         |e: std::io::Error| FileOutcome::Unreadable(format!("{}: {e}", path.display()));
     // O_NOATIME keeps the backup from touching access times; it is only
@@ -310,24 +305,9 @@ pub(super) fn read_file(
         Ok(file) => file,
         Err(e) => return unreadable(e),
     };
-    let mut chunks = repo
-        .chunker()
-        .chunks_with_buffer(file, std::mem::take(buffer));
-    let mut content = Vec::new();
-    let mut size = 0u64;
-    let outcome = loop {
-        match chunks.next_chunk() {
-            Ok(Some(chunk)) => {
-                size += chunk.len() as u64;
-                match saver.save(BlobType::Data, chunk) {
-                    Ok(id) => content.push(id),
-                    Err(e) => break FileOutcome::Failed(e),
-                }
-            }
-            Ok(None) => break FileOutcome::Read { content, size },
-            Err(e) => break unreadable(e),
-        }
-    };
-    *buffer = chunks.into_buffer();
-    outcome
+    match saver.save_stream(file, buffer) {
+        Ok((content, size)) => FileOutcome::Read { content, size },
+        Err(StreamError::Read(e)) => unreadable(e),
+        Err(StreamError::Store(e)) => FileOutcome::Failed(e),
+    }
 }
