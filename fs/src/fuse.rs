@@ -144,6 +144,19 @@ fn meta_for(req: &Request, mode: u32, umask: u32) -> Meta {
     }
 }
 
+/// A symlink, fifo, device or socket node a request creates.
+fn special_node(name: &[u8], kind: NodeKind, meta: &Meta) -> Node {
+    let mut node = Node::new(name, kind);
+    node.mode = meta.mode;
+    node.uid = meta.uid;
+    node.gid = meta.gid;
+    node.mtime = meta.mtime;
+    node.atime = meta.atime;
+    node.ctime = meta.mtime;
+    node.links = 1;
+    node
+}
+
 impl MapacheFs {
     fn ttl(&self, attr: &Attr) -> Duration {
         if self.namespace.is_staged(attr.ino) {
@@ -301,16 +314,8 @@ impl Filesystem for MapacheFs {
             libc::S_IFSOCK => NodeKind::Socket,
             _ => return reply.error(Errno::EINVAL),
         };
-        let meta = meta_for(req, mode, umask);
-        let mut node = Node::new(name.as_bytes(), kind);
-        node.mode = meta.mode;
-        node.uid = meta.uid;
-        node.gid = meta.gid;
-        node.mtime = meta.mtime;
-        node.atime = meta.atime;
-        node.ctime = meta.mtime;
+        let mut node = special_node(name.as_bytes(), kind, &meta_for(req, mode, umask));
         node.rdev = rdev as u64;
-        node.links = 1;
         self.reply_entry(
             self.namespace.make_special(parent.0, name.as_bytes(), node),
             reply,
@@ -348,15 +353,11 @@ impl Filesystem for MapacheFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let meta = meta_for(req, 0o777, 0);
-        let mut node = Node::new(link_name.as_bytes(), NodeKind::Symlink);
-        node.mode = 0o777;
-        node.uid = meta.uid;
-        node.gid = meta.gid;
-        node.mtime = meta.mtime;
-        node.atime = meta.atime;
-        node.ctime = meta.mtime;
-        node.links = 1;
+        let mut node = special_node(
+            link_name.as_bytes(),
+            NodeKind::Symlink,
+            &meta_for(req, 0o777, 0),
+        );
         node.link_target = target.as_os_str().as_bytes().to_vec();
         self.reply_entry(
             self.namespace
