@@ -3,14 +3,15 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use mapache_store::backend::LocalBackend;
 use mapache_store::Repository;
 
-use crate::util::{assert_same_tree, is_root, stderr, write_random_file, Env, PASSWORD};
+use crate::util::{
+    assert_same_tree, is_root, require_root, stderr, write_random_file, Env, TmpfsMount, PASSWORD,
+};
 
 fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
     assert_eq!(out.status.code(), Some(code), "stderr: {}", stderr(out));
@@ -239,44 +240,6 @@ fn unknown_and_ambiguous_snapshot_ids() {
     let unknown = unused.unwrap_or_else(|| "0".repeat(64));
     assert_one_line_error(&env.run(&["ls", &unknown]), 1, "not found");
     assert_one_line_error(&env.run(&["ls", "not-hex"]), 1, "not a snapshot id");
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct TmpfsMount {
-    path: std::path::PathBuf,
-}
-
-impl TmpfsMount {
-    fn new(path: &Path, options: &str) -> TmpfsMount {
-        fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs failed");
-        TmpfsMount {
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} must run as root in CI"
-    );
-    eprintln!("{test}: needs root to mount a tmpfs; not run");
-    false
 }
 
 #[test]

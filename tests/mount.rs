@@ -225,3 +225,19 @@ fn bad_mountpoints_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn mount_with_the_wrong_password_exits_12() {
+    let env = Env::with_repo();
+    fs::write(&env.password_file, "wrong\n").unwrap();
+    let mountpoint = env.path("mnt");
+    fs::create_dir_all(&mountpoint).unwrap();
+    let out = env.run(&["mount", mountpoint.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    assert_eq!(
+        fs::read_dir(&mountpoint).unwrap().count(),
+        0,
+        "nothing mounted"
+    );
+}

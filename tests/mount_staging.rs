@@ -225,3 +225,53 @@ fn kill_9_of_the_mount_loses_nothing_that_was_fsynced() {
         assert_eq!(&fs::read(restored.join(name)).unwrap(), content, "{name}");
     }
 }
+
+#[test]
+fn full_state_folder_fails_the_write_and_keeps_what_was_staged() {
+    if !crate::util::require_root("full_state_folder_fails_the_write_and_keeps_what_was_staged") {
+        return;
+    }
+    let env = Env::with_repo();
+    // The state folder (journal, local data) on a small filesystem.
+    let state = crate::util::TmpfsMount::new(&env.path("state"), "size=4m");
+    let mut mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let mut kept = fs::File::create(staged.join("kept.txt")).unwrap();
+    kept.write_all(b"staged before the disk filled").unwrap();
+    kept.sync_all().unwrap();
+    drop(kept);
+    // 16 MiB cannot be staged in 4 MiB: the write fails with ENOSPC.
+    let err = fs::write(staged.join("too-big.bin"), vec![7u8; 16 << 20]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(
+        fs::read_to_string(staged.join("kept.txt")).unwrap(),
+        "staged before the disk filled"
+    );
+    // Crash with the disk still full, make room, and everything staged
+    // before is still there.
+    mount.kill_9();
+    let status = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&state.path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mount = MountGuard::new(&env, "mnt2");
+    assert_eq!(
+        fs::read_to_string(mount.path.join("staging/kept.txt")).unwrap(),
+        "staged before the disk filled"
+    );
+    let commit = env.json(&["commit"]);
+    drop(mount);
+    let restored = env.path("restored");
+    env.ok(&[
+        "restore",
+        commit["id"].as_str().unwrap(),
+        "--target",
+        restored.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read_to_string(restored.join("kept.txt")).unwrap(),
+        "staged before the disk filled"
+    );
+}

@@ -157,3 +157,43 @@ pub fn stderr(out: &Output) -> String {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+pub struct TmpfsMount {
+    pub path: std::path::PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn new(path: &Path, options: &str) -> TmpfsMount {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs failed");
+        TmpfsMount {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// Whether the test can run; outside CI a test that needs root says so
+/// and passes, in CI not being root is a failure.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} must run as root in CI"
+    );
+    eprintln!("{test}: needs root to mount a tmpfs; not run");
+    false
+}
