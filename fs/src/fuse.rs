@@ -733,7 +733,27 @@ pub fn mount(
     }
     config.n_threads = Some(threads);
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
+    raise_readahead(mountpoint);
     Ok(Mounted {
         session: Some(session),
     })
+}
+
+/// The kernel reads ahead only 128 KiB at a time on a FUSE mount (its
+/// backing device's default, which the mount cannot raise at INIT); reading
+/// a snapshot through the mount is then mostly round trips. As root the
+/// device's `read_ahead_kb` can be raised after mounting: 1 MiB made
+/// `tar cf - | wc -c` of the bench snapshot 6.8 s -> 5.0 s. Best effort:
+/// without permission nothing changes.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let _ = std::fs::write(
+        format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
+        "1024",
+    );
 }
