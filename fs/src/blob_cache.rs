@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use lru::LruCache;
-use mapache_store::backend::FileKind;
 use mapache_store::blob::BlobDecoder;
 use mapache_store::{BlobId, IndexedRepository};
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::{FsError, FsResult};
+use crate::error::FsResult;
 
 struct State {
     lru: LruCache<BlobId, Arc<Vec<u8>>>,
@@ -112,7 +111,7 @@ impl BlobCache {
             }
             state.loading.insert(*id);
         }
-        let result = self.load(id, decoder);
+        let result = self.repo.read_blob_with(id, decoder);
         let mut state = self.state.lock();
         state.loading.remove(id);
         self.loaded.notify_all();
@@ -126,28 +125,5 @@ impl BlobCache {
             }
         }
         Ok(data)
-    }
-
-    fn load(&self, id: &BlobId, decoder: &mut BlobDecoder) -> FsResult<Vec<u8>> {
-        let location = self.repo.index().get(id).ok_or_else(|| {
-            FsError::Store(mapache_store::Error::NotFound {
-                what: format!("blob {id} not found in the index"),
-            })
-        })?;
-        let sealed = self.repo.backend().read_range(
-            FileKind::Pack,
-            &location.pack.0,
-            location.offset as u64,
-            location.length,
-        )?;
-        let keys = self.repo.keys();
-        Ok(decoder.open(
-            &keys.cipher,
-            &keys.hasher,
-            location.blob_type,
-            id,
-            &sealed,
-            location.raw_length,
-        )?)
     }
 }

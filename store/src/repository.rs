@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backend::{Backend, FileKind, CONFIG_ID};
-use crate::blob::{open_blob, BlobType};
+use crate::blob::{BlobDecoder, BlobType};
 use crate::chunker::Chunker;
 use crate::config::{Config, FORMAT_VERSION};
 use crate::crypto::ObjectKind;
@@ -284,6 +284,12 @@ impl IndexedRepository {
 
     /// Reads, authenticates and decompresses one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.read_blob_with(id, &mut BlobDecoder::new())
+    }
+
+    /// Like [`IndexedRepository::read_blob`] with a caller's decoder, whose
+    /// zstd context is reused across calls.
+    pub fn read_blob_with(&self, id: &BlobId, decoder: &mut BlobDecoder) -> Result<Vec<u8>> {
         let location = self.index.read().get(id).ok_or_else(|| Error::NotFound {
             what: format!("blob {id} not found in the index"),
         })?;
@@ -293,7 +299,7 @@ impl IndexedRepository {
             location.offset as u64,
             location.length,
         )?;
-        open_blob(
+        decoder.open(
             &self.keys.cipher,
             &self.keys.hasher,
             location.blob_type,

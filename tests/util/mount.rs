@@ -25,6 +25,23 @@ fn is_mounted(path: &Path) -> bool {
         .any(|m| m == canonical.to_string_lossy())
 }
 
+/// Clears whatever is still mounted at `path` (a stale mount after a
+/// crash, or one that did not end).
+fn force_unmount(path: &Path) {
+    if is_mounted(path) {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(path)
+            .status();
+    }
+    if is_mounted(path) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(path)
+            .status();
+    }
+}
+
 impl MountGuard {
     /// Mounts the repository of `env` on a new folder `name` and waits
     /// until the mount answers.
@@ -93,33 +110,13 @@ impl MountGuard {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.path)
-            .status();
-        if is_mounted(&self.path) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.path)
-                .status();
-        }
+        force_unmount(&self.path);
     }
 }
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
         self.stop();
-        if is_mounted(&self.path) {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.path)
-                .status();
-        }
-        if is_mounted(&self.path) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.path)
-                .status();
-        }
+        force_unmount(&self.path);
     }
 }
