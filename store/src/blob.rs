@@ -45,7 +45,8 @@ const FLAG_ZSTD: u8 = 1;
 /// Compresses blobs; one per thread, since zstd contexts are reused.
 pub struct BlobEncoder {
     compressor: Option<zstd::bulk::Compressor<'static>>,
-    scratch: Vec<u8>,
+    /// The last zstd frame; kept so that compressing allocates nothing.
+    frame: Vec<u8>,
 }
 
 impl BlobEncoder {
@@ -55,7 +56,7 @@ impl BlobEncoder {
             (level != 0).then(|| zstd::bulk::Compressor::new(level).expect("valid zstd level"));
         BlobEncoder {
             compressor,
-            scratch: Vec::new(),
+            frame: Vec::new(),
         }
     }
 
@@ -70,32 +71,26 @@ impl BlobEncoder {
         out: &mut Vec<u8>,
     ) -> usize {
         let start = out.len();
-        self.scratch.clear();
         let mut compressed = false;
         if let Some(compressor) = self
             .compressor
             .as_mut()
             .filter(|_| !looks_incompressible(data))
         {
-            // Leave room for the flag byte; a frame not smaller than the
-            // input is pointless and is dropped.
-            let bound = zstd::zstd_safe::compress_bound(data.len());
-            self.scratch.reserve(bound + 1);
-            self.scratch.push(FLAG_ZSTD);
-            if let Ok(frame) = compressor.compress(data) {
-                if frame.len() < data.len() {
-                    self.scratch.extend_from_slice(&frame);
-                    compressed = true;
-                }
-            }
+            self.frame.clear();
+            self.frame
+                .reserve(zstd::zstd_safe::compress_bound(data.len()));
+            // A frame not smaller than the input is pointless and dropped.
+            compressed = compressor
+                .compress_to_buffer(data, &mut self.frame)
+                .is_ok_and(|len| len < data.len());
         }
-        if !compressed {
-            self.scratch.clear();
-            self.scratch.reserve(data.len() + 1);
-            self.scratch.push(FLAG_RAW);
-            self.scratch.extend_from_slice(data);
-        }
-        cipher.encrypt_into(kind.object_kind(), &id.0, &self.scratch, out);
+        let parts: [&[u8]; 2] = if compressed {
+            [&[FLAG_ZSTD], &self.frame]
+        } else {
+            [&[FLAG_RAW], data]
+        };
+        cipher.encrypt_parts_into(kind.object_kind(), &id.0, &parts, out);
         out.len() - start
     }
 }
@@ -103,6 +98,10 @@ impl BlobEncoder {
 /// Opens blobs; one per thread, since zstd contexts are reused.
 pub struct BlobDecoder {
     decompressor: zstd::bulk::Decompressor<'static>,
+    /// Decrypted blobs land here first, decompressed ones in `unpacked`;
+    /// both are kept between blobs so that opening one allocates nothing.
+    plain: Vec<u8>,
+    unpacked: Vec<u8>,
 }
 
 impl Default for BlobDecoder {
@@ -116,6 +115,8 @@ impl BlobDecoder {
     pub fn new() -> BlobDecoder {
         BlobDecoder {
             decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
+            plain: Vec::new(),
+            unpacked: Vec::new(),
         }
     }
 
@@ -130,22 +131,39 @@ impl BlobDecoder {
         sealed: &[u8],
         raw_length: u32,
     ) -> Result<Vec<u8>> {
+        self.open_ref(cipher, hasher, kind, id, sealed, raw_length)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Like [`BlobDecoder::open`], returning the data in the decoder's own
+    /// buffer (valid until the next call), for callers that only pass it on.
+    pub fn open_ref(
+        &mut self,
+        cipher: &Cipher,
+        hasher: &crate::crypto::IdHasher,
+        kind: BlobType,
+        id: &BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<&[u8]> {
         let fail = |reason: &str| Error::integrity(FileKind::Pack, format!("blob {id}"), reason);
-        let mut plain = cipher
-            .decrypt(kind.object_kind(), &id.0, sealed)
+        cipher
+            .decrypt_into(kind.object_kind(), &id.0, sealed, &mut self.plain)
             .map_err(|_| fail("blob failed authentication"))?;
+        let plain = &self.plain;
         let data = match plain.first() {
-            Some(&FLAG_RAW) => {
-                plain.drain(..1);
-                plain
+            Some(&FLAG_RAW) => &plain[1..],
+            Some(&FLAG_ZSTD) => {
+                self.unpacked.clear();
+                self.unpacked.reserve(raw_length as usize);
+                self.decompressor
+                    .decompress_to_buffer(&plain[1..], &mut self.unpacked)
+                    .map_err(|e| fail(&format!("blob does not decompress: {e}")))?;
+                &self.unpacked
             }
-            Some(&FLAG_ZSTD) => self
-                .decompressor
-                .decompress(&plain[1..], raw_length as usize)
-                .map_err(|e| fail(&format!("blob does not decompress: {e}")))?,
             _ => return Err(fail("unknown blob encoding")),
         };
-        if data.len() != raw_length as usize || hasher.hash(&data) != id.0 {
+        if data.len() != raw_length as usize || hasher.hash(data) != id.0 {
             return Err(fail("blob content does not match its id"));
         }
         Ok(data)
@@ -198,6 +216,38 @@ fn looks_incompressible(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seal_compresses_text_stores_random_raw_and_opens_both() {
+        let key = crate::crypto::SecretKey::random();
+        let cipher = Cipher::new(&key);
+        let hasher = crate::crypto::IdHasher::new(&key);
+        let text: Vec<u8> = (0..100_000)
+            .flat_map(|i| format!("line {i} of text\n").into_bytes())
+            .collect();
+        let mut random = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        let mut encoder = BlobEncoder::new(3);
+        let mut decoder = BlobDecoder::new();
+        for (data, compressible) in [(&text, true), (&random, false), (&text, true)] {
+            let id = BlobId(hasher.hash(data));
+            let mut out = b"before".to_vec();
+            let len = encoder.seal_into(&cipher, BlobType::Data, &id, data, &mut out);
+            assert_eq!(out.len(), 6 + len);
+            assert_eq!(len < data.len() / 2, compressible);
+            let opened = decoder
+                .open(
+                    &cipher,
+                    &hasher,
+                    BlobType::Data,
+                    &id,
+                    &out[6..],
+                    data.len() as u32,
+                )
+                .unwrap();
+            assert_eq!(&opened, data);
+        }
+    }
 
     #[test]
     fn entropy_heuristic_separates_random_from_text() {

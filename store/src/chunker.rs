@@ -206,6 +206,13 @@ pub struct StreamChunker<'a, R> {
 impl<R: Read> StreamChunker<'_, R> {
     /// The next chunk, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut chunk = Vec::new();
+        Ok(self.next_chunk_into(&mut chunk)?.then_some(chunk))
+    }
+
+    /// Like [`StreamChunker::next_chunk`], into `chunk` (replacing what it
+    /// held), so that the caller can recycle buffers. False at the end.
+    pub fn next_chunk_into(&mut self, chunk: &mut Vec<u8>) -> io::Result<bool> {
         let max = self.chunker.max;
         while !self.eof && self.end - self.start < max {
             if self.buf.len() < max + max / 2 {
@@ -225,12 +232,13 @@ impl<R: Read> StreamChunker<'_, R> {
         }
         let rest = &self.buf[self.start..self.end];
         if rest.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let len = self.chunker.cut(rest);
-        let chunk = rest[..len].to_vec();
+        chunk.clear();
+        chunk.extend_from_slice(&rest[..len]);
         self.start += len;
-        Ok(Some(chunk))
+        Ok(true)
     }
 
     /// Ends chunking and returns the buffer for reuse.

@@ -5,9 +5,9 @@
 //! followed by the object's id, so a valid ciphertext moved to another name
 //! or kind fails to decrypt.
 
-use aes_gcm_siv::aead::generic_array::GenericArray;
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::inout::InOutBuf;
+use aes_gcm_siv::aead::{AeadInOut, KeyInit, Nonce, Tag};
+use aes_gcm_siv::{Aes256GcmSiv, Key};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::id::Id;
@@ -110,25 +110,40 @@ impl Cipher {
     /// A cipher keyed with `key`.
     pub fn new(key: &SecretKey) -> Cipher {
         Cipher {
-            aead: Aes256GcmSiv::new(GenericArray::from_slice(key.expose())),
+            aead: Aes256GcmSiv::new(&Key::<Aes256GcmSiv>::from(*key.expose())),
         }
     }
 
     /// Encrypts `plaintext` as object `kind`/`id`, appending
     /// `nonce || ciphertext || tag` to `out`.
     pub fn encrypt_into(&self, kind: ObjectKind, id: &Id, plaintext: &[u8], out: &mut Vec<u8>) {
+        self.encrypt_parts_into(kind, id, &[plaintext], out);
+    }
+
+    /// Like [`Cipher::encrypt_into`] for a plaintext given in pieces, which
+    /// saves the caller from joining them first.
+    pub fn encrypt_parts_into(
+        &self,
+        kind: ObjectKind,
+        id: &Id,
+        plaintext: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
-        out.reserve(plaintext.len() + OVERHEAD);
+        let len: usize = plaintext.iter().map(|part| part.len()).sum();
+        out.reserve(len + OVERHEAD);
         out.extend_from_slice(&nonce);
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        for part in plaintext {
+            out.extend_from_slice(part);
+        }
         let tag = self
             .aead
-            .encrypt_in_place_detached(
-                GenericArray::from_slice(&nonce),
+            .encrypt_inout_detached(
+                &Nonce::<Aes256GcmSiv>::from(nonce),
                 &aad(kind, id),
-                &mut out[start..],
+                (&mut out[start..]).into(),
             )
             // Only fails for plaintexts beyond 2^36 bytes, which we never build.
             .expect("plaintext too large for AES-GCM-SIV");
@@ -145,21 +160,39 @@ impl Cipher {
     /// Decrypts an object produced by [`Cipher::encrypt`] with the same kind
     /// and id.
     pub fn decrypt(&self, kind: ObjectKind, id: &Id, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let mut plaintext = Vec::new();
+        self.decrypt_into(kind, id, data, &mut plaintext)?;
+        Ok(plaintext)
+    }
+
+    /// Like [`Cipher::decrypt`], into `out` (replacing what it held):
+    /// decrypts straight from `data`, so a reused `out` costs no allocation
+    /// and no copy.
+    pub fn decrypt_into(
+        &self,
+        kind: ObjectKind,
+        id: &Id,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), AuthError> {
         if data.len() < OVERHEAD {
             return Err(AuthError);
         }
         let (nonce, rest) = data.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
-        self.aead
-            .decrypt_in_place_detached(
-                GenericArray::from_slice(nonce),
-                &aad(kind, id),
-                &mut plaintext,
-                GenericArray::from_slice(tag),
-            )
-            .map_err(|_| AuthError)?;
-        Ok(plaintext)
+        let nonce = Nonce::<Aes256GcmSiv>::try_from(nonce).map_err(|_| AuthError)?;
+        let tag = Tag::<Aes256GcmSiv>::try_from(tag).map_err(|_| AuthError)?;
+        // Growing zero-fills only the new part; shrinking is free.
+        out.resize(ciphertext.len(), 0);
+        let buffer = InOutBuf::new(ciphertext, out.as_mut_slice()).map_err(|_| AuthError)?;
+        let result = self
+            .aead
+            .decrypt_inout_detached(&nonce, &aad(kind, id), buffer, &tag);
+        if result.is_err() {
+            out.clear();
+            return Err(AuthError);
+        }
+        Ok(())
     }
 }
 

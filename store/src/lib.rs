@@ -8,6 +8,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod blob;
+pub mod buffer_pool;
 pub mod chunker;
 pub mod config;
 pub mod crypto;

@@ -60,6 +60,17 @@ impl PackWriter {
         }
     }
 
+    /// An empty pack for blobs of `blob_type` built in `buffer` (emptied
+    /// first), reusing its allocation.
+    pub fn with_buffer(blob_type: BlobType, mut buffer: Vec<u8>) -> PackWriter {
+        buffer.clear();
+        PackWriter {
+            blob_type,
+            data: buffer,
+            blobs: Vec::new(),
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.data.len()

@@ -40,8 +40,10 @@ use crate::tree::{Node, NodeKind};
 
 /// Blobs further apart than this in a pack are fetched with separate reads.
 const MAX_GAP: u32 = 256 * 1024;
-/// Upper bound of one ranged read.
-const MAX_READ: u32 = 32 * 1024 * 1024;
+/// Upper bound of one ranged read: large enough that a read costs little
+/// more than the transfer, small enough that the buffer each fetcher keeps
+/// stays small.
+const MAX_READ: u32 = 4 * 1024 * 1024;
 
 /// Settings of one restore.
 #[derive(Clone, Debug)]
@@ -172,7 +174,10 @@ pub fn restore(
         .sum();
     progress.bytes.store(already, Ordering::Relaxed);
 
-    let written = fetch(repo, &planner, options.threads, progress)?;
+    // Each fetcher waits for its reads, then decrypts and writes: twice as
+    // many as cores keep both busy (measured on the bench: 1.31 s with 2,
+    // 1.15 s with 4 on 2 cores).
+    let written = fetch(repo, &planner, options.threads * 2, progress)?;
     planner.report.bytes_written = written.bytes;
     planner.damaged.extend(written.damaged);
     planner.finish()
@@ -462,10 +467,13 @@ fn fetch(
             scope.spawn(move || {
                 let mut worker = FetchWorker {
                     repo,
-                    planner,
                     progress,
-                    open: None,
+                    target: TargetFiles {
+                        planner,
+                        open: None,
+                    },
                     decoder: BlobDecoder::new(),
+                    range: Vec::new(),
                 };
                 for (pack, blobs) in receiver {
                     if fatal.lock().is_some() {
@@ -520,13 +528,20 @@ fn runs(blobs: &[(BlobId, BlobLocation)]) -> Vec<&[(BlobId, BlobLocation)]> {
 /// open because consecutive blobs usually go to the same file.
 struct FetchWorker<'a> {
     repo: &'a IndexedRepository,
-    planner: &'a Planner<'a>,
     progress: &'a RestoreProgress,
-    open: Option<(u32, File)>,
+    target: TargetFiles<'a>,
     decoder: BlobDecoder,
+    /// The last ranged read, kept so that reading allocates nothing.
+    range: Vec<u8>,
 }
 
-impl FetchWorker<'_> {
+/// The files being restored, with the one written last kept open.
+struct TargetFiles<'a> {
+    planner: &'a Planner<'a>,
+    open: Option<(u32, File)>,
+}
+
+impl TargetFiles<'_> {
     fn write(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<()> {
         let path = &self.planner.files[file as usize].path;
         if self.open.as_ref().map(|(n, _)| *n) != Some(file) {
@@ -541,7 +556,9 @@ impl FetchWorker<'_> {
             .write_all_at(data, offset)
             .map_err(|e| target_error(path, e))
     }
+}
 
+impl FetchWorker<'_> {
     /// Restores the wanted blobs of one pack. Errors only when the target
     /// cannot be written; unreadable blobs go to `mark_damaged`.
     fn restore_pack(
@@ -556,18 +573,19 @@ impl FetchWorker<'_> {
         for run in runs(blobs) {
             let first = run[0].1.offset;
             let last = run.last().expect("runs are not empty").1;
-            let range = repo.backend().read_range(
+            let start_in_buffer = repo.backend().read_range_into(
                 FileKind::Pack,
                 &pack.0,
                 first as u64,
                 last.offset + last.length - first,
+                &mut self.range,
             );
             for (id, location) in run {
-                let sealed = match &range {
-                    Ok(bytes) => {
-                        let start = (location.offset - first) as usize;
+                let sealed = match &start_in_buffer {
+                    Ok(at) => {
+                        let start = at + (location.offset - first) as usize;
                         Ok(Cow::Borrowed(
-                            &bytes[start..start + location.length as usize],
+                            &self.range[start..start + location.length as usize],
                         ))
                     }
                     // The range failed (say, the pack was truncated): fetch
@@ -584,7 +602,7 @@ impl FetchWorker<'_> {
                         .map(Cow::Owned),
                 };
                 let data = sealed.and_then(|sealed| {
-                    self.decoder.open(
+                    self.decoder.open_ref(
                         &keys.cipher,
                         &keys.hasher,
                         location.blob_type,
@@ -593,13 +611,13 @@ impl FetchWorker<'_> {
                         location.raw_length,
                     )
                 });
-                let uses = &self.planner.uses[id];
+                let uses = &self.target.planner.uses[id];
                 match data {
                     Ok(data) => {
                         let zero = data.iter().all(|&b| b == 0);
                         for blob_use in uses {
                             if !zero {
-                                self.write(blob_use.file, blob_use.offset, &data)?;
+                                self.target.write(blob_use.file, blob_use.offset, data)?;
                             }
                             written += data.len() as u64;
                             self.progress

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::backend::FileKind;
 use crate::blob::{BlobEncoder, BlobType};
+use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexedPack};
@@ -66,7 +67,13 @@ struct Shared {
     bytes_added: AtomicU64,
     bytes_stored: AtomicU64,
     packs: AtomicU64,
+    /// Chunk buffers, back from the sealers for the next chunk.
+    chunk_buffers: BufferPool,
 }
+
+/// Capacity of recycled chunk buffers: room for all but the rare chunk
+/// beyond twice the average size.
+const CHUNK_BUFFER_CAPACITY: usize = 2 << 20;
 
 /// Saves blobs into the repository from any number of threads.
 pub struct BlobSaver {
@@ -89,6 +96,8 @@ impl BlobSaver {
             bytes_added: AtomicU64::new(0),
             bytes_stored: AtomicU64::new(0),
             packs: AtomicU64::new(0),
+            // Enough for every chunk queued, being sealed or being read.
+            chunk_buffers: BufferPool::new(threads * 4 + 4, CHUNK_BUFFER_CAPACITY),
         });
         let (sender, receiver) = bounded::<Work>(threads * 2);
         let workers = (0..threads)
@@ -120,6 +129,7 @@ impl BlobSaver {
     pub fn save_with_id(&self, blob_type: BlobType, id: BlobId, data: Vec<u8>) -> Result<()> {
         self.check()?;
         if self.shared.repo.index().contains(&id) || !self.shared.in_flight.lock().insert(id) {
+            self.shared.chunk_buffers.put(data);
             return Ok(());
         }
         let sender = self.sender.as_ref().expect("saver used after finish");
@@ -226,15 +236,19 @@ impl BlobSaver {
         let mut content = Vec::new();
         let mut size = 0u64;
         let result = loop {
-            match chunks.next_chunk() {
-                Ok(Some(chunk)) => {
+            let mut chunk = self.shared.chunk_buffers.take();
+            match chunks.next_chunk_into(&mut chunk) {
+                Ok(true) => {
                     size += chunk.len() as u64;
                     match self.save(BlobType::Data, chunk) {
                         Ok(id) => content.push(id),
                         Err(e) => break Err(StreamError::Store(e)),
                     }
                 }
-                Ok(None) => break Ok((content, size)),
+                Ok(false) => {
+                    self.shared.chunk_buffers.put(chunk);
+                    break Ok((content, size));
+                }
                 Err(e) => break Err(StreamError::Read(e)),
             }
         };
@@ -249,6 +263,9 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
     let mut encoder = BlobEncoder::new(repo.config().compression_level);
     let mut data_pack: Option<PackWriter> = None;
     let mut tree_pack: Option<PackWriter> = None;
+    // The buffer of the last uploaded data pack, reused so that its pages
+    // stay mapped (tree packs are small and allocate their own).
+    let mut spare_buffer: Option<Vec<u8>> = None;
     let fail = |e: Error| {
         let mut slot = shared.error.lock();
         if slot.is_none() {
@@ -262,8 +279,12 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
             Work::Flush(barrier) => {
                 for pack in [data_pack.take(), tree_pack.take()].into_iter().flatten() {
                     if !shared.failed.load(Ordering::Acquire) {
-                        if let Err(e) = upload(shared, pack) {
-                            fail(e);
+                        match upload(shared, pack) {
+                            Ok(buffer) if buffer.capacity() >= pack_size => {
+                                spare_buffer = Some(buffer)
+                            }
+                            Ok(_) => {}
+                            Err(e) => fail(e),
                         }
                     }
                 }
@@ -278,8 +299,15 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
             BlobType::Data => &mut data_pack,
             BlobType::Tree => &mut tree_pack,
         };
-        let pack =
-            slot.get_or_insert_with(|| PackWriter::new(job.blob_type, pack_size + pack_size / 8));
+        let pack = slot.get_or_insert_with(|| {
+            let buffer = match job.blob_type {
+                BlobType::Data => spare_buffer
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(pack_size + pack_size / 8)),
+                BlobType::Tree => Vec::new(),
+            };
+            PackWriter::with_buffer(job.blob_type, buffer)
+        });
         pack.add(job.id, job.data.len() as u32, |out| {
             encoder.seal_into(&repo.keys().cipher, job.blob_type, &job.id, &job.data, out);
         });
@@ -287,10 +315,13 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
         shared
             .bytes_added
             .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+        shared.chunk_buffers.put(job.data);
         if pack.len() >= pack_size {
             let full = slot.take().expect("just used");
-            if let Err(e) = upload(shared, full) {
-                fail(e);
+            match upload(shared, full) {
+                Ok(buffer) if buffer.capacity() >= pack_size => spare_buffer = Some(buffer),
+                Ok(_) => {}
+                Err(e) => fail(e),
             }
         }
     }
@@ -303,7 +334,8 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
     }
 }
 
-fn upload(shared: &Shared, pack: PackWriter) -> Result<()> {
+/// Uploads `pack` and indexes it; returns its buffer for the next pack.
+fn upload(shared: &Shared, pack: PackWriter) -> Result<Vec<u8>> {
     let repo = &shared.repo;
     let FinishedPack {
         id,
@@ -316,7 +348,6 @@ fn upload(shared: &Shared, pack: PackWriter) -> Result<()> {
         .bytes_stored
         .fetch_add(data.len() as u64, Ordering::Relaxed);
     shared.packs.fetch_add(1, Ordering::Relaxed);
-    drop(data);
     // Index first, then forget the in-flight mark: a concurrent lookup
     // always finds the blob in one of the two.
     repo.index_mut().add_pack(id, blob_type, &blobs);
@@ -331,7 +362,8 @@ fn upload(shared: &Shared, pack: PackWriter) -> Result<()> {
         blob_type,
         blobs,
     });
-    flush_index(shared, false)
+    flush_index(shared, false)?;
+    Ok(data)
 }
 
 fn flush_index(shared: &Shared, force: bool) -> Result<()> {

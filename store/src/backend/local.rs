@@ -7,11 +7,11 @@
 //! none of it (plus, at worst, a `.tmp-*` file that listing ignores).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, FileInfo, FileKind, CONFIG_ID};
+use super::{direct_io, Backend, FileInfo, FileKind, CONFIG_ID};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -144,20 +144,40 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let start = self.read_range_into(kind, id, offset, len, &mut buf)?;
+        buf.drain(..start);
+        buf.truncate(len as usize);
+        Ok(buf)
+    }
+
+    fn read_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
         let path = self.path(kind, id);
         let file = File::open(&path).map_err(|e| match e.kind() {
             ErrorKind::NotFound => self.not_found(kind, id),
             _ => Error::io(&path, e),
         })?;
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|e| match e.kind() {
-                ErrorKind::UnexpectedEof => {
-                    Error::integrity(kind, id, "file is shorter than its index says (truncated)")
-                }
-                _ => Error::io(&path, e),
-            })?;
-        Ok(buf)
+        let mut read = || {
+            if let Some(start) = direct_io::read_range(&file, offset, len as usize, buf)? {
+                return Ok(start);
+            }
+            // Growing zero-fills only the new part; a reused buffer costs nothing.
+            buf.resize(len as usize, 0);
+            file.read_exact_at(buf, offset).map(|()| 0)
+        };
+        read().map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => {
+                Error::integrity(kind, id, "file is shorter than its index says (truncated)")
+            }
+            _ => Error::io(&path, e),
+        })
     }
 
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()> {
@@ -167,11 +187,11 @@ impl Backend for LocalBackend {
         crate::crypto::fill_random(&mut suffix);
         let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
         let result = (|| {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&temp)?;
-            file.write_all(data)?;
+            direct_io::write_all(&file, data)?;
             file.sync_all()?;
             fs::rename(&temp, &path)
         })();

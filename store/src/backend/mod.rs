@@ -4,6 +4,7 @@
 //! of encryption or formats; behaviour such as caching or retries wraps the
 //! trait instead of living in an implementation.
 
+mod direct_io;
 mod dry_run;
 mod local;
 mod memory;
@@ -95,6 +96,21 @@ pub trait Backend: Send + Sync {
     /// Reads `len` bytes at `offset`. A file too short for the range is an
     /// integrity error: something truncated it.
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>>;
+
+    /// Like [`Backend::read_range`], into `buf` (replacing what it held), so
+    /// that a caller reading many ranges can reuse one buffer. Returns where
+    /// the range starts in `buf`: it is `buf[start..start + len]`.
+    fn read_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        *buf = self.read_range(kind, id, offset, len)?;
+        Ok(0)
+    }
 
     /// Writes a whole file atomically and durably.
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()>;
