@@ -8,6 +8,8 @@ mod errors;
 #[cfg(feature = "fuse")]
 mod mount;
 #[cfg(feature = "fuse")]
+mod mount_modes;
+#[cfg(feature = "fuse")]
 mod mount_staging;
 mod plaintext;
 mod roundtrip;

@@ -23,6 +23,8 @@ pub enum Outcome {
     /// The command finished but what it reported is a failure (exit 1),
     /// such as files a restore could not recover.
     Failed,
+    /// Exit with this code: what a background mount that failed returned.
+    Code(u8),
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::Success => 0,
             Outcome::Partial => PARTIAL,
             Outcome::Failed => 1,
+            Outcome::Code(code) => code,
         }
     }
 }

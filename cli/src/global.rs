@@ -34,6 +34,11 @@ pub struct GlobalOptions {
     )]
     pub repo: Option<PathBuf>,
 
+    /// Read the password from the first line of standard input (before
+    /// any other source)
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+
     /// Read the password from the first line of this file
     #[arg(
         long,
@@ -82,7 +87,11 @@ impl GlobalOptions {
 
     /// Where the password comes from.
     pub fn password_source(&self) -> PasswordSource {
-        PasswordSource::new(self.password_file.clone(), self.password_command.clone())
+        PasswordSource::new(
+            self.password_stdin,
+            self.password_file.clone(),
+            self.password_command.clone(),
+        )
     }
 
     /// Opens the repository, asking for the password as configured.

@@ -4,6 +4,8 @@
 //! one command, and reports its outcome. The binary's `main` only calls
 //! [`main_with_args`].
 
+#[cfg(feature = "fuse")]
+mod background;
 mod commands;
 mod exit;
 mod global;

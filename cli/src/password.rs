@@ -1,5 +1,5 @@
-//! Where passwords come from: a file, a command, the environment, or a
-//! prompt on the terminal, in that order.
+//! Where passwords come from: standard input when asked, a file, a command,
+//! the environment, or a prompt on the terminal, in that order.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,14 +10,19 @@ use anyhow::{bail, Context, Result};
 /// Configured password sources.
 #[derive(Debug, Clone)]
 pub struct PasswordSource {
+    stdin: bool,
     file: Option<PathBuf>,
     command: Option<String>,
 }
 
 impl PasswordSource {
     /// From the command line options.
-    pub fn new(file: Option<PathBuf>, command: Option<String>) -> PasswordSource {
-        PasswordSource { file, command }
+    pub fn new(stdin: bool, file: Option<PathBuf>, command: Option<String>) -> PasswordSource {
+        PasswordSource {
+            stdin,
+            file,
+            command,
+        }
     }
 }
 
@@ -28,7 +33,13 @@ fn first_line(text: &str) -> String {
 /// Reads the password. With `confirm` (for a new password at a prompt) it
 /// is asked twice.
 pub fn read(source: &PasswordSource, confirm: bool) -> Result<String> {
-    let password = if let Some(file) = &source.file {
+    let password = if source.stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        first_line(&line)
+    } else if let Some(file) = &source.file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read password file {}", file.display()))?;
         first_line(&text)

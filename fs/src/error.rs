@@ -62,8 +62,13 @@ impl FsError {
             FsError::Invalid => libc::EINVAL,
             FsError::Busy(_) => libc::EBUSY,
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            // A full repository disk says so; anything else the repository
+            // does wrong (gone, unreadable) is an I/O error of ours.
             FsError::Store(mapache_store::Error::Io { source, .. }) => {
-                source.raw_os_error().unwrap_or(libc::EIO)
+                match source.raw_os_error() {
+                    Some(code @ (libc::ENOSPC | libc::EDQUOT)) => code,
+                    _ => libc::EIO,
+                }
             }
             FsError::Store(_) => libc::EIO,
         }

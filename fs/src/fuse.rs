@@ -685,9 +685,10 @@ impl Mounted {
         self.session.as_ref().is_none_or(|s| s.guard.is_finished())
     }
 
-    /// Unmounts and waits for the session to end.
+    /// Unmounts (unless someone else did) and waits for the session to end.
     pub fn unmount(mut self) -> io::Result<()> {
         match self.session.take() {
+            Some(session) if session.guard.is_finished() => session.join(),
             Some(session) => session.umount_and_join(),
             None => Ok(()),
         }

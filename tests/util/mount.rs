@@ -14,7 +14,7 @@ pub struct MountGuard {
     log: PathBuf,
 }
 
-fn is_mounted(path: &Path) -> bool {
+pub fn is_mounted(path: &Path) -> bool {
     let Ok(canonical) = std::fs::canonicalize(path) else {
         return false;
     };
@@ -27,7 +27,7 @@ fn is_mounted(path: &Path) -> bool {
 
 /// Clears whatever is still mounted at `path` (a stale mount after a
 /// crash, or one that did not end).
-fn force_unmount(path: &Path) {
+pub fn force_unmount(path: &Path) {
     if is_mounted(path) {
         let _ = std::process::Command::new("fusermount3")
             .arg("-u")
@@ -46,11 +46,17 @@ impl MountGuard {
     /// Mounts the repository of `env` on a new folder `name` and waits
     /// until the mount answers.
     pub fn new(env: &Env, name: &str) -> MountGuard {
+        MountGuard::with_args(env, name, &[])
+    }
+
+    /// Like [`MountGuard::new`], with more `mount` arguments.
+    pub fn with_args(env: &Env, name: &str, args: &[&str]) -> MountGuard {
         let path = env.path(name);
         std::fs::create_dir_all(&path).unwrap();
         let log = env.path(&format!("{name}.log"));
         let child = env
             .command(&["mount", path.to_str().unwrap()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -12,7 +12,8 @@ use crate::global::GlobalOptions;
 /// Layout: snapshots/<time>/, ids/<short id>/, latest, tags/<tag>/<time>/,
 /// hosts/<host>/<time>/, and staging/, where files copied in become the
 /// next snapshot at `mapache commit`. Runs in the foreground until Ctrl-C
-/// (or SIGTERM, or `umount`), then unmounts.
+/// (or SIGTERM, or `umount`), then unmounts; with --background it returns
+/// once mounted and keeps serving until `umount`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// An empty folder to mount on
@@ -26,6 +27,25 @@ pub struct Args {
     /// Memory for decrypted blobs, in MiB
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     cache_size: usize,
+
+    /// Start staging/ from this snapshot (`latest`, an id) or `empty`; only
+    /// when it holds no uncommitted changes on another base
+    #[arg(long, value_name = "SNAPSHOT")]
+    base: Option<String>,
+
+    /// Return once mounted and keep serving in the background until
+    /// `umount`; messages go to the log file
+    #[arg(long)]
+    background: bool,
+
+    /// Log file of a background mount (default: mount.log in the state
+    /// folder of the repository)
+    #[arg(long, value_name = "FILE", requires = "background")]
+    log_file: Option<PathBuf>,
+
+    /// Set by a background mount for the process it starts
+    #[arg(long = "background-child", hide = true)]
+    background_child: bool,
 }
 
 /// Refuses mountpoints that would surprise: missing, not a folder, not
@@ -53,6 +73,28 @@ fn check_mountpoint(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Says plainly why FUSE cannot be used, before a password is asked for.
+#[cfg(feature = "fuse")]
+fn check_fuse_device() -> Result<()> {
+    const DEVICE: &str = "/dev/fuse";
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEVICE)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "{DEVICE} is missing: load the fuse kernel module (modprobe fuse) or install fuse3"
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!("no permission to use {DEVICE}: ask for access to it (or run as root)")
+        }
+        Err(e) => bail!("cannot use {DEVICE}: {e}"),
+    }
+}
+
 #[cfg(feature = "fuse")]
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     use std::sync::Arc;
@@ -62,15 +104,22 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     use mapache_fs::staging::Staging;
     use mapache_fs::{MountOptions, Namespace};
 
+    if args.background_child {
+        crate::background::leave_session();
+    }
     check_mountpoint(&args.mountpoint)?;
-    if !Path::new("/dev/fuse").exists() {
-        bail!("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or install fuse3");
+    check_fuse_device()?;
+    if args.background && !args.background_child {
+        return crate::background::start(global, &args.mountpoint, global.quiet);
     }
     let repo = global.open()?;
     let _lock = repo.lock(false)?;
     let staging_dir = global.staging_dir(&repo)?;
     let repo = Arc::new(repo.load_index()?);
     let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
+    if let Some(spec) = &args.base {
+        choose_base(&repo, &staging, spec)?;
+    }
     let namespace = Arc::new(
         Namespace::new(
             repo,
@@ -102,7 +151,13 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let interrupts = crate::interrupt::take_interrupts();
     let mounted = mapache_fs::mount(namespace, &args.mountpoint, &options)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
-    if !global.quiet {
+    if args.background_child {
+        let log = match &args.log_file {
+            Some(file) => file.clone(),
+            None => staging_dir.with_file_name("mount.log"),
+        };
+        crate::background::report_ready(&log)?;
+    } else if !global.quiet {
         eprintln!(
             "mounted on {}; Ctrl-C or `umount {}` to stop",
             args.mountpoint.display(),
@@ -120,6 +175,32 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         eprintln!("unmounted {}", args.mountpoint.display());
     }
     Ok(Outcome::Success)
+}
+
+/// Bases the staging area on `spec` (`latest`, an id or `empty`), unless
+/// it holds changes on another base: those are never dropped silently.
+#[cfg(feature = "fuse")]
+fn choose_base(
+    repo: &mapache_store::IndexedRepository,
+    staging: &mapache_fs::staging::Staging,
+    spec: &str,
+) -> Result<()> {
+    let wanted = match spec {
+        "empty" => None,
+        spec => Some(repo.find_snapshot(spec)?.0),
+    };
+    let current = staging.base();
+    if wanted == current {
+        return Ok(());
+    }
+    if !staging.status()?.is_empty() {
+        bail!(
+            "the staging area holds uncommitted changes on {}: commit them, or drop them with `mapache stage reset --base {spec}`",
+            current.map_or("an empty base".into(), |id| format!("snapshot {}", id.short()))
+        );
+    }
+    staging.reset(wanted)?;
+    Ok(())
 }
 
 #[cfg(not(feature = "fuse"))]

@@ -240,7 +240,8 @@ impl Namespace {
 
     /// The snapshots, oldest first, re-read when the last look is older
     /// than a second. New index files are loaded too, so that a snapshot
-    /// written by another process can be read.
+    /// written by another process can be read. While the repository cannot
+    /// be read, the last list stays (reading files then fails with EIO).
     fn snapshots(&self) -> FsResult<Vec<Listed>> {
         let mut view = self.view.lock();
         if view
@@ -249,6 +250,17 @@ impl Namespace {
         {
             return Ok(view.listed.clone());
         }
+        match self.read_snapshot_list(&mut view) {
+            Ok(listed) => Ok(listed),
+            Err(_) if view.refreshed.is_some() || !view.listed.is_empty() => {
+                view.refreshed = Some(Instant::now());
+                Ok(view.listed.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_snapshot_list(&self, view: &mut SnapshotView) -> FsResult<Vec<Listed>> {
         let files = self.repo.backend().list(FileKind::Snapshot)?;
         let mut new = false;
         for file in &files {

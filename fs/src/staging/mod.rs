@@ -60,6 +60,10 @@ pub enum Change {
 }
 
 struct Inner {
+    /// Seals and uploads blobs. Replaced by a fresh one after a failure
+    /// (say, the repository was unreachable): a saver that failed refuses
+    /// everything after, while the staged data is still here to retry.
+    saver: BlobSaver,
     base: Option<SnapshotId>,
     overlay: Overlay,
     journal: journal::Journal,
@@ -105,10 +109,16 @@ pub struct Staging {
     repo: Arc<IndexedRepository>,
     dir: PathBuf,
     _lock: nix::fcntl::Flock<File>,
-    saver: BlobSaver,
     /// Decrypted blobs of stored files read through the staging view.
     cache: Arc<crate::BlobCache>,
     inner: Mutex<Inner>,
+}
+
+fn new_saver(repo: &Arc<IndexedRepository>) -> BlobSaver {
+    BlobSaver::new(
+        repo.clone(),
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    )
 }
 
 fn io(path: &Path, e: std::io::Error) -> FsError {
@@ -218,6 +228,7 @@ impl Staging {
             }
         }
         let mut inner = Inner {
+            saver: new_saver(&repo),
             base,
             overlay,
             journal,
@@ -232,17 +243,12 @@ impl Staging {
         if ops.is_empty() {
             inner.journal.append(&Op::Base(None))?;
         }
-        let saver = BlobSaver::new(
-            repo.clone(),
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        );
         let cache = crate::BlobCache::new(repo.clone(), 64 << 20, 1);
         Ok(Staging {
             cache,
             repo,
             dir: dir.to_path_buf(),
             _lock: lock,
-            saver,
             inner: Mutex::new(inner),
         })
     }
@@ -699,12 +705,21 @@ impl Staging {
 
     /// Chunks `source` and hands its blobs to the saver.
     fn chunk_and_save(&self, inner: &mut Inner, source: impl Read) -> FsResult<(Vec<BlobId>, u64)> {
-        self.saver
-            .save_stream(source, &mut inner.buffer)
-            .map_err(|e| match e {
-                StreamError::Read(e) => FsError::Io(e),
-                StreamError::Store(e) => FsError::Store(e),
-            })
+        let result = inner.saver.save_stream(source, &mut inner.buffer);
+        result.map_err(|e| match e {
+            StreamError::Read(e) => FsError::Io(e),
+            StreamError::Store(e) => self.saver_failed(inner, e),
+        })
+    }
+
+    /// After the saver failed: blobs it had not made durable are lost with
+    /// it, so imports that counted on them are dropped (their files stay,
+    /// empty, as after a crash) and a fresh saver takes over. Files written
+    /// through the mount keep their local data and are uploaded again.
+    fn saver_failed(&self, inner: &mut Inner, error: mapache_store::Error) -> FsError {
+        inner.imports.clear();
+        inner.saver = new_saver(&self.repo);
+        FsError::Store(error)
     }
 
     /// Chunks and uploads the local data of `files`, then records their
@@ -735,7 +750,9 @@ impl Staging {
         }
         // Durable in the repository before the journal points at it, and
         // the journal durable before the local copies go.
-        self.saver.flush()?;
+        if let Err(e) = inner.saver.flush() {
+            return Err(self.saver_failed(inner, e));
+        }
         for op in std::mem::take(&mut inner.imports) {
             self.record(inner, op)?;
         }
@@ -767,14 +784,22 @@ impl Staging {
         let started = std::time::Instant::now();
         let mut inner = self.inner.lock();
         self.checkpoint_locked(&mut inner, true)?;
-        let saver = &self.saver;
-        let mut save_tree = |nodes: Vec<Node>| -> FsResult<BlobId> {
-            let mut tree = Tree { nodes };
-            tree.sort();
-            Ok(saver.save(BlobType::Tree, tree.encode())?)
+        let built = {
+            let Inner { saver, overlay, .. } = &mut *inner;
+            let mut save_tree = |nodes: Vec<Node>| -> FsResult<BlobId> {
+                let mut tree = Tree { nodes };
+                tree.sort();
+                Ok(saver.save(BlobType::Tree, tree.encode())?)
+            };
+            overlay
+                .build(&mut save_tree)
+                .and_then(|root| Ok(saver.flush().map(|()| root)?))
         };
-        let root = inner.overlay.build(&mut save_tree)?;
-        saver.flush()?;
+        let root = match built {
+            Ok(root) => root,
+            Err(FsError::Store(e)) => return Err(self.saver_failed(&mut inner, e)),
+            Err(e) => return Err(e),
+        };
         let time = now();
         let summary = Summary {
             duration_secs: started.elapsed().as_secs_f64(),

@@ -63,11 +63,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn list_ids(dir: &Path, out: &mut Vec<FileInfo>) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
+    // Every folder exists from `init` on: a missing one means the
+    // repository is gone (unmounted, moved), not that it is empty.
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
