@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
+use nix::fcntl::{RenameFlags, AT_FDCWD};
+
 use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, MountGuard};
 
 fn sh(cmd: &str) {
@@ -108,7 +110,7 @@ fn random_operations_through_the_mount_match_a_plain_folder() {
         for _ in 0..40 {
             let name = names[rng.below(names.len() as u64) as usize];
             let other = names[rng.below(names.len() as u64) as usize];
-            let op = rng.below(9);
+            let op = rng.below(11);
             // Apply to both roots; both must agree on success.
             let results: Vec<bool> = [&model, &staged]
                 .iter()
@@ -145,7 +147,9 @@ fn random_operations_through_the_mount_match_a_plain_folder() {
                         5 => fs::remove_file(&p).is_ok(),
                         6 => fs::remove_dir(&p).is_ok(),
                         7 => std::os::unix::fs::symlink(other, &p).is_ok(),
-                        _ => fs::hard_link(&p, &q).is_ok(),
+                        8 => fs::hard_link(&p, &q).is_ok(),
+                        9 => renameat2(&p, &q, RenameFlags::RENAME_NOREPLACE),
+                        _ => renameat2(&p, &q, RenameFlags::RENAME_EXCHANGE),
                     }
                 })
                 .collect();
@@ -170,6 +174,10 @@ fn random_operations_through_the_mount_match_a_plain_folder() {
             "committed snapshot in round {round}"
         );
     }
+}
+
+fn renameat2(from: &Path, to: &Path, flags: RenameFlags) -> bool {
+    nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, flags).is_ok()
 }
 
 fn rng_len(name: &str, round: u64) -> usize {

@@ -23,7 +23,7 @@ use crate::blob_cache::BlobCache;
 use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
 use crate::namespace::{Attr, Namespace, SetAttr};
-use crate::staging::Meta;
+use crate::staging::{Meta, RenameMode};
 
 /// Entries inside snapshots never change: the kernel may cache them long.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
@@ -376,13 +376,20 @@ impl Filesystem for MapacheFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.bits() != 0 {
-            // RENAME_NOREPLACE / RENAME_EXCHANGE: not supported (yet).
-            return reply.error(Errno::EINVAL);
-        }
-        let result =
-            self.namespace
-                .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes());
+        let mode = match flags.bits() {
+            0 => RenameMode::Replace,
+            libc::RENAME_NOREPLACE => RenameMode::NoReplace,
+            libc::RENAME_EXCHANGE => RenameMode::Exchange,
+            // Both at once, or RENAME_WHITEOUT (overlayfs only).
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let result = self.namespace.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            mode,
+        );
         Self::reply_empty(result, reply);
     }
 

@@ -270,7 +270,11 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 }
             }
             staging
-                .rename(&from_path, &to_path)
+                .rename(
+                    &from_path,
+                    &to_path,
+                    mapache_fs::staging::RenameMode::Replace,
+                )
                 .with_context(|| format!("cannot move {from} to {to}"))?;
         }
         StageCommand::Mkdir { paths, parents } => {

@@ -9,7 +9,7 @@ use mapache_store::SnapshotId;
 
 use super::{Attr, DirEntry, Entry, Key, Namespace};
 use crate::error::{FsError, FsResult};
-use crate::staging::{Meta, Staging};
+use crate::staging::{Meta, RenameMode, Staging};
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
 /// rename); it never resolves.
@@ -186,40 +186,59 @@ impl Namespace {
         Ok(())
     }
 
-    /// Renames; inode numbers follow the moved entries.
+    /// Renames (or swaps, see [`RenameMode`]); inode numbers follow the
+    /// moved entries.
     pub fn rename(
         &self,
         parent: u64,
         name: &[u8],
         new_parent: u64,
         new_name: &[u8],
+        mode: RenameMode,
     ) -> FsResult<()> {
         let from = self.child_path(parent, name)?;
         let to = self.child_path(new_parent, new_name)?;
-        self.staging()?.rename(&from, &to)?;
+        self.staging()?.rename(&from, &to, mode)?;
         if from == to {
             return Ok(());
         }
-        // Whatever was at `to` is replaced; then everything at `from` moves.
-        self.forget_path(&to);
+        if mode == RenameMode::Exchange {
+            self.move_paths(&[(&from, &to), (&to, &from)]);
+        } else {
+            // Whatever was at `to` is replaced; then everything at `from` moves.
+            self.forget_path(&to);
+            self.move_paths(&[(&from, &to)]);
+        }
+        Ok(())
+    }
+
+    /// Gives the inode numbers of entries at (or below) each `from` the
+    /// matching path below `to`, all moves at once.
+    fn move_paths(&self, moves: &[(&[u8], &[u8])]) {
         let mut table = self.table.lock();
-        let prefix = [from.as_slice(), b"/"].concat();
         let mut moved = Vec::new();
         for (i, entry) in table.entries.iter_mut().enumerate() {
-            if let Entry::Staged(p) = entry {
-                if *p == from || p.starts_with(&prefix) {
-                    let new = [to.as_slice(), &p[from.len()..]].concat();
-                    moved.push((std::mem::replace(p, new.clone()), new, i as u64 + 1));
-                }
+            let Entry::Staged(p) = entry else { continue };
+            let matching = moves.iter().find(|(from, _)| {
+                p.as_slice() == *from || (p.starts_with(from) && p.get(from.len()) == Some(&b'/'))
+            });
+            if let Some((from, to)) = matching {
+                let new = [*to, &p[from.len()..]].concat();
+                moved.push((std::mem::replace(p, new.clone()), new, i as u64 + 1));
             }
         }
+        // Drop the old keys first: with a swap, one entry's new path is
+        // another's old one.
+        let mut rekeyed = Vec::new();
         for (old, new, ino) in moved {
             if table.by_key.get(&Key::Staged(old.clone())) == Some(&ino) {
                 table.by_key.remove(&Key::Staged(old));
-                table.by_key.insert(Key::Staged(new), ino);
+                rekeyed.push((new, ino));
             }
         }
-        Ok(())
+        for (new, ino) in rekeyed {
+            table.by_key.insert(Key::Staged(new), ino);
+        }
     }
 
     /// Makes `new_name` in `new_parent` another name of file `ino`.

@@ -94,6 +94,8 @@ pub(crate) enum Op {
     },
     /// Small new file `fid` was cut or extended to `size`.
     Resize { fid: u64, size: u64 },
+    /// The entries at `a` and `b` swapped places (`RENAME_EXCHANGE`).
+    Exchange { a: Vec<u8>, b: Vec<u8> },
 }
 
 /// The open journal file.

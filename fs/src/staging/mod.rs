@@ -34,6 +34,17 @@ use mapache_store::{BlobId, IndexedRepository, SnapshotId};
 use parking_lot::Mutex;
 
 pub use journal::Meta;
+
+/// What a rename does with an entry already at the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace it (a file, or an empty folder), like `rename(2)`.
+    Replace,
+    /// Fail with [`FsError::Exists`] (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two entries (`RENAME_EXCHANGE`); both must exist.
+    Exchange,
+}
 use journal::Op;
 use overlay::{components, Entry, FileRef, Overlay};
 
@@ -370,15 +381,20 @@ impl Staging {
     }
 
     /// Renames, replacing a file or empty folder at `to`.
-    pub fn rename(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
+    pub fn rename(&self, from: &[u8], to: &[u8], mode: RenameMode) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        self.record(
-            &mut inner,
-            Op::Rename {
+        let op = match mode {
+            RenameMode::Exchange => Op::Exchange {
+                a: from.to_vec(),
+                b: to.to_vec(),
+            },
+            RenameMode::NoReplace if inner.overlay.get(to).is_ok() => return Err(FsError::Exists),
+            RenameMode::Replace | RenameMode::NoReplace => Op::Rename {
                 from: from.to_vec(),
                 to: to.to_vec(),
             },
-        )
+        };
+        self.record(&mut inner, op)
     }
 
     /// Makes `to` another name of the file `from`.

@@ -74,6 +74,21 @@ impl Entry {
     fn is_dir(&self) -> bool {
         matches!(self, Entry::Dir(..))
     }
+
+    /// Takes the name `name` after a rename (its change time with it).
+    fn moved_to(&mut self, name: &[u8]) {
+        match self {
+            Entry::Dir(node, _) | Entry::Other(node) => {
+                node.name = name.to_vec();
+                node.ctime = now();
+            }
+            Entry::File(file) => {
+                let mut f = file.lock();
+                f.node.name = name.to_vec();
+                f.node.ctime = now();
+            }
+        }
+    }
 }
 
 /// Splits a staging path (`a/b/c`, slashes at either end ignored) into names.
@@ -356,6 +371,7 @@ impl Overlay {
                 Ok(())
             }
             Op::Rename { from, to } => self.rename(from, to),
+            Op::Exchange { a, b } => self.exchange(a, b),
             Op::Link { from, to, inode } => {
                 // A second name of a symlink, fifo or device: an equal copy
                 // (nothing can tell them apart but the inode number).
@@ -499,20 +515,40 @@ impl Overlay {
         let mut entry = map.remove(name).ok_or(FsError::NotFound)?;
         self.touch_parent(from);
         let new_name = to_parts.last().expect("not empty").to_vec();
-        match &mut entry {
-            Entry::Dir(node, _) | Entry::Other(node) => {
-                node.name = new_name.clone();
-                node.ctime = now();
-            }
-            Entry::File(file) => {
-                let mut f = file.lock();
-                f.node.name = new_name.clone();
-                f.node.ctime = now();
-            }
-        }
+        entry.moved_to(&new_name);
         let (map, _) = self.parent(to)?;
         map.insert(new_name, entry);
         self.touch_parent(to);
+        Ok(())
+    }
+
+    /// Swaps the entries at `a` and `b`, which must both exist and neither
+    /// contain the other (`renameat2` with `RENAME_EXCHANGE`).
+    fn exchange(&mut self, a: &[u8], b: &[u8]) -> FsResult<()> {
+        let (a_parts, b_parts) = (components(a), components(b));
+        if a_parts.is_empty() || b_parts.is_empty() {
+            return Err(FsError::Invalid);
+        }
+        self.get(a)?;
+        self.get(b)?;
+        if a_parts == b_parts {
+            return Ok(());
+        }
+        if a_parts.starts_with(&b_parts) || b_parts.starts_with(&a_parts) {
+            return Err(FsError::Invalid);
+        }
+        let (map, name) = self.parent(a)?;
+        let mut at_a = map.remove(name).ok_or(FsError::NotFound)?;
+        let (map, name) = self.parent(b)?;
+        let mut at_b = map.remove(name).ok_or(FsError::NotFound)?;
+        let a_name = a_parts.last().expect("not empty").to_vec();
+        let b_name = b_parts.last().expect("not empty").to_vec();
+        at_a.moved_to(&b_name);
+        at_b.moved_to(&a_name);
+        self.parent(a)?.0.insert(a_name, at_b);
+        self.parent(b)?.0.insert(b_name, at_a);
+        self.touch_parent(a);
+        self.touch_parent(b);
         Ok(())
     }
 

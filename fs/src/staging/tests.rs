@@ -13,7 +13,7 @@ use mapache_store::keys::KdfParams;
 use mapache_store::restorer::{self, RestoreOptions, RestoreProgress};
 use mapache_store::{IndexedRepository, Repository};
 
-use super::{meta_now, Staging};
+use super::{meta_now, RenameMode, Staging};
 
 fn repo() -> Arc<IndexedRepository> {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
@@ -164,8 +164,14 @@ fn random_operations(seed: u64) {
                     staging.truncate(p, size).unwrap();
                 }
                 3 => {
-                    let plain = std::fs::rename(&m, model.join(other));
-                    let staged = staging.rename(p, other.as_bytes());
+                    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+                    let (flags, mode) = match rng.below(3) {
+                        0 => (RenameFlags::empty(), RenameMode::Replace),
+                        1 => (RenameFlags::RENAME_NOREPLACE, RenameMode::NoReplace),
+                        _ => (RenameFlags::RENAME_EXCHANGE, RenameMode::Exchange),
+                    };
+                    let plain = renameat2(AT_FDCWD, &m, AT_FDCWD, &model.join(other), flags);
+                    let staged = staging.rename(p, other.as_bytes(), mode);
                     assert_eq!(
                         plain.is_ok(),
                         staged.is_ok(),
