@@ -2,24 +2,56 @@
 //!
 //! Snapshot content never changes, so a blob once decrypted can serve every
 //! later read of any file that contains it. Read-ahead fetches the next
-//! blobs of a file on background threads while the reader consumes the
-//! current one.
+//! blobs of a file, and the first blobs of a listed folder's files, on
+//! background threads while the reader consumes the current one. It reads
+//! neighbouring blobs of a pack in one request (small files of a folder
+//! usually sit side by side), as a restore does.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use lru::LruCache;
+use mapache_store::backend::{Access, FileKind};
 use mapache_store::blob::BlobDecoder;
+use mapache_store::index::BlobLocation;
+use mapache_store::pack::ranged_reads;
 use mapache_store::{BlobId, IndexedRepository};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::FsResult;
 
+/// Read-ahead work is handed out in batches of about this many plaintext
+/// bytes: large enough that neighbouring small blobs share one read, small
+/// enough that both workers get some and a reader waiting for the first
+/// blob of a batch does not wait for a long one.
+const BATCH_BYTES: u64 = 256 << 10;
+/// Blobs further apart in a pack are read separately.
+const MAX_GAP: u32 = 64 << 10;
+/// Upper bound of one read.
+const MAX_READ: u32 = 4 << 20;
+
 struct State {
     lru: LruCache<BlobId, Arc<Vec<u8>>>,
     bytes: usize,
     loading: HashSet<BlobId>,
+}
+
+impl State {
+    /// Caches `data` as blob `id`, evicting the least recently used blobs
+    /// beyond `capacity` bytes.
+    fn insert(&mut self, id: BlobId, data: Arc<Vec<u8>>, capacity: usize) {
+        self.bytes += data.len();
+        if let Some(old) = self.lru.put(id, data) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > capacity {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 /// A shared cache of decrypted blobs.
@@ -28,7 +60,7 @@ pub struct BlobCache {
     state: Mutex<State>,
     loaded: Condvar,
     capacity_bytes: usize,
-    prefetch: Sender<BlobId>,
+    prefetch: Sender<Vec<(BlobId, BlobLocation)>>,
 }
 
 impl BlobCache {
@@ -53,16 +85,14 @@ impl BlobCache {
         });
         for n in 0..prefetch_threads {
             let weak = Arc::downgrade(&cache);
-            let requests: Receiver<BlobId> = requests.clone();
+            let requests: Receiver<Vec<(BlobId, BlobLocation)>> = requests.clone();
             std::thread::Builder::new()
                 .name(format!("readahead-{n}"))
                 .spawn(move || {
                     let mut decoder = BlobDecoder::new();
-                    for id in requests {
+                    for batch in requests {
                         let Some(cache) = weak.upgrade() else { break };
-                        // A failed read-ahead is not an error: the real read
-                        // will try again and report it.
-                        let _ = cache.get_with(&id, &mut decoder);
+                        cache.fetch_batch(batch, &mut decoder);
                     }
                 })
                 .expect("spawning a thread");
@@ -77,11 +107,77 @@ impl BlobCache {
 
     /// Asks the read-ahead workers to load `ids` if they are not cached.
     pub fn prefetch(&self, ids: &[BlobId]) {
-        let state = self.state.lock();
-        for id in ids {
-            if !state.lru.contains(id) && !state.loading.contains(id) {
+        let wanted: Vec<BlobId> = {
+            let state = self.state.lock();
+            ids.iter()
+                .filter(|id| !state.lru.contains(id) && !state.loading.contains(id))
+                .copied()
+                .collect()
+        };
+        let located: Vec<(BlobId, BlobLocation)> = {
+            let index = self.repo.index();
+            wanted
+                .iter()
+                .filter_map(|id| index.get(id).map(|location| (*id, location)))
+                .collect()
+        };
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for (id, location) in located {
+            batch_bytes += u64::from(location.raw_length);
+            batch.push((id, location));
+            if batch_bytes >= BATCH_BYTES {
                 // When the queue is full, read-ahead is simply skipped.
-                let _ = self.prefetch.try_send(*id);
+                let _ = self.prefetch.try_send(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = self.prefetch.try_send(batch);
+        }
+    }
+
+    /// Loads a batch of blobs that nobody else holds or fetches, reading
+    /// neighbours in a pack together. Failures are not reported: the real
+    /// read will try again and say what went wrong.
+    fn fetch_batch(&self, mut batch: Vec<(BlobId, BlobLocation)>, decoder: &mut BlobDecoder) {
+        {
+            let mut state = self.state.lock();
+            batch.retain(|(id, _)| !state.lru.contains(id) && state.loading.insert(*id));
+        }
+        batch.sort_by_key(|(_, location)| (location.pack, location.offset));
+        let keys = self.repo.keys();
+        for same_pack in batch.chunk_by(|a, b| a.1.pack == b.1.pack) {
+            for run in ranged_reads(same_pack, MAX_GAP, MAX_READ) {
+                let first = run[0].1;
+                let last = run[run.len() - 1].1;
+                let mut buffer = decoder.take_read_buffer();
+                let at = self.repo.backend().read_range_into(
+                    FileKind::Pack,
+                    &first.pack.0,
+                    u64::from(first.offset),
+                    last.offset + last.length - first.offset,
+                    Access::Repeated,
+                    &mut buffer,
+                );
+                for (id, location) in run {
+                    let data = at.as_ref().ok().and_then(|at| {
+                        let bytes = &buffer[*at..];
+                        let start = (location.offset - first.offset) as usize;
+                        let sealed = &bytes[start..start + location.length as usize];
+                        let (kind, raw) = (location.blob_type, location.raw_length);
+                        decoder
+                            .open(&keys.cipher, &keys.hasher, kind, id, sealed, raw)
+                            .ok()
+                    });
+                    let mut state = self.state.lock();
+                    state.loading.remove(id);
+                    if let Some(data) = data {
+                        state.insert(*id, Arc::new(data), self.capacity_bytes);
+                    }
+                    self.loaded.notify_all();
+                }
+                decoder.put_read_buffer(buffer);
             }
         }
     }
@@ -116,14 +212,7 @@ impl BlobCache {
         state.loading.remove(id);
         self.loaded.notify_all();
         let data = Arc::new(result?);
-        state.bytes += data.len();
-        state.lru.put(*id, data.clone());
-        while state.bytes > self.capacity_bytes {
-            match state.lru.pop_lru() {
-                Some((_, old)) => state.bytes -= old.len(),
-                None => break,
-            }
-        }
+        state.insert(*id, data.clone(), self.capacity_bytes);
         Ok(data)
     }
 }

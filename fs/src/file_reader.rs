@@ -52,11 +52,25 @@ impl FileContent {
 
     /// Reads up to `size` bytes at `offset`; short only at the end of the file.
     pub fn read(&self, cache: &Arc<BlobCache>, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(cache, offset, size, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`FileContent::read`], into `out` (replacing what it held), so
+    /// that a thread answering many reads reuses one buffer.
+    pub fn read_into(
+        &self,
+        cache: &Arc<BlobCache>,
+        offset: u64,
+        size: u32,
+        out: &mut Vec<u8>,
+    ) -> FsResult<()> {
+        out.clear();
         let end = self.len().min(offset.saturating_add(size as u64));
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
         let mut blob = self.ends.partition_point(|&e| e <= offset);
         let mut position = offset;
         while position < end {
@@ -71,6 +85,6 @@ impl FileContent {
         let ahead = &self.blobs
             [blob.min(self.blobs.len())..(blob + READ_AHEAD_BLOBS).min(self.blobs.len())];
         cache.prefetch(ahead);
-        Ok(out)
+        Ok(())
     }
 }

@@ -102,6 +102,8 @@ pub struct BlobDecoder {
     /// both are kept between blobs so that opening one allocates nothing.
     plain: Vec<u8>,
     unpacked: Vec<u8>,
+    /// Sealed bytes read for the caller, kept between blobs too.
+    read: Vec<u8>,
 }
 
 impl Default for BlobDecoder {
@@ -117,7 +119,19 @@ impl BlobDecoder {
             decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
             plain: Vec::new(),
             unpacked: Vec::new(),
+            read: Vec::new(),
         }
+    }
+
+    /// A buffer to read sealed blobs into, to hand back with
+    /// [`BlobDecoder::put_read_buffer`]: reading then allocates nothing.
+    pub fn take_read_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.read)
+    }
+
+    /// Returns the buffer [`BlobDecoder::take_read_buffer`] gave.
+    pub fn put_read_buffer(&mut self, buffer: Vec<u8>) {
+        self.read = buffer;
     }
 
     /// Decrypts and decompresses a sealed blob, checking it is what `id`

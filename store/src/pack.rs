@@ -14,6 +14,7 @@ use crate::blob::BlobType;
 use crate::crypto::{Cipher, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId};
+use crate::index::BlobLocation;
 
 const FOOTER_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
@@ -165,6 +166,33 @@ pub fn read_footer(
         })
         .collect();
     Ok((blob_type, blobs))
+}
+
+/// Groups blobs of one pack, sorted by offset, into ranged reads: a new
+/// read starts where the gap to the next blob exceeds `max_gap` (reading
+/// it would cost more than a second request) or the read would exceed
+/// `max_read` bytes.
+pub fn ranged_reads(
+    blobs: &[(BlobId, BlobLocation)],
+    max_gap: u32,
+    max_read: u32,
+) -> Vec<&[(BlobId, BlobLocation)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let first = &blobs[start].1;
+            let prev = &blobs[i - 1].1;
+            let next = &blobs[i].1;
+            next.offset.saturating_sub(prev.offset + prev.length) > max_gap
+                || (next.offset + next.length).saturating_sub(first.offset) > max_read
+        };
+        if split {
+            out.push(&blobs[start..i]);
+            start = i;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::backend::{Backend, FileKind, CONFIG_ID};
+use crate::backend::{Access, Backend, FileKind, CONFIG_ID};
 use crate::blob::{BlobDecoder, BlobType};
 use crate::chunker::Chunker;
 use crate::config::{Config, FORMAT_VERSION};
@@ -293,20 +293,32 @@ impl IndexedRepository {
         let location = self.index.read().get(id).ok_or_else(|| Error::NotFound {
             what: format!("blob {id} not found in the index"),
         })?;
-        let sealed = self.backend.read_range(
-            FileKind::Pack,
-            &location.pack.0,
-            location.offset as u64,
-            location.length,
-        )?;
-        decoder.open(
-            &self.keys.cipher,
-            &self.keys.hasher,
-            location.blob_type,
-            id,
-            &sealed,
-            location.raw_length,
-        )
+        // The decoder's read buffer, borrowed while the decoder works.
+        let mut buffer = decoder.take_read_buffer();
+        let result = self
+            .backend
+            .read_range_into(
+                FileKind::Pack,
+                &location.pack.0,
+                location.offset as u64,
+                location.length,
+                Access::Repeated,
+                &mut buffer,
+            )
+            .and_then(|start| {
+                let sealed = &buffer[start..start + location.length as usize];
+                let (kind, raw_length) = (location.blob_type, location.raw_length);
+                decoder.open(
+                    &self.keys.cipher,
+                    &self.keys.hasher,
+                    kind,
+                    id,
+                    sealed,
+                    raw_length,
+                )
+            });
+        decoder.put_read_buffer(buffer);
+        result
     }
 
     /// Reads and decodes a tree.

@@ -29,11 +29,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::backend::FileKind;
+use crate::backend::{Access, FileKind};
 use crate::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::index::BlobLocation;
+use crate::pack::ranged_reads;
 use crate::patterns::Patterns;
 use crate::repository::IndexedRepository;
 use crate::tree::{Node, NodeKind};
@@ -504,26 +505,6 @@ fn fetch(
     })
 }
 
-/// Groups a pack's wanted blobs (sorted by offset) into ranged reads.
-fn runs(blobs: &[(BlobId, BlobLocation)]) -> Vec<&[(BlobId, BlobLocation)]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=blobs.len() {
-        let split = i == blobs.len() || {
-            let first = &blobs[start].1;
-            let prev = &blobs[i - 1].1;
-            let next = &blobs[i].1;
-            next.offset.saturating_sub(prev.offset + prev.length) > MAX_GAP
-                || (next.offset + next.length).saturating_sub(first.offset) > MAX_READ
-        };
-        if split {
-            out.push(&blobs[start..i]);
-            start = i;
-        }
-    }
-    out
-}
-
 /// One fetching thread: its zstd context and the file it wrote last, kept
 /// open because consecutive blobs usually go to the same file.
 struct FetchWorker<'a> {
@@ -570,7 +551,7 @@ impl FetchWorker<'_> {
         let repo = self.repo;
         let keys = repo.keys();
         let mut written = 0;
-        for run in runs(blobs) {
+        for run in ranged_reads(blobs, MAX_GAP, MAX_READ) {
             let first = run[0].1.offset;
             let last = run.last().expect("runs are not empty").1;
             let start_in_buffer = repo.backend().read_range_into(
@@ -578,6 +559,7 @@ impl FetchWorker<'_> {
                 &pack.0,
                 first as u64,
                 last.offset + last.length - first,
+                Access::Once,
                 &mut self.range,
             );
             for (id, location) in run {

@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{direct_io, Backend, FileInfo, FileKind, CONFIG_ID};
+use super::{direct_io, Access, Backend, FileInfo, FileKind, CONFIG_ID};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -43,6 +43,40 @@ impl LocalBackend {
             }
             _ => self.root.join(kind.dir_name()).join(id.to_hex()),
         }
+    }
+
+    /// Reads a range into `buf`, with direct I/O if `direct` and the range
+    /// is large; returns where in `buf` the range starts.
+    fn read_range_with(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+        direct: bool,
+    ) -> Result<usize> {
+        let path = self.path(kind, id);
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => self.not_found(kind, id),
+            _ => Error::io(&path, e),
+        })?;
+        let mut read = || {
+            if direct {
+                if let Some(start) = direct_io::read_range(&file, offset, len as usize, buf)? {
+                    return Ok(start);
+                }
+            }
+            // Growing zero-fills only the new part; a reused buffer costs nothing.
+            buf.resize(len as usize, 0);
+            file.read_exact_at(buf, offset).map(|()| 0)
+        };
+        read().map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => {
+                Error::integrity(kind, id, "file is shorter than its index says (truncated)")
+            }
+            _ => Error::io(&path, e),
+        })
     }
 
     fn not_found(&self, kind: FileKind, id: &Id) -> Error {
@@ -143,39 +177,21 @@ impl Backend for LocalBackend {
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        let start = self.read_range_into(kind, id, offset, len, &mut buf)?;
-        buf.drain(..start);
-        buf.truncate(len as usize);
+        self.read_range_with(kind, id, offset, len, &mut buf, false)?;
         Ok(buf)
     }
 
+    /// Large ranges read once go around the page cache.
     fn read_range_into(
         &self,
         kind: FileKind,
         id: &Id,
         offset: u64,
         len: u32,
+        access: Access,
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
-        let path = self.path(kind, id);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => self.not_found(kind, id),
-            _ => Error::io(&path, e),
-        })?;
-        let mut read = || {
-            if let Some(start) = direct_io::read_range(&file, offset, len as usize, buf)? {
-                return Ok(start);
-            }
-            // Growing zero-fills only the new part; a reused buffer costs nothing.
-            buf.resize(len as usize, 0);
-            file.read_exact_at(buf, offset).map(|()| 0)
-        };
-        read().map_err(|e| match e.kind() {
-            ErrorKind::UnexpectedEof => {
-                Error::integrity(kind, id, "file is shorter than its index says (truncated)")
-            }
-            _ => Error::io(&path, e),
-        })
+        self.read_range_with(kind, id, offset, len, buf, access == Access::Once)
     }
 
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()> {

@@ -98,16 +98,19 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>>;
 
     /// Like [`Backend::read_range`], into `buf` (replacing what it held), so
-    /// that a caller reading many ranges can reuse one buffer. Returns where
-    /// the range starts in `buf`: it is `buf[start..start + len]`.
+    /// that a caller reading many ranges can reuse one buffer; `access` says
+    /// whether the range may be read again soon. Returns where the range
+    /// starts in `buf`: it is `buf[start..start + len]`.
     fn read_range_into(
         &self,
         kind: FileKind,
         id: &Id,
         offset: u64,
         len: u32,
+        access: Access,
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
+        let _ = access;
         *buf = self.read_range(kind, id, offset, len)?;
         Ok(0)
     }
@@ -117,6 +120,15 @@ pub trait Backend: Send + Sync {
 
     /// Removes a file. Removing a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+}
+
+/// How a read range will be used, so that a backend can choose how to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read once, in bulk (a restore): not worth caching.
+    Once,
+    /// May be read again soon (the mount).
+    Repeated,
 }
 
 /// The id under which the config file is stored.
