@@ -283,3 +283,29 @@ fn full_state_folder_fails_the_write_and_keeps_what_was_staged() {
         "staged before the disk filled"
     );
 }
+
+#[test]
+fn a_staged_file_open_when_unlinked_stays_readable() {
+    use std::io::{Read, Seek, SeekFrom};
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let small = b"small and inline".to_vec();
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    fs::write(staged.join("committed"), &large).unwrap();
+    env.ok(&["commit", "-m", "base"]);
+    fs::write(staged.join("small"), &small).unwrap();
+    fs::write(staged.join("large"), &large).unwrap();
+    for (name, content) in [("small", &small), ("large", &large), ("committed", &large)] {
+        let mut file = fs::File::open(staged.join(name)).unwrap();
+        fs::remove_file(staged.join(name)).unwrap();
+        assert!(!staged.join(name).exists());
+        let mut read = Vec::new();
+        file.read_to_end(&mut read).unwrap();
+        assert_eq!(&read, content, "{name}");
+        file.seek(SeekFrom::Start(5)).unwrap();
+        let mut again = [0u8; 4];
+        file.read_exact(&mut again).unwrap();
+        assert_eq!(&again, &content[5..9], "{name}");
+    }
+}

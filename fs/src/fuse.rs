@@ -23,7 +23,7 @@ use crate::blob_cache::BlobCache;
 use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
 use crate::namespace::{Attr, DirEntry, Namespace, SetAttr};
-use crate::staging::{Meta, RenameMode};
+use crate::staging::{Meta, OpenFile, RenameMode};
 
 /// Entries inside snapshots never change: the kernel may cache them long.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
@@ -52,8 +52,13 @@ pub struct MountOptions {
 enum Handle {
     /// A file of a snapshot, with its name for error messages.
     Snapshot(Arc<FileContent>, String),
-    /// A file of the staging area, opened for writing or not.
-    Staged { ino: u64, writer: bool },
+    /// A file of the staging area, opened for writing or not; reads go to
+    /// `file`, which stays readable after its last name is unlinked.
+    Staged {
+        ino: u64,
+        writer: bool,
+        file: OpenFile,
+    },
 }
 
 struct MapacheFs {
@@ -238,6 +243,7 @@ impl MapacheFs {
             return Ok(Handle::Staged {
                 ino,
                 writer: writing,
+                file: self.namespace.open_staged(ino)?,
             });
         }
         if writing {
@@ -462,12 +468,14 @@ impl Filesystem for MapacheFs {
         let result = self
             .namespace
             .create(parent.0, name.as_bytes(), meta_for(req, mode, umask))
-            .and_then(|attr| self.namespace.writer(attr.ino, true).map(|()| attr));
+            .and_then(|attr| self.namespace.writer(attr.ino, true).map(|()| attr))
+            .and_then(|attr| Ok((self.namespace.open_staged(attr.ino)?, attr)));
         match result {
-            Ok(attr) => {
+            Ok((file, attr)) => {
                 let handle = self.new_handle(Handle::Staged {
                     ino: attr.ino,
                     writer: true,
+                    file,
                 });
                 reply.created(
                     &Duration::ZERO,
@@ -507,10 +515,12 @@ impl Filesystem for MapacheFs {
                     Err(e) => read_failed(name, offset, &e, reply),
                 }
             }),
-            Handle::Staged { ino, .. } => match self.namespace.read_staged(*ino, offset, size) {
-                Ok(data) => reply.data(&data),
-                Err(e) => read_failed(&format!("staged file {ino}"), offset, &e, reply),
-            },
+            Handle::Staged { ino, file, .. } => {
+                match self.namespace.read_open(file, offset, size) {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => read_failed(&format!("staged file {ino}"), offset, &e, reply),
+                }
+            }
         }
     }
 
@@ -528,12 +538,12 @@ impl Filesystem for MapacheFs {
     ) {
         let handle = self.handles.lock().get(&fh.0).cloned();
         match handle {
-            Some(Handle::Staged { ino, writer: true }) => {
-                match self.namespace.write(ino, offset, data) {
-                    Ok(n) => reply.written(n as u32),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            }
+            Some(Handle::Staged {
+                ino, writer: true, ..
+            }) => match self.namespace.write(ino, offset, data) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
+            },
             Some(_) => reply.error(Errno::EBADF),
             None => reply.error(Errno::EBADF),
         }
@@ -578,7 +588,10 @@ impl Filesystem for MapacheFs {
         reply: ReplyEmpty,
     ) {
         let handle = self.handles.lock().remove(&fh.0);
-        if let Some(Handle::Staged { ino, writer: true }) = handle {
+        if let Some(Handle::Staged {
+            ino, writer: true, ..
+        }) = handle
+        {
             if let Err(e) = self.namespace.writer(ino, false) {
                 eprintln!("mapache mount: closing staged file {ino}: {e}");
             }

@@ -9,7 +9,7 @@ use mapache_store::SnapshotId;
 
 use super::{Attr, DirEntry, Entry, Key, Namespace};
 use crate::error::{FsError, FsResult};
-use crate::staging::{Meta, RenameMode, Staging};
+use crate::staging::{Meta, OpenFile, RenameMode, Staging};
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
 /// rename); it never resolves.
@@ -297,10 +297,15 @@ impl Namespace {
         self.staging()?.write(&path, offset, data)
     }
 
-    /// Reads from staged file `ino`.
-    pub fn read_staged(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Staged file `ino`, held for reading even after its names go away.
+    pub fn open_staged(&self, ino: u64) -> FsResult<OpenFile> {
         let path = self.path_of(ino)?;
-        self.staging()?.read(&path, offset, size)
+        self.staging()?.open_file(&path)
+    }
+
+    /// Reads from a staged file held with [`Namespace::open_staged`].
+    pub fn read_open(&self, file: &OpenFile, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.staging()?.read_open(file, offset, size)
     }
 
     /// Makes file `ino` durable in the repository.

@@ -115,6 +115,10 @@ impl Inner {
     }
 }
 
+/// A staged file held open: reads reach it after its last name is gone.
+#[derive(Clone)]
+pub struct OpenFile(FileRef);
+
 /// An open staging view. Only one process at a time has it open.
 pub struct Staging {
     repo: Arc<IndexedRepository>,
@@ -564,6 +568,28 @@ impl Staging {
     pub fn read(&self, path: &[u8], offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        self.read_file(inner, &file, offset, size)
+    }
+
+    /// The file at `path`, to read later even if its names go away (a file
+    /// open while unlinked stays readable, as POSIX wants).
+    pub fn open_file(&self, path: &[u8]) -> FsResult<OpenFile> {
+        Ok(OpenFile(self.inner.lock().overlay.file(path)?))
+    }
+
+    /// Reads from a file opened with [`Staging::open_file`].
+    pub fn read_open(&self, file: &OpenFile, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let inner = self.inner.lock();
+        self.read_file(inner, &file.0, offset, size)
+    }
+
+    fn read_file(
+        &self,
+        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        file: &FileRef,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
         if let Some(bytes) = &file.lock().inline {
             let start = (offset as usize).min(bytes.len());
             let end = (start + size as usize).min(bytes.len());
