@@ -51,9 +51,11 @@ measure() {
 # restore folder; the report takes the median, since a shared VM's disk
 # writeback makes single runs vary by a third.
 ROUNDS="${ROUNDS:-3}"
-rm -rf "$work"/*-repo "$work"/*-restore-*
-# ext4 avoids reusing inodes deleted in the last ~30 s and scans for others
-# meanwhile, which slows whichever restore runs right after a big delete.
+# Every repository and restore folder of the run gets its own name and all
+# old ones go now: ext4 avoids reusing inodes deleted in the last ~30 s and
+# scans for others meanwhile, which slows whatever writes right after a big
+# delete. Nothing is deleted between timed steps.
+rm -rf "$work"/*-repo "$work"/*-repo-* "$work"/*-restore-* "$work/state"
 sync
 sleep 35
 
@@ -63,26 +65,26 @@ sleep 35
 cold() { python3 scripts/evict_cache.py "$@"; }
 
 run_mapache() {
-  measure mapache init "$mapache" -r "$work/mapache-repo" init
-  measure mapache first "$mapache" -r "$work/mapache-repo" snapshot "$data"
-  measure mapache second "$mapache" -r "$work/mapache-repo" snapshot "$data"
-  cold "$work/mapache-repo"
-  measure mapache restore "$mapache" -r "$work/mapache-repo" restore latest --target "$work/mapache-restore-$round"
+  measure mapache init "$mapache" -r "$work/mapache-repo-$round" init
+  measure mapache first "$mapache" -r "$work/mapache-repo-$round" snapshot "$data"
+  measure mapache second "$mapache" -r "$work/mapache-repo-$round" snapshot "$data"
+  cold "$work/mapache-repo-$round"
+  measure mapache restore "$mapache" -r "$work/mapache-repo-$round" restore latest --target "$work/mapache-restore-$round"
   diff -r "$data" "$work/mapache-restore-$round$data" >/dev/null || { echo "mapache restore differs" >&2; exit 1; }
 }
 run_restic() {
-  measure restic init restic -r "$work/restic-repo" init
-  measure restic first restic -r "$work/restic-repo" backup "$data"
-  measure restic second restic -r "$work/restic-repo" backup "$data"
-  cold "$work/restic-repo"
-  measure restic restore restic -r "$work/restic-repo" restore latest --target "$work/restic-restore-$round"
+  measure restic init restic -r "$work/restic-repo-$round" init
+  measure restic first restic -r "$work/restic-repo-$round" backup "$data"
+  measure restic second restic -r "$work/restic-repo-$round" backup "$data"
+  cold "$work/restic-repo-$round"
+  measure restic restore restic -r "$work/restic-repo-$round" restore latest --target "$work/restic-restore-$round"
 }
 run_borg() {
-  measure borg init borg init --encryption=repokey-blake2 "$work/borg-repo"
-  measure borg first borg create "$work/borg-repo::first" "$data"
-  measure borg second borg create "$work/borg-repo::second" "$data"
-  cold "$work/borg-repo"
-  (cd "$work/borg-restore-$round" && measure borg restore borg extract "$work/borg-repo::second")
+  measure borg init borg init --encryption=repokey-blake2 "$work/borg-repo-$round"
+  measure borg first borg create "$work/borg-repo-$round::first" "$data"
+  measure borg second borg create "$work/borg-repo-$round::second" "$data"
+  cold "$work/borg-repo-$round"
+  (cd "$work/borg-restore-$round" && measure borg restore borg extract "$work/borg-repo-$round::second")
 }
 
 # The order rotates from round to round: whoever runs right after another
@@ -90,13 +92,12 @@ run_borg() {
 orders=("mapache restic borg" "restic borg mapache" "borg mapache restic")
 for round in $(seq 1 "$ROUNDS"); do
   for tool in mapache restic borg; do
-    rm -rf "$work/$tool-repo"
     mkdir -p "$work/$tool-restore-$round"
   done
   for tool in ${orders[$(((round - 1) % 3))]}; do
     "run_$tool"
     # What this tool wrote leaves the page cache before the next one runs.
-    python3 scripts/evict_cache.py "$work/$tool-repo" "$work/$tool-restore-$round"
+    python3 scripts/evict_cache.py "$work/$tool-repo-$round" "$work/$tool-restore-$round"
   done
 done
 
@@ -118,15 +119,16 @@ stop_mount() { # stop_mount PID
   fusermount3 -u "$mnt" 2>/dev/null || true
 }
 
-# Both repositories warm, as the restores found them.
-cat "$work"/mapache-repo/packs/*/* "$work"/restic-repo/data/*/* >/dev/null
-"$mapache" -r "$work/mapache-repo" mount "$mnt" 2>"$work/mount.log" &
+# The last round's repositories, warm.
+round=$ROUNDS
+cat "$work/mapache-repo-$round"/packs/*/* "$work/restic-repo-$round"/data/*/* >/dev/null
+"$mapache" -r "$work/mapache-repo-$round" mount "$mnt" 2>"$work/mount.log" &
 pid=$!
 wait_for "$mnt/latest" "$pid"
 measure mapache mount-read sh -c "tar cf - -C '$mnt/latest$data' . | wc -c"
 stop_mount "$pid"
 
-restic -r "$work/restic-repo" mount "$mnt" >"$work/restic-mount.log" 2>&1 &
+restic -r "$work/restic-repo-$round" mount "$mnt" >"$work/restic-mount.log" 2>&1 &
 pid=$!
 wait_for "$mnt/snapshots/latest" "$pid"
 measure restic mount-read sh -c "tar cf - -C '$mnt/snapshots/latest$data' . | wc -c"
@@ -134,7 +136,6 @@ stop_mount "$pid"
 
 # Copy the dataset into the staging view of a fresh repository and commit,
 # against a snapshot of the same data into a fresh repository.
-rm -rf "$work/stage-repo" "$work/state" "$work/snap-repo"
 "$mapache" -r "$work/stage-repo" init >/dev/null
 "$mapache" -r "$work/snap-repo" init >/dev/null
 export MAPACHE_STATE_DIR="$work/state"
@@ -160,7 +161,6 @@ for i in range(count):
 GEN
   fi
   repo="$work/base-repo-$count"
-  rm -rf "$repo"
   "$mapache" -r "$repo" init >/dev/null
   "$mapache" -r "$repo" stage add "$base" -q
   "$mapache" -r "$repo" commit -q
@@ -171,7 +171,7 @@ done
 unset MAPACHE_STATE_DIR
 
 for tool in mapache restic borg; do
-  echo "$tool size $(du -sb "$work/$tool-repo" | cut -f1) 0" >>"$results"
+  echo "$tool size $(du -sb "$work/$tool-repo-$ROUNDS" | cut -f1) 0" >>"$results"
 done
 
 rm -rf "$work"/*-restore-*

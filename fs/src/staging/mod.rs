@@ -31,7 +31,7 @@ use mapache_store::blob::BlobType;
 use mapache_store::snapshot::{now, Snapshot, SnapshotSource, Summary};
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
 use mapache_store::{BlobId, IndexedRepository, SnapshotId};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 pub use journal::Meta;
 
@@ -74,7 +74,9 @@ struct Inner {
     /// Seals and uploads blobs. Replaced by a fresh one after a failure
     /// (say, the repository was unreachable): a saver that failed refuses
     /// everything after, while the staged data is still here to retry.
-    saver: BlobSaver,
+    saver: Arc<BlobSaver>,
+    /// Uploads running outside the lock (see `upload_closed_files`).
+    uploads_in_flight: usize,
     base: Option<SnapshotId>,
     overlay: Overlay,
     journal: journal::Journal,
@@ -115,6 +117,23 @@ impl Inner {
     }
 }
 
+/// A file being uploaded outside the staging lock.
+struct Upload {
+    file: FileRef,
+    fid: u64,
+    /// Its version when the upload began.
+    version: u64,
+    source: Source,
+}
+
+/// Where an upload reads a file's bytes.
+enum Source {
+    /// A copy of a small file's bytes.
+    Inline(Vec<u8>),
+    /// Its local data file.
+    Local(u64),
+}
+
 /// A staged file held open: reads reach it after its last name is gone.
 #[derive(Clone)]
 pub struct OpenFile(FileRef);
@@ -127,13 +146,15 @@ pub struct Staging {
     /// Decrypted blobs of stored files read through the staging view.
     cache: Arc<crate::BlobCache>,
     inner: Mutex<Inner>,
+    /// Signalled when an upload outside the lock ends.
+    uploads_done: parking_lot::Condvar,
 }
 
-fn new_saver(repo: &Arc<IndexedRepository>) -> BlobSaver {
-    BlobSaver::new(
+fn new_saver(repo: &Arc<IndexedRepository>) -> Arc<BlobSaver> {
+    Arc::new(BlobSaver::new(
         repo.clone(),
         std::thread::available_parallelism().map_or(2, |n| n.get()),
-    )
+    ))
 }
 
 fn io(path: &Path, e: std::io::Error) -> FsError {
@@ -244,6 +265,7 @@ impl Staging {
         }
         let mut inner = Inner {
             saver: new_saver(&repo),
+            uploads_in_flight: 0,
             base,
             overlay,
             journal,
@@ -265,6 +287,7 @@ impl Staging {
             dir: dir.to_path_buf(),
             _lock: lock,
             inner: Mutex::new(inner),
+            uploads_done: parking_lot::Condvar::new(),
         })
     }
 
@@ -537,6 +560,7 @@ impl Staging {
         let out = inner.local_file(&self.dir, local)?;
         out.write_all_at(data, offset).map_err(FsError::Io)?;
         let mut f = file.lock();
+        f.version += 1;
         f.node.mtime = now();
         f.node.ctime = f.node.mtime;
         Ok(data.len())
@@ -559,6 +583,7 @@ impl Staging {
             .set_len(size)
             .map_err(FsError::Io)?;
         let mut f = file.lock();
+        f.version += 1;
         f.node.mtime = now();
         f.node.ctime = f.node.mtime;
         Ok(())
@@ -585,7 +610,7 @@ impl Staging {
 
     fn read_file(
         &self,
-        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        mut inner: MutexGuard<'_, Inner>,
         file: &FileRef,
         offset: u64,
         size: u32,
@@ -647,10 +672,126 @@ impl Staging {
             inner.pending_files += 1;
             inner.pending_bytes += self.stat_size(&file);
             if inner.pending_files >= CHECKPOINT_FILES || inner.pending_bytes >= CHECKPOINT_BYTES {
-                self.checkpoint_locked(&mut inner, false)?;
+                return self.upload_closed_files(inner);
             }
         }
         Ok(())
+    }
+
+    /// Uploads the closed files with new data, chunking them without
+    /// holding the staging lock so that copying in goes on meanwhile (with
+    /// the lock held, each batch stalled every other request). A file
+    /// written again during its upload stays dirty for the next batch.
+    fn upload_closed_files(&self, mut inner: MutexGuard<'_, Inner>) -> FsResult<()> {
+        let uploads: Vec<Upload> = inner
+            .overlay
+            .dirty_files()
+            .into_iter()
+            .filter_map(|file| {
+                let mut f = file.lock();
+                if f.writers > 0 || f.uploading {
+                    return None;
+                }
+                let source = match (&f.inline, f.local) {
+                    (Some(bytes), _) => Source::Inline(bytes.clone()),
+                    (None, Some(local)) => Source::Local(local),
+                    (None, None) => return None,
+                };
+                f.uploading = true;
+                let (fid, version) = (f.fid, f.version);
+                drop(f);
+                Some(Upload {
+                    file,
+                    fid,
+                    version,
+                    source,
+                })
+            })
+            .collect();
+        inner.pending_files = 0;
+        inner.pending_bytes = 0;
+        if uploads.is_empty() {
+            return Ok(());
+        }
+        inner.uploads_in_flight += 1;
+        let saver = inner.saver.clone();
+        let mut buffer = std::mem::take(&mut inner.buffer);
+        drop(inner);
+
+        let mut contents = Vec::with_capacity(uploads.len());
+        let mut failure = None;
+        for upload in &uploads {
+            let result = match &upload.source {
+                Source::Inline(bytes) => saver.save_stream(bytes.as_slice(), &mut buffer),
+                Source::Local(local) => match File::open(self.local_path(*local)) {
+                    Ok(input) => saver.save_stream(input, &mut buffer),
+                    Err(e) => Err(StreamError::Read(e)),
+                },
+            };
+            match result {
+                Ok(stored) => contents.push(stored),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = saver.flush().err().map(StreamError::Store);
+        }
+
+        let mut inner = self.inner.lock();
+        inner.buffer = buffer;
+        inner.uploads_in_flight -= 1;
+        for upload in &uploads {
+            upload.file.lock().uploading = false;
+        }
+        self.uploads_done.notify_all();
+        match failure {
+            Some(StreamError::Read(e)) => return Err(FsError::Io(e)),
+            // Only the first to see the saver fail replaces it.
+            Some(StreamError::Store(e)) if Arc::ptr_eq(&inner.saver, &saver) => {
+                return Err(self.saver_failed(&mut inner, e))
+            }
+            Some(StreamError::Store(e)) => return Err(FsError::Store(e)),
+            None => {}
+        }
+        for (upload, (content, size)) in uploads.iter().zip(contents) {
+            let current = upload.file.lock().version == upload.version;
+            if !current {
+                continue;
+            }
+            let op = Op::Content {
+                fid: upload.fid,
+                content,
+                size,
+            };
+            self.record(&mut inner, op)?;
+            let local = {
+                let mut f = upload.file.lock();
+                if f.writers == 0 {
+                    f.local.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(local) = local {
+                inner.open_locals.remove(&local);
+                inner.unsynced_locals.push(local);
+            }
+        }
+        if inner.unsynced_locals.len() >= CHECKPOINT_FILES {
+            self.sync_journal(&mut inner)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until no upload runs outside the lock, so that what follows
+    /// sees every file either uploaded or still dirty.
+    fn wait_for_uploads(&self, inner: &mut MutexGuard<'_, Inner>) {
+        while inner.uploads_in_flight > 0 {
+            self.uploads_done.wait(inner);
+        }
     }
 
     fn stat_size(&self, file: &FileRef) -> u64 {
@@ -684,6 +825,7 @@ impl Staging {
     /// Uploads every file with new data and makes the journal durable.
     pub fn checkpoint(&self) -> FsResult<()> {
         let mut inner = self.inner.lock();
+        self.wait_for_uploads(&mut inner);
         self.checkpoint_locked(&mut inner, true)
     }
 
@@ -825,6 +967,7 @@ impl Staging {
     ) -> FsResult<(SnapshotId, Snapshot)> {
         let started = std::time::Instant::now();
         let mut inner = self.inner.lock();
+        self.wait_for_uploads(&mut inner);
         self.checkpoint_locked(&mut inner, true)?;
         let built = {
             let Inner { saver, overlay, .. } = &mut *inner;

@@ -34,6 +34,11 @@ pub struct FileEntry {
     /// The current bytes of a small new file, kept in memory (and in the
     /// journal) instead of a local file; dirty while present.
     pub inline: Option<Vec<u8>>,
+    /// Counts changes to the bytes: an upload that started at another
+    /// version is stale and not recorded.
+    pub version: u64,
+    /// An upload of this file runs outside the staging lock.
+    pub uploading: bool,
 }
 
 /// A shared file.
@@ -146,6 +151,8 @@ fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
                 writers: 0,
                 stored: None,
                 inline: None,
+                version: 0,
+                uploading: false,
             }));
             if linked {
                 links.insert(key, file.clone());
@@ -344,6 +351,8 @@ impl Overlay {
                     writers: 0,
                     stored: None,
                     inline: Some(Vec::new()),
+                    version: 0,
+                    uploading: false,
                 }));
                 self.insert_new(path, Entry::File(file.clone()))?;
                 self.files.insert(*fid, file);
@@ -453,6 +462,7 @@ impl Overlay {
                     buf.resize(end, 0);
                 }
                 buf[*offset as usize..end].copy_from_slice(data);
+                f.version += 1;
                 f.node.size = f.inline.as_ref().map_or(0, |b| b.len() as u64);
                 f.node.mtime = now();
                 f.node.ctime = f.node.mtime;
@@ -465,6 +475,7 @@ impl Overlay {
                     .as_mut()
                     .ok_or(FsError::Invalid)?
                     .resize(*size as usize, 0);
+                f.version += 1;
                 f.node.size = *size;
                 f.node.mtime = now();
                 f.node.ctime = f.node.mtime;

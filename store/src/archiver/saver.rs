@@ -80,6 +80,7 @@ pub struct BlobSaver {
     shared: Arc<Shared>,
     sender: Option<Sender<Work>>,
     workers: Vec<JoinHandle<()>>,
+    flushing: Mutex<()>,
 }
 
 impl BlobSaver {
@@ -114,6 +115,7 @@ impl BlobSaver {
             shared,
             sender: Some(sender),
             workers,
+            flushing: Mutex::new(()),
         }
     }
 
@@ -163,6 +165,9 @@ impl BlobSaver {
     /// goes on accepting blobs. When this returns, every blob saved before
     /// is durable and indexed.
     pub fn flush(&self) -> Result<()> {
+        // One flush at a time: the flush messages of two interleaved
+        // flushes could leave each worker waiting at a different barrier.
+        let _one_at_a_time = self.flushing.lock();
         self.check()?;
         let sender = self.sender.as_ref().expect("saver used after finish");
         let barrier = Arc::new(Barrier::new(self.workers.len() + 1));
