@@ -117,6 +117,16 @@ impl Inner {
     }
 }
 
+/// Closed files being uploaded outside the staging lock.
+struct Batch {
+    uploads: Vec<Upload>,
+    saver: Arc<BlobSaver>,
+    /// The chunker's read buffer, borrowed from `Inner`.
+    buffer: Vec<u8>,
+    /// What each upload stored: blob ids and size, in `uploads` order.
+    contents: Vec<(Vec<BlobId>, u64)>,
+}
+
 /// A file being uploaded outside the staging lock.
 struct Upload {
     file: FileRef,
@@ -682,7 +692,18 @@ impl Staging {
     /// holding the staging lock so that copying in goes on meanwhile (with
     /// the lock held, each batch stalled every other request). A file
     /// written again during its upload stays dirty for the next batch.
-    fn upload_closed_files(&self, mut inner: MutexGuard<'_, Inner>) -> FsResult<()> {
+    fn upload_closed_files(&self, inner: MutexGuard<'_, Inner>) -> FsResult<()> {
+        match self.start_batch(inner) {
+            Some(mut batch) => {
+                let failure = self.chunk_batch(&mut batch);
+                self.finish_batch(batch, failure)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the closed dirty files as uploading and lets the lock go.
+    fn start_batch(&self, mut inner: MutexGuard<'_, Inner>) -> Option<Batch> {
         let uploads: Vec<Upload> = inner
             .overlay
             .dirty_files()
@@ -711,54 +732,59 @@ impl Staging {
         inner.pending_files = 0;
         inner.pending_bytes = 0;
         if uploads.is_empty() {
-            return Ok(());
+            return None;
         }
         inner.uploads_in_flight += 1;
-        let saver = inner.saver.clone();
-        let mut buffer = std::mem::take(&mut inner.buffer);
-        drop(inner);
+        Some(Batch {
+            saver: inner.saver.clone(),
+            buffer: std::mem::take(&mut inner.buffer),
+            contents: Vec::with_capacity(uploads.len()),
+            uploads,
+        })
+    }
 
-        let mut contents = Vec::with_capacity(uploads.len());
-        let mut failure = None;
-        for upload in &uploads {
+    /// Chunks and stores the batch's files, without the lock.
+    fn chunk_batch(&self, batch: &mut Batch) -> Option<StreamError> {
+        for upload in &batch.uploads {
             let result = match &upload.source {
-                Source::Inline(bytes) => saver.save_stream(bytes.as_slice(), &mut buffer),
+                Source::Inline(bytes) => {
+                    batch.saver.save_stream(bytes.as_slice(), &mut batch.buffer)
+                }
                 Source::Local(local) => match File::open(self.local_path(*local)) {
-                    Ok(input) => saver.save_stream(input, &mut buffer),
+                    Ok(input) => batch.saver.save_stream(input, &mut batch.buffer),
                     Err(e) => Err(StreamError::Read(e)),
                 },
             };
             match result {
-                Ok(stored) => contents.push(stored),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+                Ok(stored) => batch.contents.push(stored),
+                Err(e) => return Some(e),
             }
         }
-        if failure.is_none() {
-            failure = saver.flush().err().map(StreamError::Store);
-        }
+        batch.saver.flush().err().map(StreamError::Store)
+    }
 
+    /// Takes the lock again and records the content of every file not
+    /// written since its upload began.
+    fn finish_batch(&self, batch: Batch, failure: Option<StreamError>) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        inner.buffer = buffer;
+        inner.buffer = batch.buffer;
         inner.uploads_in_flight -= 1;
-        for upload in &uploads {
+        for upload in &batch.uploads {
             upload.file.lock().uploading = false;
         }
         self.uploads_done.notify_all();
         match failure {
             Some(StreamError::Read(e)) => return Err(FsError::Io(e)),
             // Only the first to see the saver fail replaces it.
-            Some(StreamError::Store(e)) if Arc::ptr_eq(&inner.saver, &saver) => {
+            Some(StreamError::Store(e)) if Arc::ptr_eq(&inner.saver, &batch.saver) => {
                 return Err(self.saver_failed(&mut inner, e))
             }
             Some(StreamError::Store(e)) => return Err(FsError::Store(e)),
             None => {}
         }
-        for (upload, (content, size)) in uploads.iter().zip(contents) {
-            let current = upload.file.lock().version == upload.version;
-            if !current {
+        for (upload, (content, size)) in batch.uploads.iter().zip(batch.contents) {
+            let unchanged = upload.file.lock().version == upload.version;
+            if !unchanged {
                 continue;
             }
             let op = Op::Content {

@@ -13,7 +13,7 @@ use mapache_store::keys::KdfParams;
 use mapache_store::restorer::{self, RestoreOptions, RestoreProgress};
 use mapache_store::{IndexedRepository, Repository};
 
-use super::{meta_now, RenameMode, Staging};
+use super::{meta_now, RenameMode, Staging, INLINE_MAX};
 
 fn repo() -> Arc<IndexedRepository> {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
@@ -238,4 +238,33 @@ fn second_open_is_refused_while_the_first_holds_it() {
     ));
     drop(first);
     Staging::open(repo, dir.path()).unwrap();
+}
+
+#[test]
+fn a_file_written_during_its_upload_keeps_the_newer_content() {
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::open(repo.clone(), &dir.path().join("state")).unwrap();
+    let older: Vec<u8> = (0..2 * INLINE_MAX as usize).map(|i| i as u8).collect();
+    let newer = b"written while the upload ran".to_vec();
+    staging.create(b"f", meta_now(0o644)).unwrap();
+    staging.writer(b"f", true).unwrap();
+    staging.write(b"f", 0, &older).unwrap();
+    staging.writer(b"f", false).unwrap();
+
+    // The batch stores the older bytes; the file changes before it ends.
+    let mut batch = staging.start_batch(staging.inner.lock()).unwrap();
+    assert!(staging.chunk_batch(&mut batch).is_none());
+    staging.writer(b"f", true).unwrap();
+    staging.truncate(b"f", 0).unwrap();
+    staging.write(b"f", 0, &newer).unwrap();
+    staging.writer(b"f", false).unwrap();
+    staging.finish_batch(batch, None).unwrap();
+    // The stale upload was not recorded: the newer bytes are still there.
+    assert_eq!(staging.read(b"f", 0, 1 << 24).unwrap(), newer);
+
+    staging.commit("newer", &[], "test").unwrap();
+    let target = dir.path().join("restored");
+    restore_latest(&repo, &target);
+    assert_eq!(std::fs::read(target.join("f")).unwrap(), newer);
 }
