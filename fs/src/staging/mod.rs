@@ -792,19 +792,7 @@ impl Staging {
                 content,
                 size,
             };
-            self.record(&mut inner, op)?;
-            let local = {
-                let mut f = upload.file.lock();
-                if f.writers == 0 {
-                    f.local.take()
-                } else {
-                    None
-                }
-            };
-            if let Some(local) = local {
-                inner.open_locals.remove(&local);
-                inner.unsynced_locals.push(local);
-            }
+            self.record_stored(&mut inner, &upload.file, op)?;
         }
         if inner.unsynced_locals.len() >= CHECKPOINT_FILES {
             self.sync_journal(&mut inner)?;
@@ -967,19 +955,26 @@ impl Staging {
             self.record(inner, op)?;
         }
         for (file, op) in done {
-            self.record(inner, op)?;
-            let local = {
-                let mut f = file.lock();
-                if f.writers == 0 {
-                    f.local.take()
-                } else {
-                    None
-                }
-            };
-            if let Some(local) = local {
-                inner.open_locals.remove(&local);
-                inner.unsynced_locals.push(local);
+            self.record_stored(inner, &file, op)?;
+        }
+        Ok(())
+    }
+
+    /// Records `op`, the stored content of `file`; the local copy of a
+    /// closed file goes after the next journal sync.
+    fn record_stored(&self, inner: &mut Inner, file: &FileRef, op: Op) -> FsResult<()> {
+        self.record(inner, op)?;
+        let local = {
+            let mut f = file.lock();
+            if f.writers == 0 {
+                f.local.take()
+            } else {
+                None
             }
+        };
+        if let Some(local) = local {
+            inner.open_locals.remove(&local);
+            inner.unsynced_locals.push(local);
         }
         Ok(())
     }
