@@ -27,7 +27,7 @@ const READY: &str = "ready";
 
 /// Starts the detached child and waits until it is mounted; returns the
 /// child's exit code if it failed first (it has said why on our stderr).
-pub fn start(global: &GlobalOptions, mountpoint: &Path, quiet: bool) -> Result<Outcome> {
+pub fn start(global: &GlobalOptions, mountpoint: &Path) -> Result<Outcome> {
     // As in the foreground: a wrong path must not cost a password prompt.
     let backend = global.backend()?;
     if !backend.is_repository()? {
@@ -53,7 +53,7 @@ pub fn start(global: &GlobalOptions, mountpoint: &Path, quiet: bool) -> Result<O
         .read_line(&mut line)
         .context("cannot hear from the background mount")?;
     if line.trim_end() == READY {
-        if !quiet {
+        if !global.quiet {
             eprintln!(
                 "mounted on {} in the background (pid {}); `umount {}` to stop",
                 mountpoint.display(),

@@ -228,6 +228,8 @@ impl MapacheFs {
     fn open_handle(&self, ino: u64, flags: OpenFlags) -> FsResult<Handle> {
         let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
         if self.namespace.staged_path(ino).is_some() {
+            // Taken first: nothing can fail after the writer count is up.
+            let file = self.namespace.open_staged(ino)?;
             if writing {
                 self.namespace.writer(ino, true)?;
                 if flags.0 & libc::O_TRUNC != 0 {
@@ -243,7 +245,7 @@ impl MapacheFs {
             return Ok(Handle::Staged {
                 ino,
                 writer: writing,
-                file: self.namespace.open_staged(ino)?,
+                file,
             });
         }
         if writing {
@@ -468,8 +470,11 @@ impl Filesystem for MapacheFs {
         let result = self
             .namespace
             .create(parent.0, name.as_bytes(), meta_for(req, mode, umask))
-            .and_then(|attr| self.namespace.writer(attr.ino, true).map(|()| attr))
-            .and_then(|attr| Ok((self.namespace.open_staged(attr.ino)?, attr)));
+            .and_then(|attr| Ok((self.namespace.open_staged(attr.ino)?, attr)))
+            .and_then(|(file, attr)| {
+                self.namespace.writer(attr.ino, true)?;
+                Ok((file, attr))
+            });
         match result {
             Ok((file, attr)) => {
                 let handle = self.new_handle(Handle::Staged {

@@ -44,6 +44,7 @@ pub struct Args {
     log_file: Option<PathBuf>,
 
     /// Set by a background mount for the process it starts
+    /// (`background::CHILD_FLAG`)
     #[arg(long = "background-child", hide = true)]
     background_child: bool,
 }
@@ -110,7 +111,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     check_mountpoint(&args.mountpoint)?;
     check_fuse_device()?;
     if args.background && !args.background_child {
-        return crate::background::start(global, &args.mountpoint, global.quiet);
+        return crate::background::start(global, &args.mountpoint);
     }
     let repo = global.open()?;
     let _lock = repo.lock(false)?;

@@ -16,6 +16,7 @@
 //! and before a commit. Only after the upload is durable does the journal
 //! say where the content is, and only then is the local file dropped.
 
+mod batch;
 mod journal;
 mod overlay;
 
@@ -115,33 +116,6 @@ impl Inner {
         self.open_locals.insert(local, file.clone());
         Ok(file)
     }
-}
-
-/// Closed files being uploaded outside the staging lock.
-struct Batch {
-    uploads: Vec<Upload>,
-    saver: Arc<BlobSaver>,
-    /// The chunker's read buffer, borrowed from `Inner`.
-    buffer: Vec<u8>,
-    /// What each upload stored: blob ids and size, in `uploads` order.
-    contents: Vec<(Vec<BlobId>, u64)>,
-}
-
-/// A file being uploaded outside the staging lock.
-struct Upload {
-    file: FileRef,
-    fid: u64,
-    /// Its version when the upload began.
-    version: u64,
-    source: Source,
-}
-
-/// Where an upload reads a file's bytes.
-enum Source {
-    /// A copy of a small file's bytes.
-    Inline(Vec<u8>),
-    /// Its local data file.
-    Local(u64),
 }
 
 /// A staged file held open: reads reach it after its last name is gone.
@@ -686,126 +660,6 @@ impl Staging {
             }
         }
         Ok(())
-    }
-
-    /// Uploads the closed files with new data, chunking them without
-    /// holding the staging lock so that copying in goes on meanwhile (with
-    /// the lock held, each batch stalled every other request). A file
-    /// written again during its upload stays dirty for the next batch.
-    fn upload_closed_files(&self, inner: MutexGuard<'_, Inner>) -> FsResult<()> {
-        match self.start_batch(inner) {
-            Some(mut batch) => {
-                let failure = self.chunk_batch(&mut batch);
-                self.finish_batch(batch, failure)
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Marks the closed dirty files as uploading and lets the lock go.
-    fn start_batch(&self, mut inner: MutexGuard<'_, Inner>) -> Option<Batch> {
-        let uploads: Vec<Upload> = inner
-            .overlay
-            .dirty_files()
-            .into_iter()
-            .filter_map(|file| {
-                let mut f = file.lock();
-                if f.writers > 0 || f.uploading {
-                    return None;
-                }
-                let source = match (&f.inline, f.local) {
-                    (Some(bytes), _) => Source::Inline(bytes.clone()),
-                    (None, Some(local)) => Source::Local(local),
-                    (None, None) => return None,
-                };
-                f.uploading = true;
-                let (fid, version) = (f.fid, f.version);
-                drop(f);
-                Some(Upload {
-                    file,
-                    fid,
-                    version,
-                    source,
-                })
-            })
-            .collect();
-        inner.pending_files = 0;
-        inner.pending_bytes = 0;
-        if uploads.is_empty() {
-            return None;
-        }
-        inner.uploads_in_flight += 1;
-        Some(Batch {
-            saver: inner.saver.clone(),
-            buffer: std::mem::take(&mut inner.buffer),
-            contents: Vec::with_capacity(uploads.len()),
-            uploads,
-        })
-    }
-
-    /// Chunks and stores the batch's files, without the lock.
-    fn chunk_batch(&self, batch: &mut Batch) -> Option<StreamError> {
-        for upload in &batch.uploads {
-            let result = match &upload.source {
-                Source::Inline(bytes) => {
-                    batch.saver.save_stream(bytes.as_slice(), &mut batch.buffer)
-                }
-                Source::Local(local) => match File::open(self.local_path(*local)) {
-                    Ok(input) => batch.saver.save_stream(input, &mut batch.buffer),
-                    Err(e) => Err(StreamError::Read(e)),
-                },
-            };
-            match result {
-                Ok(stored) => batch.contents.push(stored),
-                Err(e) => return Some(e),
-            }
-        }
-        batch.saver.flush().err().map(StreamError::Store)
-    }
-
-    /// Takes the lock again and records the content of every file not
-    /// written since its upload began.
-    fn finish_batch(&self, batch: Batch, failure: Option<StreamError>) -> FsResult<()> {
-        let mut inner = self.inner.lock();
-        inner.buffer = batch.buffer;
-        inner.uploads_in_flight -= 1;
-        for upload in &batch.uploads {
-            upload.file.lock().uploading = false;
-        }
-        self.uploads_done.notify_all();
-        match failure {
-            Some(StreamError::Read(e)) => return Err(FsError::Io(e)),
-            // Only the first to see the saver fail replaces it.
-            Some(StreamError::Store(e)) if Arc::ptr_eq(&inner.saver, &batch.saver) => {
-                return Err(self.saver_failed(&mut inner, e))
-            }
-            Some(StreamError::Store(e)) => return Err(FsError::Store(e)),
-            None => {}
-        }
-        for (upload, (content, size)) in batch.uploads.iter().zip(batch.contents) {
-            let unchanged = upload.file.lock().version == upload.version;
-            if !unchanged {
-                continue;
-            }
-            let op = Op::Content {
-                fid: upload.fid,
-                content,
-                size,
-            };
-            self.record_stored(&mut inner, &upload.file, op)?;
-        }
-        if inner.unsynced_locals.len() >= CHECKPOINT_FILES {
-            self.sync_journal(&mut inner)?;
-        }
-        Ok(())
-    }
-
-    /// Waits until no upload runs outside the lock, so that what follows
-    /// sees every file either uploaded or still dirty.
-    fn wait_for_uploads(&self, inner: &mut MutexGuard<'_, Inner>) {
-        while inner.uploads_in_flight > 0 {
-            self.uploads_done.wait(inner);
-        }
     }
 
     fn stat_size(&self, file: &FileRef) -> u64 {
