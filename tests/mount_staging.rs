@@ -309,3 +309,50 @@ fn a_staged_file_open_when_unlinked_stays_readable() {
         assert_eq!(&again, &content[5..9], "{name}");
     }
 }
+
+#[test]
+fn writes_through_a_handle_outlive_the_name_it_was_opened_by() {
+    use std::io::{Read, Seek, SeekFrom};
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+
+    // A temporary file: unlinked at once, then written and read back.
+    for content in [b"small".to_vec(), large.clone()] {
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(staged.join("scratch"))
+            .unwrap();
+        fs::remove_file(staged.join("scratch")).unwrap();
+        file.write_all(&content).unwrap();
+        file.sync_all().unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut read = Vec::new();
+        file.read_to_end(&mut read).unwrap();
+        assert_eq!(read, content);
+    }
+
+    // A hard-linked file: written through a handle on the name that went;
+    // the other name gets the bytes, and fsync makes them durable.
+    fs::write(staged.join("first"), b"before").unwrap();
+    fs::hard_link(staged.join("first"), staged.join("second")).unwrap();
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(staged.join("first"))
+        .unwrap();
+    fs::remove_file(staged.join("first")).unwrap();
+    file.write_all(b"after!").unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    assert_eq!(fs::read(staged.join("second")).unwrap(), b"after!");
+    env.ok(&["commit", "-m", "after"]);
+    drop(mount);
+    let restored = env.path("restored");
+    env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    assert_eq!(fs::read(restored.join("second")).unwrap(), b"after!");
+    assert!(!restored.join("first").exists() && !restored.join("scratch").exists());
+}

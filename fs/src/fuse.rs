@@ -231,7 +231,7 @@ impl MapacheFs {
             // Taken first: nothing can fail after the writer count is up.
             let file = self.namespace.open_staged(ino)?;
             if writing {
-                self.namespace.writer(ino, true)?;
+                self.namespace.writer_open(&file, true)?;
                 if flags.0 & libc::O_TRUNC != 0 {
                     self.namespace.setattr(
                         ino,
@@ -280,8 +280,15 @@ impl Filesystem for MapacheFs {
         self.reply_entry(self.namespace.lookup(parent.0, name.as_bytes()), reply);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.namespace.getattr(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // With a handle (fstat), a staged file unlinked while open still
+        // has attributes.
+        let handle = fh.and_then(|fh| self.handles.lock().get(&fh.0).cloned());
+        let result = match handle {
+            Some(Handle::Staged { file, .. }) => self.namespace.getattr_open(ino.0, &file),
+            _ => self.namespace.getattr(ino.0),
+        };
+        match result {
             Ok(attr) => reply.attr(&self.ttl(&attr), &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -472,7 +479,7 @@ impl Filesystem for MapacheFs {
             .create(parent.0, name.as_bytes(), meta_for(req, mode, umask))
             .and_then(|attr| Ok((self.namespace.open_staged(attr.ino)?, attr)))
             .and_then(|(file, attr)| {
-                self.namespace.writer(attr.ino, true)?;
+                self.namespace.writer_open(&file, true)?;
                 Ok((file, attr))
             });
         match result {
@@ -544,8 +551,10 @@ impl Filesystem for MapacheFs {
         let handle = self.handles.lock().get(&fh.0).cloned();
         match handle {
             Some(Handle::Staged {
-                ino, writer: true, ..
-            }) => match self.namespace.write(ino, offset, data) {
+                ino,
+                writer: true,
+                file,
+            }) => match self.namespace.write_open(ino, &file, offset, data) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
             },
@@ -570,15 +579,19 @@ impl Filesystem for MapacheFs {
     fn fsync(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _ino: INodeNo,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.namespace.is_staged(ino.0) {
-            Self::reply_empty(self.namespace.fsync(ino.0), reply);
-        } else {
-            reply.ok();
+        // Through the handle: a file unlinked while open still has data to
+        // make durable if another name of it remains.
+        match self.handles.lock().get(&fh.0).cloned() {
+            Some(Handle::Staged { file, .. }) => {
+                Self::reply_empty(self.namespace.fsync_open(&file), reply)
+            }
+            // Snapshot files never change.
+            _ => reply.ok(),
         }
     }
 
@@ -594,10 +607,12 @@ impl Filesystem for MapacheFs {
     ) {
         let handle = self.handles.lock().remove(&fh.0);
         if let Some(Handle::Staged {
-            ino, writer: true, ..
+            ino,
+            writer: true,
+            file,
         }) = handle
         {
-            if let Err(e) = self.namespace.writer(ino, false) {
+            if let Err(e) = self.namespace.writer_open(&file, false) {
                 eprintln!("mapache mount: closing staged file {ino}: {e}");
             }
         }

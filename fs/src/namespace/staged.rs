@@ -285,16 +285,45 @@ impl Namespace {
         self.staged_attr(ino, &path)
     }
 
-    /// Notes a writer opening or closing file `ino`.
-    pub fn writer(&self, ino: u64, opening: bool) -> FsResult<()> {
-        let path = self.path_of(ino)?;
-        self.staging()?.writer(&path, opening)
-    }
-
     /// Writes into file `ino`.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
         let path = self.path_of(ino)?;
         self.staging()?.write(&path, offset, data)
+    }
+
+    /// Writes into file `ino` through its open handle `file`, which works
+    /// after the name it was opened by is gone too.
+    pub fn write_open(
+        &self,
+        ino: u64,
+        file: &OpenFile,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<usize> {
+        match self.path_of(ino) {
+            Ok(path) => self.staging()?.write(&path, offset, data),
+            Err(FsError::NotFound) => self.staging()?.write_unlinked(file, offset, data),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Attributes of staged file `ino` through its open handle `file`,
+    /// which work after the name it was opened by is gone too.
+    pub fn getattr_open(&self, ino: u64, file: &OpenFile) -> FsResult<Attr> {
+        match self.getattr(ino) {
+            Err(FsError::NotFound) => Ok(Attr::of_node(ino, &self.staging()?.stat_open(file)?)),
+            other => other,
+        }
+    }
+
+    /// Counts a writer of the file behind an open handle in or out.
+    pub fn writer_open(&self, file: &OpenFile, opening: bool) -> FsResult<()> {
+        self.staging()?.writer_open(file, opening)
+    }
+
+    /// Makes the file behind an open handle durable, whatever its names.
+    pub fn fsync_open(&self, file: &OpenFile) -> FsResult<()> {
+        self.staging()?.fsync_open(file)
     }
 
     /// Staged file `ino`, held for reading even after its names go away.
@@ -306,12 +335,6 @@ impl Namespace {
     /// Reads from a staged file held with [`Namespace::open_staged`].
     pub fn read_open(&self, file: &OpenFile, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         self.staging()?.read_open(file, offset, size)
-    }
-
-    /// Makes file `ino` durable in the repository.
-    pub fn fsync(&self, ino: u64) -> FsResult<()> {
-        let path = self.path_of(ino)?;
-        self.staging()?.fsync(&path)
     }
 
     /// Sets or (with `None`) removes an extended attribute.

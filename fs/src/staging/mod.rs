@@ -303,16 +303,30 @@ impl Staging {
             node.name = name.to_vec();
         }
         if let Entry::File(file) = entry {
-            let f = file.lock();
-            if let Some(inline) = &f.inline {
-                node.size = inline.len() as u64;
-            } else if let Some(local) = f.local {
-                node.size = std::fs::metadata(self.local_path(local))
-                    .map_err(FsError::Io)?
-                    .len();
-            }
+            node.size = self.current_size(file)?;
         }
         Ok(node)
+    }
+
+    /// Metadata of a file opened with [`Staging::open_file`], whatever its
+    /// names are now.
+    pub fn stat_open(&self, file: &OpenFile) -> FsResult<Node> {
+        let _inner = self.inner.lock();
+        let mut node = file.0.lock().node.clone();
+        node.size = self.current_size(&file.0)?;
+        Ok(node)
+    }
+
+    /// The size of a file's current bytes (in memory, local or stored).
+    fn current_size(&self, file: &FileRef) -> FsResult<u64> {
+        let f = file.lock();
+        Ok(match (&f.inline, f.local) {
+            (Some(inline), _) => inline.len() as u64,
+            (None, Some(local)) => std::fs::metadata(self.local_path(local))
+                .map_err(FsError::Io)?
+                .len(),
+            (None, None) => f.node.size,
+        })
     }
 
     /// The entries of the folder at `path`.
@@ -461,6 +475,43 @@ impl Staging {
     /// Gives the file at `path` a local data file holding its current
     /// content (fetched from the repository unless `truncate`), and
     /// returns it.
+    /// The local file of a file without a name, made (from its current
+    /// bytes) if needed without a journal record: nothing could replay it.
+    fn unrecorded_local(&self, inner: &mut Inner, file: &FileRef) -> FsResult<u64> {
+        if let Some(local) = file.lock().local {
+            return Ok(local);
+        }
+        let (inline, content) = {
+            let f = file.lock();
+            (f.inline.clone(), f.node.content.clone())
+        };
+        let local = inner.next_local;
+        inner.next_local += 1;
+        self.fill_local(local, inline.as_deref(), &content)?;
+        let mut f = file.lock();
+        f.local = Some(local);
+        f.inline = None;
+        f.dirty = true;
+        Ok(local)
+    }
+
+    /// Creates local file `local` holding `inline`, or else the stored
+    /// `content`.
+    fn fill_local(&self, local: u64, inline: Option<&[u8]>, content: &[BlobId]) -> FsResult<()> {
+        let out = File::create(self.local_path(local)).map_err(FsError::Io)?;
+        if let Some(bytes) = inline {
+            out.write_all_at(bytes, 0).map_err(FsError::Io)?;
+            return Ok(());
+        }
+        let mut offset = 0u64;
+        for id in content {
+            let data = self.repo.read_blob(id)?;
+            out.write_all_at(&data, offset).map_err(FsError::Io)?;
+            offset += data.len() as u64;
+        }
+        Ok(())
+    }
+
     fn make_local(
         &self,
         inner: &mut Inner,
@@ -486,19 +537,10 @@ impl Staging {
             None => {
                 let local = inner.next_local;
                 inner.next_local += 1;
-                let path = self.local_path(local);
-                let out = File::create(&path).map_err(FsError::Io)?;
-                if let Some(bytes) = &inline {
-                    if !truncate {
-                        out.write_all_at(bytes, 0).map_err(FsError::Io)?;
-                    }
-                } else if !truncate {
-                    let mut offset = 0u64;
-                    for id in &content {
-                        let data = self.repo.read_blob(id)?;
-                        out.write_all_at(&data, offset).map_err(FsError::Io)?;
-                        offset += data.len() as u64;
-                    }
+                if truncate {
+                    self.fill_local(local, Some(&[]), &[])?;
+                } else {
+                    self.fill_local(local, inline.as_deref(), &content)?;
                 }
                 local
             }
@@ -523,6 +565,40 @@ impl Staging {
     pub fn write(&self, path: &[u8], offset: u64, data: &[u8]) -> FsResult<usize> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        self.write_file(&mut inner, &file, Some(path), offset, data)
+    }
+
+    /// Writes into a file opened with [`Staging::open_file`] whose name is
+    /// gone (unlinked while open, as POSIX allows). Its bytes stay in
+    /// memory or in its local file, reachable through the handle (and any
+    /// other name it still has; `fsync_open` makes them durable).
+    pub fn write_unlinked(&self, file: &OpenFile, offset: u64, data: &[u8]) -> FsResult<usize> {
+        let mut inner = self.inner.lock();
+        if file.0.lock().fid == 0 {
+            // A base file never changed here is not in the journal's file
+            // table: its bytes could not be recorded. Refuse, as before.
+            return Err(FsError::NotFound);
+        }
+        self.write_file(&mut inner, &file.0, None, offset, data)
+    }
+
+    /// Makes a file opened with [`Staging::open_file`] durable in the
+    /// repository, whatever its names are now.
+    pub fn fsync_open(&self, file: &OpenFile) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.upload(&mut inner, std::slice::from_ref(&file.0))?;
+        self.sync_journal(&mut inner)
+    }
+
+    /// Writes into `file`, known by `path` if it still has one.
+    fn write_file(
+        &self,
+        inner: &mut Inner,
+        file: &FileRef,
+        path: Option<&[u8]>,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<usize> {
         let inline_fid = {
             let f = file.lock();
             f.inline.as_ref().and(Some(f.fid))
@@ -530,7 +606,7 @@ impl Staging {
         if let Some(fid) = inline_fid {
             if offset + data.len() as u64 <= INLINE_MAX {
                 self.record(
-                    &mut inner,
+                    inner,
                     Op::Write {
                         fid,
                         offset,
@@ -540,7 +616,10 @@ impl Staging {
                 return Ok(data.len());
             }
         }
-        let local = self.make_local(&mut inner, path, &file, false)?;
+        let local = match path {
+            Some(path) => self.make_local(inner, path, file, false)?,
+            None => self.unrecorded_local(inner, file)?,
+        };
         let out = inner.local_file(&self.dir, local)?;
         out.write_all_at(data, offset).map_err(FsError::Io)?;
         let mut f = file.lock();
@@ -642,6 +721,22 @@ impl Staging {
     pub fn writer(&self, path: &[u8], opening: bool) -> FsResult<()> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        self.count_writer(inner, &file, opening)
+    }
+
+    /// Like [`Staging::writer`] for a file opened with
+    /// [`Staging::open_file`], whatever its names are now.
+    pub fn writer_open(&self, file: &OpenFile, opening: bool) -> FsResult<()> {
+        let inner = self.inner.lock();
+        self.count_writer(inner, &file.0, opening)
+    }
+
+    fn count_writer(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        file: &FileRef,
+        opening: bool,
+    ) -> FsResult<()> {
         let dirty_closed = {
             let mut f = file.lock();
             if opening {
@@ -654,30 +749,12 @@ impl Staging {
         };
         if dirty_closed {
             inner.pending_files += 1;
-            inner.pending_bytes += self.stat_size(&file);
+            inner.pending_bytes += self.current_size(file).unwrap_or(0);
             if inner.pending_files >= CHECKPOINT_FILES || inner.pending_bytes >= CHECKPOINT_BYTES {
                 return self.upload_closed_files(inner);
             }
         }
         Ok(())
-    }
-
-    fn stat_size(&self, file: &FileRef) -> u64 {
-        if let Some(bytes) = &file.lock().inline {
-            return bytes.len() as u64;
-        }
-        file.lock()
-            .local
-            .and_then(|l| std::fs::metadata(self.local_path(l)).ok())
-            .map_or(0, |m| m.len())
-    }
-
-    /// Makes the file at `path` durable in the repository.
-    pub fn fsync(&self, path: &[u8]) -> FsResult<()> {
-        let mut inner = self.inner.lock();
-        let file = inner.overlay.file(path)?;
-        self.upload(&mut inner, &[file])?;
-        self.sync_journal(&mut inner)
     }
 
     /// Makes the journal durable, then drops the local copies it no longer
