@@ -54,10 +54,13 @@ ROUNDS="${ROUNDS:-3}"
 # Every repository and restore folder of the run gets its own name and all
 # old ones go now: ext4 avoids reusing inodes deleted in the last ~30 s and
 # scans for others meanwhile, which slows whatever writes right after a big
-# delete. Nothing is deleted between timed steps.
+# delete (and a disk mounted with `discard` is busy trimming the freed
+# space). Nothing is deleted between timed steps. 35 s after deleting a
+# previous run's 16 GB the first round's restores were still a third
+# slower for every tool, hence a minute.
 rm -rf "$work"/*-repo "$work"/*-repo-* "$work"/*-restore-* "$work/state"
 sync
-sleep 35
+sleep 60
 
 # A restore reads a repository that is not in the page cache, as a real
 # restore does (the backup was made long before): each tool's repository
