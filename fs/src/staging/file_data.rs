@@ -52,12 +52,7 @@ impl Staging {
 
     /// Creates local file `local` holding `inline`, or else the stored
     /// `content`.
-    fn fill_local(
-        &self,
-        local: u64,
-        inline: Option<&[u8]>,
-        content: &[BlobId],
-    ) -> FsResult<()> {
+    fn fill_local(&self, local: u64, inline: Option<&[u8]>, content: &[BlobId]) -> FsResult<()> {
         let out = File::create(self.local_path(local)).map_err(FsError::Io)?;
         if let Some(bytes) = inline {
             out.write_all_at(bytes, 0).map_err(FsError::Io)?;
