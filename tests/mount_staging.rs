@@ -356,3 +356,39 @@ fn writes_through_a_handle_outlive_the_name_it_was_opened_by() {
     assert_eq!(fs::read(restored.join("second")).unwrap(), b"after!");
     assert!(!restored.join("first").exists() && !restored.join("scratch").exists());
 }
+
+#[test]
+fn a_hard_link_keeps_its_inode_number_when_the_other_name_goes() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    // Unlink the name the file was first known by, then the other way round.
+    for (first, second, gone) in [("a", "b", "a"), ("c", "d", "d")] {
+        fs::write(staged.join(first), first).unwrap();
+        let before = fs::metadata(staged.join(first)).unwrap().ino();
+        fs::hard_link(staged.join(first), staged.join(second)).unwrap();
+        assert_eq!(fs::metadata(staged.join(second)).unwrap().ino(), before);
+        fs::remove_file(staged.join(gone)).unwrap();
+        let kept = if gone == first { second } else { first };
+        let meta = fs::metadata(staged.join(kept)).unwrap();
+        assert_eq!((meta.ino(), meta.nlink()), (before, 1), "{kept}");
+        assert_eq!(fs::read_to_string(staged.join(kept)).unwrap(), first);
+        // Still the same file for writes and for a new link.
+        fs::write(staged.join(kept), "changed").unwrap();
+        fs::hard_link(staged.join(kept), staged.join(format!("{kept}2"))).unwrap();
+        assert_eq!(
+            fs::metadata(staged.join(format!("{kept}2"))).unwrap().ino(),
+            before
+        );
+    }
+    // Replaced by a rename: the other name keeps the number too.
+    fs::write(staged.join("e"), "e").unwrap();
+    fs::hard_link(staged.join("e"), staged.join("f")).unwrap();
+    let before = fs::metadata(staged.join("e")).unwrap().ino();
+    fs::write(staged.join("g"), "g").unwrap();
+    fs::rename(staged.join("g"), staged.join("e")).unwrap();
+    assert_eq!(fs::metadata(staged.join("f")).unwrap().ino(), before);
+    assert_ne!(fs::metadata(staged.join("e")).unwrap().ino(), before);
+    assert_eq!(fs::read_to_string(staged.join("e")).unwrap(), "g");
+}

@@ -174,8 +174,8 @@ impl MapacheFs {
         if self.namespace.is_staged(attr.ino) {
             // Every change to the staging area comes through this mount (it
             // holds the staging lock), so the kernel's view stays right;
-            // except for hard-linked files, whose inode number can change
-            // when the name it was first known by goes away.
+            // hard-linked files are not cached: their link count changes
+            // through any of their names.
             if attr.kind == NodeKind::File && attr.nlink > 1 {
                 Duration::ZERO
             } else {

@@ -166,12 +166,39 @@ impl Namespace {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         let path = self.child_path(parent, name)?;
         let staging = self.staging()?;
-        if staging.stat(&path)?.kind == NodeKind::Dir {
+        let node = staging.stat(&path)?;
+        if node.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
+        let linked = (node.links > 1)
+            .then(|| staging.open_file(&path))
+            .transpose()?;
         staging.remove(&path, false)?;
-        self.forget_path(&path);
+        // A hard-linked file keeps its inode number under a name it still
+        // has, as on a local filesystem.
+        match linked.and_then(|file| staging.name_of(&file)) {
+            Some(survivor) => self.renumber_name(&path, &survivor),
+            None => self.forget_path(&path),
+        }
         Ok(())
+    }
+
+    /// The inode number known by `gone` (a name just removed) is now that
+    /// of `survivor`, another name of the same file.
+    fn renumber_name(&self, gone: &[u8], survivor: &[u8]) {
+        let mut table = self.table.lock();
+        let mut moved = Vec::new();
+        for (i, entry) in table.entries.iter_mut().enumerate() {
+            if matches!(entry, Entry::Staged(p) if p.as_slice() == gone) {
+                *entry = Entry::Staged(survivor.to_vec());
+                moved.push(i as u64 + 1);
+            }
+        }
+        table.by_key.remove(&Key::Staged(gone.to_vec()));
+        // Looked up by path from now on if it has a single name left.
+        if let Some(&ino) = moved.first() {
+            table.by_key.insert(Key::Staged(survivor.to_vec()), ino);
+        }
     }
 
     /// Removes an empty folder.
@@ -198,7 +225,16 @@ impl Namespace {
     ) -> FsResult<()> {
         let from = self.child_path(parent, name)?;
         let to = self.child_path(new_parent, new_name)?;
-        self.staging()?.rename(&from, &to, mode)?;
+        let staging = self.staging()?;
+        // A hard-linked file about to be replaced keeps its inode number
+        // under the name it still has.
+        let replaced = match staging.stat(&to) {
+            Ok(node) if node.kind == NodeKind::File && node.links > 1 && from != to => {
+                Some(staging.open_file(&to)?)
+            }
+            _ => None,
+        };
+        staging.rename(&from, &to, mode)?;
         if from == to {
             return Ok(());
         }
@@ -206,7 +242,10 @@ impl Namespace {
             self.move_paths(&[(&from, &to), (&to, &from)]);
         } else {
             // Whatever was at `to` is replaced; then everything at `from` moves.
-            self.forget_path(&to);
+            match replaced.and_then(|file| staging.name_of(&file)) {
+                Some(survivor) => self.renumber_name(&to, &survivor),
+                None => self.forget_path(&to),
+            }
             self.move_paths(&[(&from, &to)]);
         }
         Ok(())

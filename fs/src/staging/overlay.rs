@@ -563,6 +563,33 @@ impl Overlay {
         Ok(())
     }
 
+    /// A name of `file` among the loaded folders, if it has one.
+    pub fn name_of(&self, file: &FileRef) -> Option<Vec<u8>> {
+        fn search(entries: &Entries, prefix: &[u8], file: &FileRef) -> Option<Vec<u8>> {
+            for (name, entry) in entries {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    [prefix, b"/", name].concat()
+                };
+                match entry {
+                    Entry::File(f) if Arc::ptr_eq(f, file) => return Some(path),
+                    Entry::Dir(_, Children::Loaded(children)) => {
+                        if let Some(found) = search(children, &path, file) {
+                            return Some(found);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        }
+        match &self.root {
+            Entry::Dir(_, Children::Loaded(children)) => search(children, b"", file),
+            _ => None,
+        }
+    }
+
     /// Every file with local data newer than its stored content.
     pub fn dirty_files(&self) -> Vec<FileRef> {
         self.files
