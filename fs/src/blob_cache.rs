@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use lru::LruCache;
-use mapache_store::backend::{Access, FileKind};
+use mapache_store::backend::Access;
 use mapache_store::blob::BlobDecoder;
 use mapache_store::index::BlobLocation;
 use mapache_store::pack::ranged_reads;
@@ -146,38 +146,20 @@ impl BlobCache {
             batch.retain(|(id, _)| !state.lru.contains(id) && state.loading.insert(*id));
         }
         batch.sort_by_key(|(_, location)| (location.pack, location.offset));
-        let keys = self.repo.keys();
         for same_pack in batch.chunk_by(|a, b| a.1.pack == b.1.pack) {
             for run in ranged_reads(same_pack, MAX_GAP, MAX_READ) {
-                let first = run[0].1;
-                let last = run[run.len() - 1].1;
-                let mut buffer = decoder.take_read_buffer();
-                let at = self.repo.backend().read_range_into(
-                    FileKind::Pack,
-                    &first.pack.0,
-                    u64::from(first.offset),
-                    last.offset + last.length - first.offset,
-                    Access::Repeated,
-                    &mut buffer,
-                );
-                for (id, location) in run {
-                    let data = at.as_ref().ok().and_then(|at| {
-                        let bytes = &buffer[*at..];
-                        let start = (location.offset - first.offset) as usize;
-                        let sealed = &bytes[start..start + location.length as usize];
-                        let (kind, raw) = (location.blob_type, location.raw_length);
-                        decoder
-                            .open(&keys.cipher, &keys.hasher, kind, id, sealed, raw)
-                            .ok()
-                    });
-                    let mut state = self.state.lock();
-                    state.loading.remove(id);
-                    if let Some(data) = data {
-                        state.insert(*id, Arc::new(data), self.capacity_bytes);
-                    }
-                    self.loaded.notify_all();
-                }
-                decoder.put_read_buffer(buffer);
+                let opened: Result<(), std::convert::Infallible> =
+                    self.repo
+                        .open_run(run, Access::Repeated, decoder, |id, data| {
+                            let mut state = self.state.lock();
+                            state.loading.remove(id);
+                            if let Ok(data) = data {
+                                state.insert(*id, Arc::new(data.to_vec()), self.capacity_bytes);
+                            }
+                            self.loaded.notify_all();
+                            Ok(())
+                        });
+                let Ok(()) = opened;
             }
         }
     }

@@ -202,6 +202,11 @@ impl MapacheFs {
         }
     }
 
+    /// The open file behind `fh`.
+    fn handle(&self, fh: FileHandle) -> Option<Handle> {
+        self.handles.lock().get(&fh.0).cloned()
+    }
+
     fn new_handle(&self, handle: Handle) -> u64 {
         let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(number, handle);
@@ -283,7 +288,7 @@ impl Filesystem for MapacheFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         // With a handle (fstat), a staged file unlinked while open still
         // has attributes.
-        let handle = fh.and_then(|fh| self.handles.lock().get(&fh.0).cloned());
+        let handle = fh.and_then(|fh| self.handle(fh));
         let result = match handle {
             Some(Handle::Staged { file, .. }) => self.namespace.getattr_open(ino.0, &file),
             _ => self.namespace.getattr(ino.0),
@@ -512,7 +517,7 @@ impl Filesystem for MapacheFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(handle) = self.handles.lock().get(&fh.0).cloned() else {
+        let Some(handle) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
         thread_local! {
@@ -548,7 +553,7 @@ impl Filesystem for MapacheFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let handle = self.handles.lock().get(&fh.0).cloned();
+        let handle = self.handle(fh);
         match handle {
             Some(Handle::Staged {
                 ino,
@@ -586,7 +591,7 @@ impl Filesystem for MapacheFs {
     ) {
         // Through the handle: a file unlinked while open still has data to
         // make durable if another name of it remains.
-        match self.handles.lock().get(&fh.0).cloned() {
+        match self.handle(fh) {
             Some(Handle::Staged { file, .. }) => {
                 Self::reply_empty(self.namespace.fsync_open(&file), reply)
             }

@@ -17,7 +17,7 @@ use crate::config::{Config, FORMAT_VERSION};
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, SnapshotId};
-use crate::index::{Index, IndexFile};
+use crate::index::{BlobLocation, Index, IndexFile};
 use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
 use crate::lock::LockGuard;
 use crate::snapshot::Snapshot;
@@ -293,30 +293,81 @@ impl IndexedRepository {
         let location = self.index.read().get(id).ok_or_else(|| Error::NotFound {
             what: format!("blob {id} not found in the index"),
         })?;
+        let mut blob = None;
+        let opened: std::result::Result<(), std::convert::Infallible> =
+            self.open_run(&[(*id, location)], Access::Repeated, decoder, |_, data| {
+                blob = Some(data.map(<[u8]>::to_vec));
+                Ok(())
+            });
+        let Ok(()) = opened;
+        blob.expect("a run of one blob opens one blob")
+    }
+
+    /// Reads a run of neighbouring blobs of one pack (sorted by offset, as
+    /// [`crate::pack::ranged_reads`] groups them) with one request, opens
+    /// each and hands its plaintext, or why it could not be had, to `each`
+    /// (in the decoder's buffer, valid during the call). If the range cannot
+    /// be read (a truncated pack, say), the blobs are read one by one, so
+    /// that those before the damage still open. Stops at the first error
+    /// `each` returns.
+    pub fn open_run<E>(
+        &self,
+        run: &[(BlobId, BlobLocation)],
+        access: Access,
+        decoder: &mut BlobDecoder,
+        mut each: impl FnMut(&BlobId, Result<&[u8]>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let (Some((_, first)), Some((_, last))) = (run.first(), run.last()) else {
+            return Ok(());
+        };
         // The decoder's read buffer, borrowed while the decoder works.
         let mut buffer = decoder.take_read_buffer();
-        let result = self
-            .backend
-            .read_range_into(
-                FileKind::Pack,
-                &location.pack.0,
-                location.offset as u64,
-                location.length,
-                Access::Repeated,
-                &mut buffer,
-            )
-            .and_then(|start| {
-                let sealed = &buffer[start..start + location.length as usize];
+        let whole = self.backend.read_range_into(
+            FileKind::Pack,
+            &first.pack.0,
+            u64::from(first.offset),
+            last.offset + last.length - first.offset,
+            access,
+            &mut buffer,
+        );
+        let at = match whole {
+            Ok(at) => Some(at),
+            // A single blob: the failed read is its answer.
+            Err(e) if run.len() == 1 => {
+                decoder.put_read_buffer(buffer);
+                return each(&run[0].0, Err(e));
+            }
+            Err(_) => None,
+        };
+        let mut result = Ok(());
+        for (id, location) in run {
+            let sealed = match at {
+                Some(at) => {
+                    let start = at + (location.offset - first.offset) as usize;
+                    Ok(std::borrow::Cow::Borrowed(
+                        &buffer[start..start + location.length as usize],
+                    ))
+                }
+                None => self
+                    .backend
+                    .read_range(
+                        FileKind::Pack,
+                        &location.pack.0,
+                        u64::from(location.offset),
+                        location.length,
+                    )
+                    .map(std::borrow::Cow::Owned),
+            };
+            let data = sealed.and_then(|sealed| {
                 let (kind, raw_length) = (location.blob_type, location.raw_length);
-                decoder.open(
-                    &self.keys.cipher,
-                    &self.keys.hasher,
-                    kind,
-                    id,
-                    sealed,
-                    raw_length,
-                )
+                let keys = &self.keys;
+                decoder.open_ref(&keys.cipher, &keys.hasher, kind, id, &sealed, raw_length)
             });
+            result = each(id, data);
+            if result.is_err() {
+                break;
+            }
+        }
         decoder.put_read_buffer(buffer);
         result
     }

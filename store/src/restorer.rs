@@ -18,7 +18,6 @@
 //! only the files that use it; they are reported and everything else is
 //! restored.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -29,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::backend::{Access, FileKind};
+use crate::backend::Access;
 use crate::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
@@ -453,9 +452,9 @@ fn fetch(
         }
     }
     let (sender, receiver) = crossbeam_channel::unbounded();
-    for (pack, mut blobs) in by_pack {
+    for mut blobs in by_pack.into_values() {
         blobs.sort_by_key(|(_, l)| l.offset);
-        let _ = sender.send((pack, blobs));
+        let _ = sender.send(blobs);
     }
     drop(sender);
     let damaged = Mutex::new(BTreeMap::new());
@@ -474,13 +473,12 @@ fn fetch(
                         open: None,
                     },
                     decoder: BlobDecoder::new(),
-                    range: Vec::new(),
                 };
-                for (pack, blobs) in receiver {
+                for blobs in receiver {
                     if fatal.lock().is_some() {
                         return;
                     }
-                    let result = worker.restore_pack(&pack, &blobs, |file, reason| {
+                    let result = worker.restore_pack(&blobs, |file, reason| {
                         damaged.lock().entry(file).or_insert(reason);
                     });
                     match result {
@@ -511,9 +509,8 @@ struct FetchWorker<'a> {
     repo: &'a IndexedRepository,
     progress: &'a RestoreProgress,
     target: TargetFiles<'a>,
+    /// Also holds the read buffer, kept so that reading allocates nothing.
     decoder: BlobDecoder,
-    /// The last ranged read, kept so that reading allocates nothing.
-    range: Vec<u8>,
 }
 
 /// The files being restored, with the one written last kept open.
@@ -544,65 +541,28 @@ impl FetchWorker<'_> {
     /// cannot be written; unreadable blobs go to `mark_damaged`.
     fn restore_pack(
         &mut self,
-        pack: &PackId,
         blobs: &[(BlobId, BlobLocation)],
         mut mark_damaged: impl FnMut(u32, String),
     ) -> Result<u64> {
-        let repo = self.repo;
-        let keys = repo.keys();
+        let FetchWorker {
+            repo,
+            progress,
+            target,
+            decoder,
+        } = self;
         let mut written = 0;
         for run in ranged_reads(blobs, MAX_GAP, MAX_READ) {
-            let first = run[0].1.offset;
-            let last = run.last().expect("runs are not empty").1;
-            let start_in_buffer = repo.backend().read_range_into(
-                FileKind::Pack,
-                &pack.0,
-                first as u64,
-                last.offset + last.length - first,
-                Access::Once,
-                &mut self.range,
-            );
-            for (id, location) in run {
-                let sealed = match &start_in_buffer {
-                    Ok(at) => {
-                        let start = at + (location.offset - first) as usize;
-                        Ok(Cow::Borrowed(
-                            &self.range[start..start + location.length as usize],
-                        ))
-                    }
-                    // The range failed (say, the pack was truncated): fetch
-                    // the blobs one by one so that those before the damage
-                    // survive.
-                    Err(_) => repo
-                        .backend()
-                        .read_range(
-                            FileKind::Pack,
-                            &pack.0,
-                            location.offset as u64,
-                            location.length,
-                        )
-                        .map(Cow::Owned),
-                };
-                let data = sealed.and_then(|sealed| {
-                    self.decoder.open_ref(
-                        &keys.cipher,
-                        &keys.hasher,
-                        location.blob_type,
-                        id,
-                        &sealed,
-                        location.raw_length,
-                    )
-                });
-                let uses = &self.target.planner.uses[id];
+            repo.open_run(run, Access::Once, decoder, |id, data| {
+                let uses = &target.planner.uses[id];
                 match data {
                     Ok(data) => {
                         let zero = data.iter().all(|&b| b == 0);
                         for blob_use in uses {
                             if !zero {
-                                self.target.write(blob_use.file, blob_use.offset, data)?;
+                                target.write(blob_use.file, blob_use.offset, data)?;
                             }
                             written += data.len() as u64;
-                            self.progress
+                            progress
                                 .bytes
                                 .fetch_add(data.len() as u64, Ordering::Relaxed);
                         }
@@ -613,7 +573,8 @@ impl FetchWorker<'_> {
                         }
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(written)
     }

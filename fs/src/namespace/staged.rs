@@ -174,30 +174,24 @@ impl Namespace {
             .then(|| staging.open_file(&path))
             .transpose()?;
         staging.remove(&path, false)?;
-        // A hard-linked file keeps its inode number under a name it still
-        // has, as on a local filesystem.
-        match linked.and_then(|file| staging.name_of(&file)) {
-            Some(survivor) => self.renumber_name(&path, &survivor),
-            None => self.forget_path(&path),
-        }
+        self.name_gone(staging, &path, linked);
         Ok(())
     }
 
-    /// The inode number known by `gone` (a name just removed) is now that
-    /// of `survivor`, another name of the same file.
-    fn renumber_name(&self, gone: &[u8], survivor: &[u8]) {
+    /// `gone` was removed (unlinked, or replaced by a rename). If it named
+    /// `linked`, a file with other names, the inode number moves to a name
+    /// the file still has, as on a local filesystem; otherwise the inodes at
+    /// and below `gone` are forgotten.
+    fn name_gone(&self, staging: &Staging, gone: &[u8], linked: Option<OpenFile>) {
+        let Some(survivor) = linked.and_then(|file| staging.name_of(&file)) else {
+            return self.forget_path(gone);
+        };
+        let moved = self.move_paths(&[(gone, &survivor)]);
         let mut table = self.table.lock();
-        let mut moved = Vec::new();
-        for (i, entry) in table.entries.iter_mut().enumerate() {
-            if matches!(entry, Entry::Staged(p) if p.as_slice() == gone) {
-                *entry = Entry::Staged(survivor.to_vec());
-                moved.push(i as u64 + 1);
-            }
-        }
         table.by_key.remove(&Key::Staged(gone.to_vec()));
         // Looked up by path from now on if it has a single name left.
         if let Some(&ino) = moved.first() {
-            table.by_key.insert(Key::Staged(survivor.to_vec()), ino);
+            table.by_key.insert(Key::Staged(survivor), ino);
         }
     }
 
@@ -242,18 +236,15 @@ impl Namespace {
             self.move_paths(&[(&from, &to), (&to, &from)]);
         } else {
             // Whatever was at `to` is replaced; then everything at `from` moves.
-            match replaced.and_then(|file| staging.name_of(&file)) {
-                Some(survivor) => self.renumber_name(&to, &survivor),
-                None => self.forget_path(&to),
-            }
+            self.name_gone(staging, &to, replaced);
             self.move_paths(&[(&from, &to)]);
         }
         Ok(())
     }
 
     /// Gives the inode numbers of entries at (or below) each `from` the
-    /// matching path below `to`, all moves at once.
-    fn move_paths(&self, moves: &[(&[u8], &[u8])]) {
+    /// matching path below `to`, all moves at once; returns those numbers.
+    fn move_paths(&self, moves: &[(&[u8], &[u8])]) -> Vec<u64> {
         let mut table = self.table.lock();
         let mut moved = Vec::new();
         for (i, entry) in table.entries.iter_mut().enumerate() {
@@ -266,6 +257,7 @@ impl Namespace {
                 moved.push((std::mem::replace(p, new.clone()), new, i as u64 + 1));
             }
         }
+        let inos = moved.iter().map(|(_, _, ino)| *ino).collect();
         // Drop the old keys first: with a swap, one entry's new path is
         // another's old one.
         let mut rekeyed = Vec::new();
@@ -278,6 +270,7 @@ impl Namespace {
         for (new, ino) in rekeyed {
             table.by_key.insert(Key::Staged(new), ino);
         }
+        inos
     }
 
     /// Makes `new_name` in `new_parent` another name of file `ino`.

@@ -284,12 +284,8 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
             Work::Flush(barrier) => {
                 for pack in [data_pack.take(), tree_pack.take()].into_iter().flatten() {
                     if !shared.failed.load(Ordering::Acquire) {
-                        match upload(shared, pack) {
-                            Ok(buffer) if buffer.capacity() >= pack_size => {
-                                spare_buffer = Some(buffer)
-                            }
-                            Ok(_) => {}
-                            Err(e) => fail(e),
+                        if let Err(e) = upload_reusing(shared, pack, &mut spare_buffer) {
+                            fail(e);
                         }
                     }
                 }
@@ -323,10 +319,8 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
         shared.chunk_buffers.put(job.data);
         if pack.len() >= pack_size {
             let full = slot.take().expect("just used");
-            match upload(shared, full) {
-                Ok(buffer) if buffer.capacity() >= pack_size => spare_buffer = Some(buffer),
-                Ok(_) => {}
-                Err(e) => fail(e),
+            if let Err(e) = upload_reusing(shared, full, &mut spare_buffer) {
+                fail(e);
             }
         }
     }
@@ -337,6 +331,16 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
             }
         }
     }
+}
+
+/// Uploads `pack`; its buffer becomes `spare` if it can hold the next data
+/// pack.
+fn upload_reusing(shared: &Shared, pack: PackWriter, spare: &mut Option<Vec<u8>>) -> Result<()> {
+    let buffer = upload(shared, pack)?;
+    if buffer.capacity() >= shared.repo.config().pack_size as usize {
+        *spare = Some(buffer);
+    }
+    Ok(())
 }
 
 /// Uploads `pack` and indexes it; returns its buffer for the next pack.
