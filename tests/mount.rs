@@ -2,10 +2,9 @@
 //! These tests really mount; CI runs them as root with /dev/fuse.
 
 use std::fs;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, MountGuard};
+use crate::util::{assert_same_tree, make_rich_tree, sh, write_random_file, Env, MountGuard};
 
 #[test]
 fn mounted_snapshot_matches_its_restore() {
@@ -37,39 +36,30 @@ fn mounted_snapshot_matches_its_restore() {
     );
 
     // Normal tools agree with the restored tree.
-    let run = |cmd: &str| {
-        let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let (m, r) = (inside("latest"), restored.clone());
     let (m, r) = (m.to_str().unwrap(), r.to_str().unwrap());
     // diff calls any two fifos or devices different; tar below covers them.
-    run(&format!(
+    sh(&format!(
         "diff -r --no-dereference --exclude=fifo --exclude=null-device {r} {m}"
     ));
     assert_eq!(
-        run(&format!("cd {r} && find . | sort")),
-        run(&format!("cd {m} && find . | sort"))
+        sh(&format!("cd {r} && find . | sort")),
+        sh(&format!("cd {m} && find . | sort"))
     );
     assert_eq!(
-        run(&format!("cd {r} && grep -r -c 'compressible' . | sort")),
-        run(&format!("cd {m} && grep -r -c 'compressible' . | sort"))
+        sh(&format!("cd {r} && grep -r -c 'compressible' . | sort")),
+        sh(&format!("cd {m} && grep -r -c 'compressible' . | sort"))
     );
     assert_eq!(
-        run(&format!(
+        sh(&format!(
             "cd {r} && tar cf - --sort=name --numeric-owner . | md5sum"
         )),
-        run(&format!(
+        sh(&format!(
             "cd {m} && tar cf - --sort=name --numeric-owner . | md5sum"
         ))
     );
     let copy = env.path("copied");
-    run(&format!("cp -a {m} {}", copy.display()));
+    sh(&format!("cp -a {m} {}", copy.display()));
     assert_same_tree(&restored, &copy);
 }
 

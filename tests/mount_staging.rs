@@ -9,17 +9,7 @@ use std::process::Command;
 
 use nix::fcntl::{RenameFlags, AT_FDCWD};
 
-use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, MountGuard};
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::util::{assert_same_tree, make_rich_tree, sh, write_random_file, Env, MountGuard};
 
 #[test]
 fn cp_into_staging_and_commit_while_mounted() {

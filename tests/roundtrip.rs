@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env};
+use crate::util::{assert_same_tree, assert_success, make_rich_tree, write_random_file, Env};
 
 #[test]
 fn rich_tree_round_trip_and_incremental_snapshot() {
@@ -260,11 +260,7 @@ fn password_sources() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // From the environment, with the repository from the environment too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mapache"))
         .arg("log")
@@ -274,11 +270,7 @@ fn password_sources() {
         .env_remove("MAPACHE_PASSWORD_COMMAND")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // A failing password command is a clear error.
     let out = env
         .command_without_password(&["log", "--password-command", "exit 7"])

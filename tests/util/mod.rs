@@ -154,6 +154,19 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Asserts that a command succeeded, showing its stderr if not.
+pub fn assert_success(out: &Output) {
+    assert!(out.status.success(), "{}", stderr(out));
+}
+
+/// Runs `cmd` with `sh -c`, asserts it succeeded and returns its stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{cmd}: {stdout}{}", stderr(&out));
+    stdout
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
