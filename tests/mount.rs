@@ -4,7 +4,9 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use crate::util::{assert_same_tree, make_rich_tree, sh, write_random_file, Env, MountGuard};
+use crate::util::{
+    assert_same_tree, make_rich_tree, resident_pages, sh, write_random_file, Env, MountGuard,
+};
 
 #[test]
 fn mounted_snapshot_matches_its_restore() {
@@ -94,6 +96,53 @@ fn random_reads_in_the_middle_of_a_large_file() {
             buf,
             original[offset as usize..offset as usize + len],
             "at {offset}"
+        );
+    }
+}
+
+#[test]
+fn opening_a_small_file_puts_the_next_ones_in_the_page_cache() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    for folder in ["read", "listed"] {
+        fs::create_dir_all(source.join(folder)).unwrap();
+        for i in 0..20 {
+            let name = source.join(folder).join(format!("file-{i:02}"));
+            write_random_file(&name, 20_000 + i * 1000, i as u64);
+        }
+    }
+    write_random_file(&source.join("read/large"), 1 << 20, 99);
+    env.snapshot(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let inside = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap());
+
+    // Listing alone pushes nothing (mincore opens only the file it asks
+    // about, and an open pushes the files after it, not the file itself).
+    assert_eq!(fs::read_dir(inside.join("listed")).unwrap().count(), 20);
+    assert_eq!(resident_pages(&inside.join("listed/file-05")), 0);
+
+    // Reading the first file of a folder pushes the small ones after it,
+    // whole, without anyone reading them; large files are left to reads.
+    assert_eq!(fs::read_dir(inside.join("read")).unwrap().count(), 21);
+    fs::read(inside.join("read/file-00")).unwrap();
+    let last = inside.join("read/file-19");
+    let pages = (20_000 + 19 * 1000_usize).div_ceil(4096);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resident_pages(&last) < pages && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(resident_pages(&last), pages, "file-19 was not pushed");
+    assert_eq!(resident_pages(&inside.join("read/large")), 0);
+    // What was pushed is the file's content.
+    for i in 0..20 {
+        let name = format!("read/file-{i:02}");
+        assert_eq!(
+            fs::read(inside.join(&name)).unwrap(),
+            fs::read(source.join(&name)).unwrap(),
+            "{name}"
         );
     }
 }

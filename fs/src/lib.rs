@@ -10,6 +10,8 @@ mod file_reader;
 #[cfg(feature = "fuse")]
 mod fuse;
 mod namespace;
+#[cfg(feature = "fuse")]
+mod page_push;
 pub mod staging;
 
 pub use blob_cache::BlobCache;

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 pub use compare::assert_same_tree;
 pub use fixtures::{make_rich_tree, write_random_file};
 #[cfg(feature = "fuse")]
-pub use mount::{force_unmount, is_mounted, MountGuard};
+pub use mount::{force_unmount, is_mounted, resident_pages, MountGuard};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 

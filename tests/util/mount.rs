@@ -126,3 +126,33 @@ impl Drop for MountGuard {
         force_unmount(&self.path);
     }
 }
+
+/// How many pages of the file at `path` are in the page cache, asked
+/// without reading it (mmap + mincore, as `fincore` does).
+pub fn resident_pages(path: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a private read-only mapping of a file we hold open, never
+    // dereferenced; mincore only fills `vec` (one byte per page) and the
+    // mapping is removed before returning.
+    #[allow(unsafe_code)]
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap {}", path.display());
+        let rc = libc::mincore(addr, len, vec.as_mut_ptr());
+        libc::munmap(addr, len);
+        assert_eq!(rc, 0, "mincore {}", path.display());
+    }
+    vec.iter().filter(|&&b| b & 1 == 1).count()
+}

@@ -126,10 +126,12 @@ enum Entry {
     /// The `latest` symlink.
     Latest,
     /// An entry inside a snapshot (the snapshot's root is a synthetic
-    /// folder node). `root` names the snapshot's root tree.
+    /// folder node). `root` names the snapshot's root tree; `parent` is the
+    /// folder it was first found in (0 for a snapshot's root).
     Node {
         node: Arc<Node>,
         root: BlobId,
+        parent: u64,
     },
     /// The staging entry at this path (empty: the `staging` folder itself).
     Staged(Vec<u8>),
@@ -330,6 +332,7 @@ impl Namespace {
         Entry::Node {
             node: Arc::new(node),
             root: s.tree,
+            parent: 0,
         }
     }
 
@@ -398,6 +401,7 @@ impl Namespace {
         self.table.lock().intern(key, || Entry::Node {
             node: Arc::new(node.clone()),
             root,
+            parent,
         })
     }
 
@@ -405,7 +409,7 @@ impl Namespace {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
         let entry = self.table.lock().get(parent)?;
         match &entry {
-            Entry::Node { node, root } => {
+            Entry::Node { node, root, .. } => {
                 let subtree = match (node.kind, node.subtree) {
                     (NodeKind::Dir, Some(id)) => id,
                     (NodeKind::Dir, None) => return Err(FsError::NotFound),
@@ -486,7 +490,7 @@ impl Namespace {
     pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
         let entry = self.table.lock().get(ino)?;
         match &entry {
-            Entry::Node { node, root } => {
+            Entry::Node { node, root, .. } => {
                 let id = match (node.kind, node.subtree) {
                     (NodeKind::Dir, Some(id)) => id,
                     (NodeKind::Dir, None) => return Ok(Vec::new()),
@@ -579,6 +583,30 @@ impl Namespace {
                 spent <= budget
             })
             .map(|n| n.content[0])
+            .collect()
+    }
+
+    /// Up to `count` files of at most `max_size` bytes (and not empty) that
+    /// follow snapshot file `ino` in its folder, with their inode numbers:
+    /// whoever reads one file of a folder tends to read the next ones.
+    pub fn files_after(&self, ino: u64, max_size: u64, count: usize) -> Vec<(u64, Arc<Node>)> {
+        let (name, parent) = match self.table.lock().get(ino) {
+            Ok(Entry::Node { node, parent, .. }) => (node.name.clone(), parent),
+            _ => return Vec::new(),
+        };
+        let (subtree, root) = match self.table.lock().get(parent) {
+            Ok(Entry::Node { node, root, .. }) => (node.subtree, root),
+            _ => return Vec::new(),
+        };
+        let Some(tree) = subtree.and_then(|id| self.tree(&id).ok()) else {
+            return Vec::new();
+        };
+        let after = tree.nodes.partition_point(|n| n.name <= name);
+        tree.nodes[after..]
+            .iter()
+            .filter(|n| n.kind == NodeKind::File && n.size > 0 && n.size <= max_size)
+            .take(count)
+            .map(|n| (self.intern_node(parent, n, root), Arc::new(n.clone())))
             .collect()
     }
 
