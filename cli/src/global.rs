@@ -128,7 +128,15 @@ impl GlobalOptions {
 
     /// Opens the repository and its staging area.
     pub fn open_staging(&self) -> Result<(Arc<IndexedRepository>, mapache_fs::staging::Staging)> {
-        let repo = self.open()?;
+        self.staging_of(self.open()?)
+    }
+
+    /// Loads the index of the open repository `repo` and opens its staging
+    /// area.
+    pub fn staging_of(
+        &self,
+        repo: Repository,
+    ) -> Result<(Arc<IndexedRepository>, mapache_fs::staging::Staging)> {
         let dir = self.staging_dir(&repo)?;
         let repo = Arc::new(repo.load_index()?);
         let staging = mapache_fs::staging::Staging::open(repo.clone(), &dir)?;

@@ -86,9 +86,17 @@ pub fn serve(
 }
 
 /// Sends `request` to the process serving the staging in `staging_dir`.
-/// Fails (connection refused) when nobody serves it.
+/// Fails (connection refused) when nobody serves it, and when the server
+/// runs as another user: abstract names are open to anyone, and a
+/// squatter must not be able to answer "committed".
 pub fn send(staging_dir: &Path, request: &ControlRequest) -> std::io::Result<ControlResponse> {
     let mut stream = UnixStream::connect_addr(&address(staging_dir)?)?;
+    if !same_user(&stream) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the staging control socket belongs to another user",
+        ));
+    }
     let mut line = serde_json::to_string(request).expect("serializable");
     line.push('\n');
     stream.write_all(line.as_bytes())?;

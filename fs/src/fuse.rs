@@ -328,7 +328,7 @@ impl Filesystem for MapacheFs {
             mtime: mtime.map(time_or_now),
         };
         match self.namespace.setattr(ino.0, change) {
-            Ok(attr) => reply.attr(&Duration::ZERO, &file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.ttl(&attr), &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -500,7 +500,7 @@ impl Filesystem for MapacheFs {
                     file,
                 });
                 reply.created(
-                    &Duration::ZERO,
+                    &self.ttl(&attr),
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(handle),

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use mapache_fs::control::{self, ControlRequest, ControlResponse};
-use mapache_fs::FsError;
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
@@ -26,29 +25,22 @@ pub struct Args {
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let host = args.host.unwrap_or_else(mapache_store::snapshot::hostname);
-    let id = match global.open_staging() {
-        Ok((repo, staging)) => {
+    let repo = global.open()?;
+    let request = ControlRequest::Commit {
+        message: args.message.clone(),
+        tags: args.tag.clone(),
+        host: host.clone(),
+    };
+    // Mounted: the mount has the staging area open; ask it to commit
+    // (without loading the index here first, which the mount has).
+    let id = match control::send(&global.staging_dir(&repo)?, &request) {
+        Ok(ControlResponse::Committed(id)) => id.parse()?,
+        Ok(ControlResponse::Failed(message)) => bail!("the mount could not commit: {message}"),
+        Err(_) => {
+            let (repo, staging) = global.staging_of(repo)?;
             let _lock = repo.lock(false)?;
             staging.commit(&args.message, &args.tag, &host)?.0
         }
-        // Mounted: the mount has the staging open; ask it to commit.
-        Err(error) if is_busy(&error) => {
-            let repo = global.open()?;
-            let dir = global.staging_dir(&repo)?;
-            let request = ControlRequest::Commit {
-                message: args.message.clone(),
-                tags: args.tag.clone(),
-                host,
-            };
-            match control::send(&dir, &request) {
-                Ok(ControlResponse::Committed(id)) => id.parse()?,
-                Ok(ControlResponse::Failed(message)) => {
-                    bail!("the mount could not commit: {message}")
-                }
-                Err(_) => return Err(error),
-            }
-        }
-        Err(error) => return Err(error),
     };
     if global.json {
         print_json(&serde_json::json!({ "id": id.to_hex(), "short_id": id.short() }))?;
@@ -56,8 +48,4 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         println!("committed snapshot {}", id.short());
     }
     Ok(Outcome::Success)
-}
-
-fn is_busy(error: &anyhow::Error) -> bool {
-    matches!(error.downcast_ref::<FsError>(), Some(FsError::Busy(_)))
 }
