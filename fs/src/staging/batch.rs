@@ -63,6 +63,7 @@ impl Staging {
 
     /// Marks the closed dirty files as uploading and lets the lock go.
     pub(super) fn start_batch(&self, mut inner: MutexGuard<'_, Inner>) -> Option<Batch> {
+        self.drop_unreachable(&mut inner);
         let uploads: Vec<Upload> = inner
             .overlay
             .dirty_files()

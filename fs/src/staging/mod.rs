@@ -472,6 +472,17 @@ impl Staging {
         Ok(())
     }
 
+    /// Lets go of files nothing reaches any more, so that a file written and
+    /// unlinked before its upload is never uploaded. Their local copies go
+    /// after the next journal sync: until the unlink is durable, a power
+    /// cut could bring the name back.
+    fn drop_unreachable(&self, inner: &mut Inner) {
+        for local in inner.overlay.forget_unreachable() {
+            inner.open_locals.remove(&local);
+            inner.unsynced_locals.push(local);
+        }
+    }
+
     /// Uploads every file with new data and makes the journal durable.
     pub fn checkpoint(&self) -> FsResult<()> {
         let mut inner = self.inner.lock();
@@ -480,6 +491,7 @@ impl Staging {
     }
 
     fn checkpoint_locked(&self, inner: &mut Inner, including_open: bool) -> FsResult<()> {
+        self.drop_unreachable(inner);
         let files: Vec<FileRef> = inner
             .overlay
             .dirty_files()

@@ -590,6 +590,23 @@ impl Overlay {
         }
     }
 
+    /// Forgets the files nothing reaches any more — no name, no open
+    /// handle, no upload running: only the file table still holds them —
+    /// and returns their local data files, whose bytes nobody can read
+    /// again.
+    pub fn forget_unreachable(&mut self) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, file)| Arc::strong_count(file) == 1)
+            .map(|(fid, _)| *fid)
+            .collect();
+        gone.into_iter()
+            .filter_map(|fid| self.files.remove(&fid))
+            .filter_map(|file| file.lock().local)
+            .collect()
+    }
+
     /// Every file with local data newer than its stored content.
     pub fn dirty_files(&self) -> Vec<FileRef> {
         self.files

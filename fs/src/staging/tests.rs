@@ -268,3 +268,30 @@ fn a_file_written_during_its_upload_keeps_the_newer_content() {
     restore_latest(&repo, &target);
     assert_eq!(std::fs::read(target.join("f")).unwrap(), newer);
 }
+
+#[test]
+fn a_file_unlinked_before_its_upload_is_never_uploaded() {
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let staging = Staging::open(repo.clone(), &state).unwrap();
+    let mut rng = Rng(7);
+    let bytes: Vec<u8> = (0..2 * INLINE_MAX).map(|_| rng.next() as u8).collect();
+    staging.create(b"kept", meta_now(0o644)).unwrap();
+    staging.create(b"temp", meta_now(0o644)).unwrap();
+    staging.writer(b"temp", true).unwrap();
+    staging.write(b"temp", 0, &bytes).unwrap();
+    staging.writer(b"temp", false).unwrap();
+    staging.remove(b"temp", false).unwrap();
+    let local_files = || std::fs::read_dir(state.join("data")).unwrap().count();
+    assert_eq!(local_files(), 1);
+
+    staging.commit("without temp", &[], "test").unwrap();
+    // Two megabytes of random bytes would be hundreds of blobs; only the
+    // root tree was stored. The local copy is gone too.
+    assert_eq!(repo.index().len(), 1);
+    assert_eq!(local_files(), 0);
+    let target = dir.path().join("restored");
+    restore_latest(&repo, &target);
+    assert_eq!(snapshot_of(&target).len(), 1);
+}
