@@ -8,6 +8,7 @@ declare -A needed=(
   [pkg-config]=pkg-config
   [cc]=gcc
   [setfattr]=attr
+  [setfacl]=acl
   [fusermount3]=fuse3
 )
 missing=()

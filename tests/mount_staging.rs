@@ -382,3 +382,88 @@ fn a_hard_link_keeps_its_inode_number_when_the_other_name_goes() {
     assert_ne!(fs::metadata(staged.join("e")).unwrap().ino(), before);
     assert_eq!(fs::read_to_string(staged.join("e")).unwrap(), "g");
 }
+
+/// Every entry below `root` with its mode and ACLs, as `getfacl` prints
+/// them, in name order.
+fn acls(root: &Path) -> String {
+    sh(&format!(
+        "cd {} && find . -mindepth 1 | sort | xargs getfacl -p && find . -printf '%p %m\\n' | sort",
+        root.display()
+    ))
+}
+
+#[test]
+fn acls_in_staging_behave_as_on_a_local_folder() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("shared")).unwrap();
+    fs::write(source.join("shared/report.txt"), "numbers").unwrap();
+    fs::write(source.join("plain.txt"), "plain").unwrap();
+    let s = source.display();
+    sh(&format!(
+        "setfacl -m u:nobody:rw,g:nogroup:r {s}/shared/report.txt"
+    ));
+    sh(&format!("setfacl -d -m u:nobody:rwx {s}/shared"));
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging/source");
+    let local = env.path("local/source");
+    fs::create_dir_all(local.parent().unwrap()).unwrap();
+    // `cp -a` keeps the ACLs without a complaint (it exits non-zero when
+    // it cannot).
+    sh(&format!(
+        "cp -a {s} {}/",
+        staged.parent().unwrap().display()
+    ));
+    sh(&format!("cp -a {s} {}/", local.parent().unwrap().display()));
+
+    // The same changes on both sides; ext4 is the reference.
+    for dir in [&local, &staged] {
+        let d = dir.display();
+        // A chmod rewrites the mask of an extended ACL.
+        sh(&format!("chmod 640 {d}/shared/report.txt"));
+        // An ACL that says no more than the mode is only the mode.
+        sh(&format!("setfacl -m u::rwx,g::r-x,o::- {d}/plain.txt"));
+        // Extended, then the named entry removed again: the mask stays.
+        sh(&format!("setfacl -m u:daemon:r {d}/plain.txt"));
+        sh(&format!("setfacl -x u:daemon {d}/plain.txt"));
+        // Removing everything leaves the mode.
+        sh(&format!("setfacl -b {d}/shared/report.txt"));
+        sh(&format!("setfacl -m g:nogroup:rw {d}/shared/report.txt"));
+    }
+    assert_eq!(acls(&staged), acls(&local));
+    // A default ACL belongs to folders only.
+    let refused = Command::new("setfacl")
+        .args(["-d", "-m", "u:nobody:r"])
+        .arg(staged.join("plain.txt"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+
+    // The snapshot keeps them: a restore shows the same.
+    env.ok(&["commit", "-m", "acls"]);
+    let restored = env.restore("latest", Path::new("/source"), "restored");
+    assert_eq!(acls(&restored), acls(&local));
+    // So does the snapshot through the mount.
+    assert_eq!(acls(&mount.path.join("latest/source")), acls(&local));
+}
+
+#[test]
+fn with_other_users_allowed_only_acls_the_mode_can_say_are_taken() {
+    let env = Env::with_repo();
+    let mount = MountGuard::with_args(&env, "mnt", &["--allow-other"]);
+    let file = mount.path.join("staging/file");
+    fs::write(&file, "x").unwrap();
+    let setfacl = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("setfacl {args} {}", file.display()))
+            .status()
+            .unwrap()
+            .success()
+    };
+    // The kernel checks the mode bits only: an ACL naming a user would not
+    // be enforced for the other users who can now enter the mount.
+    assert!(!setfacl("-m u:nobody:rw"));
+    assert!(setfacl("-m u::rw,g::-,o::-"));
+    assert_eq!(sh(&format!("stat -c %a {}", file.display())).trim(), "600");
+}

@@ -34,6 +34,13 @@ pub enum FsError {
     /// An argument makes no sense (renaming a folder into itself, say).
     #[error("invalid argument")]
     Invalid,
+    /// The operation is not supported here (ACLs the mount could not
+    /// enforce for other users).
+    #[error("operation not supported")]
+    Unsupported,
+    /// Not allowed on this kind of entry (a default ACL on a file).
+    #[error("permission denied")]
+    AccessDenied,
     /// Another process has the staging open.
     #[error("{0}")]
     Busy(String),
@@ -60,6 +67,8 @@ impl FsError {
             FsError::Exists => libc::EEXIST,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::Invalid => libc::EINVAL,
+            FsError::Unsupported => libc::EOPNOTSUPP,
+            FsError::AccessDenied => libc::EACCES,
             FsError::Busy(_) => libc::EBUSY,
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             // A full repository disk says so; anything else the repository

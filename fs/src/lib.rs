@@ -3,6 +3,7 @@
 //! [`Namespace`] is the read-only view of all snapshots as plain Rust;
 //! the FUSE adapter (feature `fuse`) serves it to the kernel.
 
+pub mod acl;
 mod blob_cache;
 pub mod control;
 mod error;
