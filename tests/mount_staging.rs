@@ -348,6 +348,45 @@ fn writes_through_a_handle_outlive_the_name_it_was_opened_by() {
 }
 
 #[test]
+fn a_base_file_unlinked_while_open_takes_writes_through_its_handle() {
+    use std::io::{Read, Seek, SeekFrom};
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("based"), b"from the base").unwrap();
+    env.snapshot(&source);
+    let mount = MountGuard::with_args(&env, "mnt", &["--base", "latest"]);
+    let staged = mount
+        .path
+        .join("staging")
+        .join(source.strip_prefix("/").unwrap());
+
+    // Never changed in staging, opened, unlinked, then written: the handle
+    // sees the bytes, fstat works with no link left, no snapshot has it.
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(staged.join("based"))
+        .unwrap();
+    fs::remove_file(staged.join("based")).unwrap();
+    file.seek(SeekFrom::End(0)).unwrap();
+    file.write_all(b", and more").unwrap();
+    file.sync_all().unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut read = Vec::new();
+    file.read_to_end(&mut read).unwrap();
+    assert_eq!(read, b"from the base, and more");
+    let meta = file.metadata().unwrap();
+    assert_eq!(meta.len(), 23);
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&meta), 0);
+    drop(file);
+    env.ok(&["commit", "-m", "without it"]);
+    drop(mount);
+    let restored = env.restore("latest", &source, "restored");
+    assert_eq!(fs::read_dir(&restored).unwrap().count(), 0);
+}
+
+#[test]
 fn a_hard_link_keeps_its_inode_number_when_the_other_name_goes() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::with_repo();

@@ -214,6 +214,19 @@ impl MapacheFs {
         self.handles.lock().get(&fh.0).cloned()
     }
 
+    /// The file behind some open handle of staged inode `ino`.
+    fn staged_handle_of(&self, ino: u64) -> Option<OpenFile> {
+        self.handles
+            .lock()
+            .values()
+            .find_map(|handle| match handle {
+                Handle::Staged {
+                    ino: open, file, ..
+                } if *open == ino => Some(file.clone()),
+                _ => None,
+            })
+    }
+
     fn new_handle(&self, handle: Handle) -> u64 {
         let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(number, handle);
@@ -293,12 +306,19 @@ impl Filesystem for MapacheFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        // With a handle (fstat), a staged file unlinked while open still
-        // has attributes.
+        // A staged file unlinked while open still has attributes: through
+        // the handle the kernel names, or (`fstat` sends none) any handle
+        // open on the inode.
         let handle = fh.and_then(|fh| self.handle(fh));
         let result = match handle {
             Some(Handle::Staged { file, .. }) => self.namespace.getattr_open(ino.0, &file),
-            _ => self.namespace.getattr(ino.0),
+            _ => match self.namespace.getattr(ino.0) {
+                Err(FsError::NotFound) => match self.staged_handle_of(ino.0) {
+                    Some(file) => self.namespace.getattr_open(ino.0, &file),
+                    None => Err(FsError::NotFound),
+                },
+                other => other,
+            },
         };
         match result {
             Ok(attr) => reply.attr(&self.ttl(&attr), &file_attr(&attr)),

@@ -343,7 +343,13 @@ impl Namespace {
     /// which work after the name it was opened by is gone too.
     pub fn getattr_open(&self, ino: u64, file: &OpenFile) -> FsResult<Attr> {
         match self.getattr(ino) {
-            Err(FsError::NotFound) => Ok(Attr::of_node(ino, &self.staging()?.stat_open(file)?)),
+            Err(FsError::NotFound) => {
+                // No name left: a link count of 0, as `fstat` of an
+                // unlinked file shows on Linux.
+                let mut attr = Attr::of_node(ino, &self.staging()?.stat_open(file)?);
+                attr.nlink = 0;
+                Ok(attr)
+            }
             other => other,
         }
     }

@@ -132,10 +132,23 @@ impl Staging {
     /// other name it still has; `fsync_open` makes them durable).
     pub fn write_unlinked(&self, file: &OpenFile, offset: u64, data: &[u8]) -> FsResult<usize> {
         let mut inner = self.inner.lock();
-        if file.0.lock().fid == 0 {
-            // A base file never changed here is not in the journal's file
-            // table: its bytes could not be recorded. Refuse, as before.
-            return Err(FsError::NotFound);
+        let (fid, links) = {
+            let f = file.0.lock();
+            (f.fid, f.node.links)
+        };
+        if fid == 0 {
+            // A base file never changed here has no journal record, and
+            // with no name left nothing could replay one: its bytes live
+            // in an unrecorded local copy for as long as it is open, as an
+            // unlinked file's do on any file system, and there is nothing
+            // to upload. A base hard link may still have names in folders
+            // not loaded yet, which would have to show the bytes after a
+            // restart too: refused.
+            if links > 1 {
+                return Err(FsError::NotFound);
+            }
+            self.unrecorded_local(&mut inner, &file.0)?;
+            file.0.lock().dirty = false;
         }
         self.write_file(&mut inner, &file.0, None, offset, data)
     }
