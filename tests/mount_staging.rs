@@ -506,3 +506,34 @@ fn with_other_users_allowed_only_acls_the_mode_can_say_are_taken() {
     assert!(setfacl("-m u::rw,g::-,o::-"));
     assert_eq!(sh(&format!("stat -c %a {}", file.display())).trim(), "600");
 }
+
+#[test]
+fn renaming_and_removing_a_folder_leaves_its_look_alike_neighbours_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    // "a.txt" sorts just before "a/…", "a0" just after: the neighbours of
+    // everything below "a" in path order.
+    fs::create_dir_all(staged.join("a/deeper")).unwrap();
+    for name in ["a/x", "a/deeper/y", "a.txt", "a0"] {
+        fs::write(staged.join(name), name).unwrap();
+    }
+    let ino = |name: &str| fs::metadata(staged.join(name)).unwrap().ino();
+    let before: Vec<u64> = ["a/x", "a/deeper/y", "a.txt", "a0"].map(ino).to_vec();
+
+    fs::rename(staged.join("a"), staged.join("b")).unwrap();
+    let after: Vec<u64> = ["b/x", "b/deeper/y", "a.txt", "a0"].map(ino).to_vec();
+    assert_eq!(before, after, "inode numbers follow the rename");
+    assert_eq!(fs::read(staged.join("b/deeper/y")).unwrap(), b"a/deeper/y");
+
+    fs::remove_dir_all(staged.join("b")).unwrap();
+    assert!(!staged.join("b").exists());
+    assert_eq!(ino("a.txt"), before[2]);
+    assert_eq!(fs::read(staged.join("a0")).unwrap(), b"a0");
+    // A new "a" is a new inode, not a resurrected one.
+    fs::create_dir(staged.join("a")).unwrap();
+    fs::write(staged.join("a/x"), "new").unwrap();
+    assert!(!before.contains(&ino("a/x")));
+    assert_eq!(fs::read(staged.join("a/x")).unwrap(), b"new");
+}

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use mapache_store::tree::{Node, NodeKind, Timestamp};
 use mapache_store::SnapshotId;
 
-use super::{Attr, DirEntry, Entry, Key, Namespace};
+use super::{Attr, DirEntry, Entry, Key, Namespace, Table};
 use crate::error::{FsError, FsResult};
 use crate::staging::{Meta, OpenFile, RenameMode, Staging};
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
 /// rename); it never resolves.
-const GONE: &[u8] = b"\0gone";
+pub(super) const GONE: &[u8] = b"\0gone";
 
 /// Attribute changes of `setattr`; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
@@ -149,17 +149,14 @@ impl Namespace {
     /// numbers are never reused.
     fn forget_path(&self, path: &[u8]) {
         let mut table = self.table.lock();
-        let prefix = [path, b"/"].concat();
-        let mut gone = std::collections::HashSet::new();
-        for (i, entry) in table.entries.iter_mut().enumerate() {
-            if let Entry::Staged(p) = entry {
-                if p.as_slice() == path || p.starts_with(&prefix) {
-                    *p = GONE.to_vec();
-                    gone.insert(i as u64 + 1);
-                }
+        for (old, ino) in staged_under(&table, path) {
+            table.staged.remove(&(old.clone(), ino));
+            table.entries[ino as usize - 1] = Entry::Staged(GONE.to_vec());
+            let key = Key::Staged(old);
+            if table.by_key.get(&key) == Some(&ino) {
+                table.by_key.remove(&key);
             }
         }
-        table.by_key.retain(|_, ino| !gone.contains(ino));
     }
 
     /// Removes a file (not a folder).
@@ -246,22 +243,26 @@ impl Namespace {
     /// matching path below `to`, all moves at once; returns those numbers.
     fn move_paths(&self, moves: &[(&[u8], &[u8])]) -> Vec<u64> {
         let mut table = self.table.lock();
-        let mut moved = Vec::new();
-        for (i, entry) in table.entries.iter_mut().enumerate() {
-            let Entry::Staged(p) = entry else { continue };
-            let matching = moves.iter().find(|(from, _)| {
-                p.as_slice() == *from || (p.starts_with(from) && p.get(from.len()) == Some(&b'/'))
-            });
-            if let Some((from, to)) = matching {
-                let new = [*to, &p[from.len()..]].concat();
-                moved.push((std::mem::replace(p, new.clone()), new, i as u64 + 1));
+        // All moves are found before any is made: with a swap, one entry's
+        // new path is another's old one.
+        let mut moved: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
+        for (from, to) in moves {
+            for (old, ino) in staged_under(&table, from) {
+                if moved.iter().all(|(_, _, seen)| *seen != ino) {
+                    let new = [*to, &old[from.len()..]].concat();
+                    moved.push((old, new, ino));
+                }
             }
         }
+        for (old, new, ino) in &moved {
+            table.staged.remove(&(old.clone(), *ino));
+            table.entries[*ino as usize - 1] = Entry::Staged(new.clone());
+        }
         let inos = moved.iter().map(|(_, _, ino)| *ino).collect();
-        // Drop the old keys first: with a swap, one entry's new path is
-        // another's old one.
+        // Drop the old keys first, for the same reason.
         let mut rekeyed = Vec::new();
         for (old, new, ino) in moved {
+            table.staged.insert((new.clone(), ino));
             if table.by_key.get(&Key::Staged(old.clone())) == Some(&ino) {
                 table.by_key.remove(&Key::Staged(old));
                 rekeyed.push((new, ino));
@@ -281,11 +282,15 @@ impl Namespace {
         staging.link(&from, &to)?;
         // The new name shares the inode number the first name already has.
         let node = staging.stat(&from)?;
-        self.table
-            .lock()
-            .by_key
-            .entry(Key::StagedLink(node.device, node.inode))
-            .or_insert(ino);
+        let mut table = self.table.lock();
+        let key = Key::StagedLink(node.device, node.inode);
+        match table.by_key.get(&key) {
+            Some(&linked) if !table.is_gone(linked) => {}
+            _ => {
+                table.by_key.insert(key, ino);
+            }
+        }
+        drop(table);
         self.created(&to)
     }
 
@@ -401,4 +406,18 @@ impl Namespace {
             None => Ok(()),
         }
     }
+}
+
+/// The staged entries at `path` and below it, with their paths.
+fn staged_under(table: &Table, path: &[u8]) -> Vec<(Vec<u8>, u64)> {
+    let at = (path.to_vec(), 0)..=(path.to_vec(), u64::MAX);
+    // Everything below starts with "path/", and sorts before "path0"
+    // ('0' follows '/').
+    let below = ([path, b"/"].concat(), 0)..([path, b"0"].concat(), 0);
+    table
+        .staged
+        .range(at)
+        .chain(table.staged.range(below))
+        .cloned()
+        .collect()
 }
