@@ -468,6 +468,14 @@ fn acls_in_staging_behave_as_on_a_local_folder() {
         // Removing everything leaves the mode.
         sh(&format!("setfacl -b {d}/shared/report.txt"));
         sh(&format!("setfacl -m g:nogroup:rw {d}/shared/report.txt"));
+        // New entries in a folder with a default ACL inherit it and ignore
+        // the umask; elsewhere the umask applies.
+        sh(&format!(
+            "cd {d}/shared && umask 077 && touch new.txt && mkdir sub && touch sub/deep && mkfifo pipe"
+        ));
+        sh(&format!(
+            "cd {d} && umask 027 && touch masked.txt && mkdir masked"
+        ));
     }
     assert_eq!(acls(&staged), acls(&local));
     // A default ACL belongs to folders only.

@@ -134,6 +134,64 @@ impl Acl {
     }
 }
 
+/// ACL attributes to set, by name.
+pub type AclAttrs = Vec<(&'static [u8], Vec<u8>)>;
+
+/// What a new entry gets from its folder.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Inherited {
+    /// Its mode (permission bits and setuid, setgid, sticky).
+    pub mode: u32,
+    /// ACL attributes to set on it.
+    pub acls: AclAttrs,
+}
+
+/// What a new entry created with `mode` gets in a folder with default ACL
+/// `folder_default`, as Linux's `posix_acl_create` decides: with a default
+/// ACL the umask is not applied; the entry's access ACL is the default one
+/// with its owner, group-class and other entries cut down to `mode`, whose
+/// bits in turn become theirs (kept only if it says more than the mode); a
+/// new folder also takes the default ACL itself. Without one (or with an
+/// unreadable one), the mode loses the umask's bits.
+pub fn inherit(folder_default: Option<&[u8]>, mode: u32, umask: u32, is_dir: bool) -> Inherited {
+    let Some((value, default)) =
+        folder_default.and_then(|value| Some((value, Acl::parse(value).ok()?)))
+    else {
+        return Inherited {
+            mode: mode & !umask & 0o7777,
+            acls: Vec::new(),
+        };
+    };
+    let mut access = default.clone();
+    let group_class = if default.perm(MASK).is_some() {
+        MASK
+    } else {
+        GROUP_OBJ
+    };
+    let mut bits = mode & 0o777;
+    for entry in &mut access.entries {
+        let shift = match entry.tag {
+            USER_OBJ => 6,
+            OTHER => 0,
+            tag if tag == group_class => 3,
+            _ => continue,
+        };
+        entry.perm &= ((bits >> shift) & 7) as u16;
+        bits = (bits & !(7 << shift)) | (u32::from(entry.perm) << shift);
+    }
+    let mut acls = Vec::new();
+    if !access.is_minimal() {
+        acls.push((ACCESS, access.encode()));
+    }
+    if is_dir {
+        acls.push((DEFAULT, value.to_vec()));
+    }
+    Inherited {
+        mode: (mode & 0o7000) | bits,
+        acls,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +232,39 @@ mod tests {
         // The named user and the owning group keep their entries.
         assert_eq!(changed.perm(USER), Some(6));
         assert_eq!(changed.perm(GROUP_OBJ), Some(5));
+    }
+
+    #[test]
+    fn new_entries_take_the_folder_default_acl_cut_down_to_their_mode() {
+        let default = acl(&[
+            (USER_OBJ, 7, 0),
+            (USER, 7, 65534),
+            (GROUP_OBJ, 5, 0),
+            (MASK, 7, 0),
+            (OTHER, 5, 0),
+        ]);
+        // A file created 0666 under umask 077: the umask is ignored, the
+        // entries are cut down to rw-, and the mode follows them.
+        let file = inherit(Some(&default), 0o666, 0o077, false);
+        assert_eq!(file.mode, 0o664);
+        let access = Acl::parse(&file.acls[0].1).unwrap();
+        assert_eq!(file.acls[0].0, ACCESS);
+        assert_eq!(access.perm(MASK), Some(6));
+        assert_eq!(access.perm(USER), Some(7), "named entries stay");
+        assert_eq!(file.acls.len(), 1);
+        // A folder also keeps the default ACL for its own children.
+        let dir = inherit(Some(&default), 0o777, 0o022, true);
+        assert_eq!(dir.mode, 0o775);
+        assert_eq!(dir.acls[1], (DEFAULT, default.clone()));
+        // No default ACL: the umask applies, nothing is added.
+        let plain = inherit(None, 0o666, 0o022, false);
+        assert_eq!(
+            plain,
+            Inherited {
+                mode: 0o644,
+                acls: Vec::new()
+            }
+        );
     }
 
     #[test]

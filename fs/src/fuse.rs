@@ -151,11 +151,13 @@ fn errno(error: &FsError) -> Errno {
     Errno::from_i32(error.errno())
 }
 
-/// Metadata for an entry a request creates: its owner is the caller.
-fn meta_for(req: &Request, mode: u32, umask: u32) -> Meta {
+/// Metadata for an entry a request creates: its owner is the caller, its
+/// mode the one asked for (the umask is applied later, unless the folder
+/// has a default ACL: see `acl::inherit`).
+fn meta_for(req: &Request, mode: u32) -> Meta {
     let now = mapache_store::snapshot::now();
     Meta {
-        mode: mode & !umask & 0o7777,
+        mode: mode & 0o7777,
         uid: req.uid(),
         gid: req.gid(),
         atime: now,
@@ -291,6 +293,9 @@ impl Filesystem for MapacheFs {
         // Listings carry attributes (see `readdirplus`); kernels without
         // it keep sending plain readdir.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        // Modes of new entries arrive before the umask: a folder's default
+        // ACL replaces the umask (see `acl::inherit`).
+        let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
         Ok(())
     }
 
@@ -379,7 +384,7 @@ impl Filesystem for MapacheFs {
             libc::S_IFREG | 0 => {
                 let result =
                     self.namespace
-                        .create(parent.0, name.as_bytes(), meta_for(req, mode, umask));
+                        .create(parent.0, name.as_bytes(), meta_for(req, mode), umask);
                 return self.reply_entry(result, reply);
             }
             libc::S_IFIFO => NodeKind::Fifo,
@@ -388,10 +393,11 @@ impl Filesystem for MapacheFs {
             libc::S_IFSOCK => NodeKind::Socket,
             _ => return reply.error(Errno::EINVAL),
         };
-        let mut node = special_node(name.as_bytes(), kind, &meta_for(req, mode, umask));
+        let mut node = special_node(name.as_bytes(), kind, &meta_for(req, mode));
         node.rdev = rdev as u64;
         self.reply_entry(
-            self.namespace.make_special(parent.0, name.as_bytes(), node),
+            self.namespace
+                .make_special(parent.0, name.as_bytes(), node, umask),
             reply,
         );
     }
@@ -407,7 +413,7 @@ impl Filesystem for MapacheFs {
     ) {
         let result = self
             .namespace
-            .mkdir(parent.0, name.as_bytes(), meta_for(req, mode, umask));
+            .mkdir(parent.0, name.as_bytes(), meta_for(req, mode), umask);
         self.reply_entry(result, reply);
     }
 
@@ -430,12 +436,12 @@ impl Filesystem for MapacheFs {
         let mut node = special_node(
             link_name.as_bytes(),
             NodeKind::Symlink,
-            &meta_for(req, 0o777, 0),
+            &meta_for(req, 0o777),
         );
         node.link_target = target.as_os_str().as_bytes().to_vec();
         self.reply_entry(
             self.namespace
-                .make_special(parent.0, link_name.as_bytes(), node),
+                .make_special(parent.0, link_name.as_bytes(), node, 0),
             reply,
         );
     }
@@ -511,7 +517,7 @@ impl Filesystem for MapacheFs {
     ) {
         let result = self
             .namespace
-            .create(parent.0, name.as_bytes(), meta_for(req, mode, umask))
+            .create(parent.0, name.as_bytes(), meta_for(req, mode), umask)
             .and_then(|attr| Ok((self.namespace.open_staged(attr.ino)?, attr)))
             .and_then(|(file, attr)| {
                 self.namespace.writer_open(&file, true)?;

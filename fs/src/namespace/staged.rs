@@ -8,6 +8,7 @@ use mapache_store::tree::{Node, NodeKind, Timestamp};
 use mapache_store::SnapshotId;
 
 use super::{Attr, DirEntry, Entry, Key, Namespace, Table};
+use crate::acl;
 use crate::error::{FsError, FsResult};
 use crate::staging::{Meta, OpenFile, RenameMode, Staging};
 
@@ -125,24 +126,80 @@ impl Namespace {
     }
 
     /// Makes a folder.
-    pub fn mkdir(&self, parent: u64, name: &[u8], meta: Meta) -> FsResult<Attr> {
+    pub fn mkdir(&self, parent: u64, name: &[u8], meta: Meta, umask: u32) -> FsResult<Attr> {
         let path = self.child_path(parent, name)?;
-        self.staging()?.mkdir(&path, meta)?;
-        self.created(&path)
+        let staging = self.staging()?;
+        let (meta, acls) = self.inherit(parent, meta, umask, true)?;
+        staging.mkdir(&path, meta)?;
+        self.created_with(&path, acls)
     }
 
     /// Makes an empty regular file.
-    pub fn create(&self, parent: u64, name: &[u8], meta: Meta) -> FsResult<Attr> {
+    pub fn create(&self, parent: u64, name: &[u8], meta: Meta, umask: u32) -> FsResult<Attr> {
         let path = self.child_path(parent, name)?;
-        self.staging()?.create(&path, meta)?;
-        self.created(&path)
+        let staging = self.staging()?;
+        let (meta, acls) = self.inherit(parent, meta, umask, false)?;
+        staging.create(&path, meta)?;
+        self.created_with(&path, acls)
     }
 
-    /// Makes a symlink, fifo, device or socket described by `node`.
-    pub fn make_special(&self, parent: u64, name: &[u8], node: Node) -> FsResult<Attr> {
+    /// Makes a symlink, fifo, device or socket described by `node` (whose
+    /// mode is the one asked for, before `umask`).
+    pub fn make_special(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mut node: Node,
+        umask: u32,
+    ) -> FsResult<Attr> {
         let path = self.child_path(parent, name)?;
-        self.staging()?.make_special(&path, node)?;
-        self.created(&path)
+        let staging = self.staging()?;
+        // Symlinks have no permissions of their own, hence no ACLs.
+        let mut acls = Vec::new();
+        if node.kind != NodeKind::Symlink {
+            let meta = Meta {
+                mode: node.mode,
+                uid: node.uid,
+                gid: node.gid,
+                atime: node.atime,
+                mtime: node.mtime,
+            };
+            let (meta, inherited) = self.inherit(parent, meta, umask, false)?;
+            node.mode = meta.mode;
+            acls = inherited;
+        }
+        staging.make_special(&path, node)?;
+        self.created_with(&path, acls)
+    }
+
+    /// The mode and ACLs a new entry in folder `parent` gets (see
+    /// [`acl::inherit`]).
+    fn inherit(
+        &self,
+        parent: u64,
+        mut meta: Meta,
+        umask: u32,
+        is_dir: bool,
+    ) -> FsResult<(Meta, acl::AclAttrs)> {
+        let folder = self.staging()?.stat(&self.path_of(parent)?)?;
+        let default = folder
+            .xattrs
+            .iter()
+            .find(|(name, _)| name == acl::DEFAULT)
+            .map(|(_, value)| value.as_slice());
+        let inherited = acl::inherit(default, meta.mode, umask, is_dir);
+        meta.mode = inherited.mode;
+        Ok((meta, inherited.acls))
+    }
+
+    /// The attributes of the entry just made at `path`, after giving it
+    /// `acls`.
+    fn created_with(&self, path: &[u8], acls: acl::AclAttrs) -> FsResult<Attr> {
+        let staging = self.staging()?;
+        for (name, value) in acls {
+            staging.set_xattr(path, name, Some(value))?;
+        }
+        self.created(path)
     }
 
     /// Marks the inodes of `path` and everything below it as gone; their
