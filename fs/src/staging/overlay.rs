@@ -607,13 +607,20 @@ impl Overlay {
             .collect()
     }
 
-    /// Every file with local data newer than its stored content.
+    /// Every file with local data newer than its stored content, in the
+    /// order they were made: a copy writes a folder's files one after the
+    /// other, and uploading them in that order keeps them side by side in
+    /// the packs, where one read fetches many (the table's own order is
+    /// random).
     pub fn dirty_files(&self) -> Vec<FileRef> {
-        self.files
-            .values()
-            .filter(|f| f.lock().dirty)
-            .cloned()
-            .collect()
+        let mut dirty: Vec<(u64, FileRef)> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.lock().dirty)
+            .map(|(fid, f)| (*fid, f.clone()))
+            .collect();
+        dirty.sort_unstable_by_key(|(fid, _)| *fid);
+        dirty.into_iter().map(|(_, f)| f).collect()
     }
 
     /// Writes the trees of every loaded folder, bottom-up, with `save_tree`;
