@@ -116,6 +116,9 @@ wait_for() { # wait_for PATH PID: until PATH exists (the mount is up)
   echo "mount did not come up" >&2
   exit 1
 }
+mount_rss() { # mount_rss TOOL PID: the mount process's peak RSS so far
+  echo "$1 mount-rss 0 $(awk '/^VmHWM/ {print $2}' "/proc/$2/status")" | tee -a "$results" >&2
+}
 stop_mount() { # stop_mount PID
   kill -INT "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
@@ -131,12 +134,14 @@ for n in $(seq 1 "$ROUNDS"); do
   pid=$!
   wait_for "$mnt/latest" "$pid"
   measure mapache mount-read sh -c "tar cf - -C '$mnt/latest$data' . | wc -c"
+  mount_rss mapache "$pid"
   stop_mount "$pid"
 
   restic -r "$work/restic-repo-$round" mount "$mnt" >"$work/restic-mount.log" 2>&1 &
   pid=$!
   wait_for "$mnt/snapshots/latest" "$pid"
   measure restic mount-read sh -c "tar cf - -C '$mnt/snapshots/latest$data' . | wc -c"
+  mount_rss restic "$pid"
   stop_mount "$pid"
 done
 
@@ -220,6 +225,8 @@ print("| --- | ---: | --- | ---: | ---: |")
 mr, rr, rm = secs("mapache", "mount-read"), secs("mapache", "restore"), secs("restic", "mount-read")
 print(f"| read the snapshot through the mount (tar) | {mr:.2f} | mapache restore | {rr:.2f} | {rr / mr:.2f} |")
 print(f"| read the snapshot through the mount (tar) | {mr:.2f} | restic mount (tar) | {rm:.2f} | {rm / mr:.2f} |")
+mm, rs = rows[("mapache", "mount-rss")][1] / 1024, rows[("restic", "mount-rss")][1] / 1024
+print(f"| mount process peak RSS after the read, MiB | {mm:.0f} | restic mount | {rs:.0f} | {mm / rs:.2f} (memory) |")
 ci, sf = secs("mapache", "copy-in"), secs("mapache", "snapshot-fresh")
 print(f"| cp -a into staging + commit | {ci:.2f} | mapache snapshot | {sf:.2f} | {sf / ci:.2f} |")
 c10, c100 = secs("mapache", "commit-10000"), secs("mapache", "commit-100000")

@@ -32,6 +32,9 @@ const MAX_GAP: u32 = 64 << 10;
 const MAX_READ: u32 = 4 << 20;
 /// Buffers of evicted blobs kept for the next ones.
 const SPARE_BUFFERS: usize = 8;
+/// Blobs at least this large get recycled buffers: glibc serves smaller
+/// ones from its heaps without a fresh mapping.
+const RECYCLED_FROM: usize = 128 << 10;
 
 struct State {
     lru: LruCache<BlobId, Arc<Vec<u8>>>,
@@ -46,16 +49,16 @@ struct State {
 
 impl State {
     /// Caches `data` as blob `id`, evicting the least recently used blobs
-    /// beyond `capacity` bytes.
+    /// beyond `capacity` bytes (of memory held, not of blob length).
     fn insert(&mut self, id: BlobId, data: Arc<Vec<u8>>, capacity: usize) {
-        self.bytes += data.len();
+        self.bytes += data.capacity();
         if let Some(old) = self.lru.put(id, data) {
-            self.bytes -= old.len();
+            self.bytes -= old.capacity();
         }
         while self.bytes > capacity {
             match self.lru.pop_lru() {
                 Some((_, old)) => {
-                    self.bytes -= old.len();
+                    self.bytes -= old.capacity();
                     if let Ok(buffer) = Arc::try_unwrap(old) {
                         self.keep_spare(buffer);
                     }
@@ -66,16 +69,21 @@ impl State {
     }
 
     fn keep_spare(&mut self, mut buffer: Vec<u8>) {
-        if self.spare.len() < SPARE_BUFFERS {
+        if buffer.capacity() >= RECYCLED_FROM && self.spare.len() < SPARE_BUFFERS {
             buffer.clear();
             self.spare.push(buffer);
         }
     }
 
-    /// An empty buffer for `len` bytes: the smallest spare one large
-    /// enough, or a new one (rounded up, so that it fits later blobs too;
-    /// the smallest spare makes room for it).
+    /// An empty buffer for `len` bytes: for a large blob the smallest
+    /// spare one large enough, or a new one (rounded up, so that it fits
+    /// later blobs too; the smallest spare makes room for it).
     fn buffer_for(&mut self, len: usize) -> Vec<u8> {
+        if len < RECYCLED_FROM {
+            // Exactly the size: a cache of many small blobs must not hold a
+            // rounded-up megabyte for each.
+            return Vec::with_capacity(len);
+        }
         let fitting = (0..self.spare.len())
             .filter(|&i| self.spare[i].capacity() >= len)
             .min_by_key(|&i| self.spare[i].capacity());
