@@ -24,8 +24,9 @@ pub struct Args {
     #[arg(long)]
     allow_other: bool,
 
-    /// Memory for decrypted blobs, in MiB
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    /// Memory for decrypted blobs, in MiB (the kernel's page cache keeps
+    /// what was read; this only has to hold what is being read ahead)
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
     cache_size: usize,
 
     /// Start staging/ from this snapshot (`latest`, an id) or `empty`; only
