@@ -247,3 +247,45 @@ impl BlobCache {
         Ok(data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            loading: HashSet::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn id(n: u8) -> BlobId {
+        BlobId(mapache_store::Id([n; 32]))
+    }
+
+    #[test]
+    fn small_blobs_hold_their_size_and_large_ones_recycle_buffers() {
+        let mut state = state();
+        // Many small blobs: each holds about its own length, so a cache of
+        // 1 MiB keeps them all instead of one rounded-up megabyte.
+        for n in 0..100 {
+            let mut buffer = state.buffer_for(10);
+            buffer.extend_from_slice(&[n; 10]);
+            state.insert(id(n), Arc::new(buffer), 1 << 20);
+        }
+        assert_eq!(state.lru.len(), 100);
+        assert!(state.bytes < 100 * 64, "{} bytes held", state.bytes);
+
+        // A large blob evicted hands its buffer to the next large one.
+        let mut big = state.buffer_for(RECYCLED_FROM * 2);
+        big.resize(RECYCLED_FROM * 2, 7);
+        let pointer = big.as_ptr();
+        state.insert(id(200), Arc::new(big), 1 << 20);
+        state.insert(id(201), Arc::new(vec![0; 16]), 0);
+        assert!(state.lru.is_empty());
+        assert_eq!(state.buffer_for(RECYCLED_FROM + 1).as_ptr(), pointer);
+        assert_eq!(state.buffer_for(10).capacity(), 10);
+    }
+}
