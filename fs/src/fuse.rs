@@ -296,6 +296,11 @@ impl Filesystem for MapacheFs {
         // Modes of new entries arrive before the umask: a folder's default
         // ACL replaces the umask (see `acl::inherit`).
         let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
+        // Symlink targets never change under one inode number (snapshots
+        // are immutable, a staged symlink replaced is a new inode, and
+        // `latest` gets a new number per target): the kernel may keep them
+        // instead of asking again for every path through `latest`.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         Ok(())
     }
 

@@ -123,8 +123,10 @@ enum Entry {
     Groups(Grouping),
     /// `tags/<tag>/` or `hosts/<host>/`.
     Group(Grouping, String),
-    /// The `latest` symlink.
-    Latest,
+    /// The `latest` symlink, pointing at this target. A new newest
+    /// snapshot makes a new entry with a new inode number: the kernel may
+    /// then cache each one's target for good (FUSE_CACHE_SYMLINKS).
+    Latest(Vec<u8>),
     /// An entry inside a snapshot (the snapshot's root is a synthetic
     /// folder node). `root` names the snapshot's root tree; `parent` is the
     /// folder it was first found in (0 for a snapshot's root).
@@ -144,6 +146,18 @@ enum Key {
     Staged(Vec<u8>),
     /// A staged file with more than one name: one inode number for all.
     StagedLink(u64, u64),
+    /// `latest` while it points at this target.
+    Latest(Vec<u8>),
+}
+
+/// The key of virtual entry `entry`, named `name` in folder `parent`; the
+/// same whether it is found by a lookup or a listing.
+fn virtual_key(parent: u64, name: &[u8], entry: &Entry) -> Key {
+    match entry {
+        Entry::Staged(path) => Key::Staged(path.clone()),
+        Entry::Latest(target) => Key::Latest(target.clone()),
+        _ => Key::Child(parent, name.to_vec()),
+    }
 }
 
 #[derive(Default)]
@@ -366,10 +380,13 @@ impl Namespace {
                 let mut children = vec![
                     (b"snapshots".to_vec(), Entry::SnapshotList { by_id: false }),
                     (b"ids".to_vec(), Entry::SnapshotList { by_id: true }),
-                    (b"latest".to_vec(), Entry::Latest),
-                    (b"tags".to_vec(), Entry::Groups(Grouping::Tag)),
-                    (b"hosts".to_vec(), Entry::Groups(Grouping::Host)),
                 ];
+                if let Some(newest) = snapshots()?.last() {
+                    let target = format!("snapshots/{}", newest.time_name).into_bytes();
+                    children.push((b"latest".to_vec(), Entry::Latest(target)));
+                }
+                children.push((b"tags".to_vec(), Entry::Groups(Grouping::Tag)));
+                children.push((b"hosts".to_vec(), Entry::Groups(Grouping::Host)));
                 if self.staging.is_some() {
                     children.push((b"staging".to_vec(), Entry::Staged(Vec::new())));
                 }
@@ -405,7 +422,9 @@ impl Namespace {
                     })
                     .collect(),
             ),
-            Entry::Latest | Entry::Node { .. } | Entry::Staged(_) => return Err(FsError::NotDir),
+            Entry::Latest(_) | Entry::Node { .. } | Entry::Staged(_) => {
+                return Err(FsError::NotDir)
+            }
         })
     }
 
@@ -437,7 +456,7 @@ impl Namespace {
                 let ino = self.intern_node(parent, child, *root);
                 self.getattr(ino)
             }
-            Entry::Latest => Err(FsError::NotDir),
+            Entry::Latest(_) => Err(FsError::NotDir),
             Entry::Staged(path) => self.staged_lookup(path, name),
             _ => {
                 let (_, child) = self
@@ -448,7 +467,7 @@ impl Namespace {
                 let ino = self
                     .table
                     .lock()
-                    .intern(Key::Child(parent, name.to_vec()), || child);
+                    .intern(virtual_key(parent, name, &child), || child);
                 self.getattr(ino)
             }
         }
@@ -463,7 +482,7 @@ impl Namespace {
                 | Entry::SnapshotList { .. }
                 | Entry::Groups(_)
                 | Entry::Group(..)
-                | Entry::Latest)
+                | Entry::Latest(_))
         )
     }
 
@@ -486,8 +505,7 @@ impl Namespace {
         Ok(match entry {
             Entry::Node { node, .. } => Attr::of_node(ino, &node),
             Entry::Staged(path) => self.staged_attr(ino, &path)?,
-            Entry::Latest => {
-                let target = self.latest_target()?;
+            Entry::Latest(target) => {
                 let mut attr = virtual_dir(1);
                 attr.kind = NodeKind::Symlink;
                 attr.perm = 0o777;
@@ -496,11 +514,6 @@ impl Namespace {
             }
             _ => virtual_dir(2),
         })
-    }
-
-    fn latest_target(&self) -> FsResult<Vec<u8>> {
-        let latest = self.snapshots()?.pop().ok_or(FsError::NotFound)?;
-        Ok(format!("snapshots/{}", latest.time_name).into_bytes())
     }
 
     /// The entries of folder `ino` (without `.` and `..`).
@@ -524,7 +537,7 @@ impl Namespace {
                     })
                     .collect())
             }
-            Entry::Latest => Err(FsError::NotDir),
+            Entry::Latest(_) => Err(FsError::NotDir),
             Entry::Staged(path) => self.staged_readdir(path),
             _ => {
                 let children = self.virtual_children(&entry)?;
@@ -533,13 +546,10 @@ impl Namespace {
                     .into_iter()
                     .map(|(name, child)| {
                         let kind = match child {
-                            Entry::Latest => NodeKind::Symlink,
+                            Entry::Latest(_) => NodeKind::Symlink,
                             _ => NodeKind::Dir,
                         };
-                        let key = match &child {
-                            Entry::Staged(path) => Key::Staged(path.clone()),
-                            _ => Key::Child(ino, name.clone()),
-                        };
+                        let key = virtual_key(ino, &name, &child);
                         DirEntry {
                             ino: table.intern(key, || child),
                             kind,
@@ -557,7 +567,7 @@ impl Namespace {
             Entry::Node { node, .. } if node.kind == NodeKind::Symlink => {
                 Ok(node.link_target.clone())
             }
-            Entry::Latest => self.latest_target(),
+            Entry::Latest(target) => Ok(target),
             Entry::Staged(path) => {
                 let node = self.staging()?.stat(&path)?;
                 match node.kind {
