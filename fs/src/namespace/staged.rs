@@ -303,9 +303,10 @@ impl Namespace {
         // All moves are found before any is made: with a swap, one entry's
         // new path is another's old one.
         let mut moved: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (from, to) in moves {
             for (old, ino) in staged_under(&table, from) {
-                if moved.iter().all(|(_, _, seen)| *seen != ino) {
+                if seen.insert(ino) {
                     let new = [*to, &old[from.len()..]].concat();
                     moved.push((old, new, ino));
                 }

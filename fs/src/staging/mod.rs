@@ -16,6 +16,7 @@
 //! and before a commit. Only after the upload is durable does the journal
 //! say where the content is, and only then is the local file dropped.
 
+mod attributes;
 mod batch;
 mod file_data;
 mod journal;
@@ -51,7 +52,6 @@ pub enum RenameMode {
 use journal::Op;
 use overlay::{components, Entry, FileRef, Overlay};
 
-use crate::acl::{self, Acl};
 use crate::error::{FsError, FsResult};
 
 /// New files stay in memory and in the journal up to this size; past it
@@ -423,109 +423,6 @@ impl Staging {
                 from: from.to_vec(),
                 to: to.to_vec(),
                 inode,
-            },
-        )
-    }
-
-    /// Sets owner, mode and times. An access ACL follows the new mode (its
-    /// owner, group-class and other entries), as a chmod on Linux does.
-    pub fn set_meta(&self, path: &[u8], meta: Meta) -> FsResult<()> {
-        let mut inner = self.inner.lock();
-        let node = inner.overlay.get(path)?.node();
-        let acl = node
-            .xattrs
-            .iter()
-            .find(|(name, _)| name == acl::ACCESS)
-            .and_then(|(_, value)| Acl::parse(value).ok())
-            .filter(|_| (node.mode ^ meta.mode) & 0o777 != 0)
-            .map(|acl| acl.with_mode(meta.mode).encode());
-        self.record(
-            &mut inner,
-            Op::SetMeta {
-                path: path.to_vec(),
-                meta,
-            },
-        )?;
-        if let Some(value) = acl {
-            self.record(
-                &mut inner,
-                Op::Xattr {
-                    path: path.to_vec(),
-                    name: acl::ACCESS.to_vec(),
-                    value: Some(value),
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Sets an access ACL as Linux does: the mode takes its owner,
-    /// group-class and other bits, and an ACL that says no more than the
-    /// mode is not kept.
-    fn set_access_acl(&self, inner: &mut Inner, path: &[u8], value: &[u8]) -> FsResult<()> {
-        let acl = Acl::parse(value)?;
-        let node = inner.overlay.get(path)?.node();
-        let meta = Meta {
-            mode: (node.mode & 0o7000) | acl.mode_bits(),
-            uid: node.uid,
-            gid: node.gid,
-            atime: node.atime,
-            mtime: node.mtime,
-        };
-        let had_acl = node.xattrs.iter().any(|(name, _)| name == acl::ACCESS);
-        self.record(
-            inner,
-            Op::SetMeta {
-                path: path.to_vec(),
-                meta,
-            },
-        )?;
-        let value = match acl.is_minimal() {
-            true if !had_acl => return Ok(()),
-            true => None,
-            false => Some(acl.encode()),
-        };
-        self.record(
-            inner,
-            Op::Xattr {
-                path: path.to_vec(),
-                name: acl::ACCESS.to_vec(),
-                value,
-            },
-        )
-    }
-
-    /// Sets (`Some`) or removes an extended attribute. POSIX ACLs are
-    /// checked, and set the mode as on Linux (see [`crate::acl`]).
-    pub fn set_xattr(&self, path: &[u8], name: &[u8], value: Option<Vec<u8>>) -> FsResult<()> {
-        let mut inner = self.inner.lock();
-        match (name, &value) {
-            (acl::ACCESS, Some(value)) => return self.set_access_acl(&mut inner, path, value),
-            (acl::DEFAULT, Some(value)) => {
-                if inner.overlay.get(path)?.node().kind != NodeKind::Dir {
-                    return Err(FsError::AccessDenied);
-                }
-                Acl::parse(value)?;
-            }
-            _ => {}
-        }
-        if value.is_none()
-            && !inner
-                .overlay
-                .get(path)?
-                .node()
-                .xattrs
-                .iter()
-                .any(|(n, _)| n == name)
-        {
-            return Err(FsError::NoAttribute);
-        }
-        self.record(
-            &mut inner,
-            Op::Xattr {
-                path: path.to_vec(),
-                name: name.to_vec(),
-                value,
             },
         )
     }
