@@ -5,7 +5,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    assert_same_tree, make_rich_tree, resident_pages, sh, write_random_file, Env, MountGuard,
+    assert_same_tree, make_rich_tree, require_root, resident_pages, sh, write_random_file, Env,
+    MountGuard,
 };
 
 #[test]
@@ -279,4 +280,31 @@ fn mount_with_the_wrong_password_exits_12() {
         0,
         "nothing mounted"
     );
+}
+
+#[test]
+fn inodes_the_kernel_forgets_come_back_with_the_same_numbers() {
+    if !require_root("inodes_the_kernel_forgets_come_back_with_the_same_numbers") {
+        return;
+    }
+    let env = Env::with_repo();
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let inside = mount
+        .path
+        .join("latest/")
+        .join(source.strip_prefix("/").unwrap());
+    let listing = || {
+        sh(&format!(
+            "cd {} && find . -printf '%i %p %s %m\\n' | sort && tar cf - --sort=name . | md5sum",
+            inside.display()
+        ))
+    };
+    let before = listing();
+    // Root may make the kernel drop every unused dentry and inode: the
+    // mount gets FORGET for all of them and lets their nodes go.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert_eq!(listing(), before);
 }

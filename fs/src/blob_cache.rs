@@ -285,7 +285,8 @@ mod tests {
         state.insert(id(200), Arc::new(big), 1 << 20);
         state.insert(id(201), Arc::new(vec![0; 16]), 0);
         assert!(state.lru.is_empty());
-        assert_eq!(state.buffer_for(RECYCLED_FROM + 1).as_ptr(), pointer);
+        let recycled = state.buffer_for(RECYCLED_FROM + 1);
+        assert_eq!(recycled.as_ptr(), pointer);
         assert_eq!(state.buffer_for(10).capacity(), 10);
     }
 }

@@ -311,6 +311,12 @@ impl Filesystem for MapacheFs {
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        // Sent when the kernel evicts the inode (with all its lookups):
+        // the namespace lets its node go and finds it again if asked.
+        self.namespace.forget(ino.0);
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.reply_entry(self.namespace.lookup(parent.0, name.as_bytes()), reply);
     }

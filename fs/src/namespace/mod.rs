@@ -135,6 +135,13 @@ enum Entry {
         root: BlobId,
         parent: u64,
     },
+    /// A `Node` the kernel forgot: its number stays, and where to find its
+    /// node again (entry `name` of folder `parent`), not the node itself.
+    Released {
+        parent: u64,
+        name: Vec<u8>,
+        root: BlobId,
+    },
     /// The staging entry at this path (empty: the `staging` folder itself).
     Staged(Vec<u8>),
 }
@@ -188,7 +195,13 @@ impl Table {
         // A key of a gone entry (a hard link's identity, say) is stale: its
         // file gets a new number if it shows up again.
         match self.by_key.get(&key) {
-            Some(&ino) if !self.is_gone(ino) => return ino,
+            Some(&ino) if !self.is_gone(ino) => {
+                let slot = &mut self.entries[ino as usize - 1];
+                if matches!(slot, Entry::Released { .. }) {
+                    *slot = entry();
+                }
+                return ino;
+            }
             _ => {}
         }
         let entry = entry();
@@ -422,7 +435,7 @@ impl Namespace {
                     })
                     .collect(),
             ),
-            Entry::Latest(_) | Entry::Node { .. } | Entry::Staged(_) => {
+            Entry::Latest(_) | Entry::Node { .. } | Entry::Released { .. } | Entry::Staged(_) => {
                 return Err(FsError::NotDir)
             }
         })
@@ -441,9 +454,63 @@ impl Namespace {
         })
     }
 
+    /// Entry `ino`, its node found again if the kernel had forgotten it.
+    fn entry(&self, ino: u64) -> FsResult<Entry> {
+        // Bound first: the table's lock must not be held below.
+        let entry = self.table.lock().get(ino)?;
+        match entry {
+            Entry::Released { parent, name, root } => {
+                let Entry::Node { node: folder, .. } = self.entry(parent)? else {
+                    return Err(FsError::NotFound);
+                };
+                let subtree = folder.subtree.ok_or(FsError::NotFound)?;
+                let node = self
+                    .tree(&subtree)?
+                    .find(&name)
+                    .ok_or(FsError::NotFound)?
+                    .clone();
+                let entry = Entry::Node {
+                    node: Arc::new(node),
+                    root,
+                    parent,
+                };
+                let mut table = self.table.lock();
+                let slot = &mut table.entries[ino as usize - 1];
+                if matches!(slot, Entry::Released { .. }) {
+                    *slot = entry.clone();
+                }
+                Ok(entry)
+            }
+            entry => Ok(entry),
+        }
+    }
+
+    /// The kernel forgot inode `ino`. An entry of a snapshot keeps its
+    /// number and where its node is, and lets the node go: memory follows
+    /// what the kernel holds, not everything ever looked up.
+    pub fn forget(&self, ino: u64) {
+        let mut table = self.table.lock();
+        let Some(slot) = ino
+            .checked_sub(1)
+            .and_then(|i| table.entries.get_mut(i as usize))
+        else {
+            return;
+        };
+        if let Entry::Node { node, root, parent } = slot {
+            // A snapshot's root (parent 0) stays: it is found by listing.
+            if *parent != 0 {
+                *slot = Entry::Released {
+                    parent: *parent,
+                    name: node.name.clone(),
+                    root: *root,
+                };
+            }
+        }
+    }
+
     /// Looks up `name` in folder `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
-        let entry = self.table.lock().get(parent)?;
+        let entry = self.entry(parent)?;
         match &entry {
             Entry::Node { node, root, .. } => {
                 let subtree = match (node.kind, node.subtree) {
@@ -488,7 +555,7 @@ impl Namespace {
 
     /// The attributes of inode `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        let entry = self.table.lock().get(ino)?;
+        let entry = self.entry(ino)?;
         let virtual_dir = |nlink| Attr {
             ino,
             kind: NodeKind::Dir,
@@ -518,7 +585,7 @@ impl Namespace {
 
     /// The entries of folder `ino` (without `.` and `..`).
     pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
-        let entry = self.table.lock().get(ino)?;
+        let entry = self.entry(ino)?;
         match &entry {
             Entry::Node { node, root, .. } => {
                 let id = match (node.kind, node.subtree) {
@@ -563,7 +630,7 @@ impl Namespace {
 
     /// The target of symlink `ino`.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        match self.table.lock().get(ino)? {
+        match self.entry(ino)? {
             Entry::Node { node, .. } if node.kind == NodeKind::Symlink => {
                 Ok(node.link_target.clone())
             }
@@ -581,7 +648,7 @@ impl Namespace {
 
     /// The node of file `ino`, for reading its content.
     pub fn file(&self, ino: u64) -> FsResult<Arc<Node>> {
-        match self.table.lock().get(ino)? {
+        match self.entry(ino)? {
             Entry::Node { node, .. } if node.kind == NodeKind::File => Ok(node),
             Entry::Node { node, .. } if node.kind == NodeKind::Dir => Err(FsError::IsDir),
             Entry::Node { .. } => Err(FsError::NotFound),
@@ -593,7 +660,7 @@ impl Namespace {
     /// order, up to about `budget` bytes (for read-ahead); nothing for other
     /// folders.
     pub fn first_blobs(&self, ino: u64, budget: u64) -> Vec<BlobId> {
-        let subtree = match self.table.lock().get(ino) {
+        let subtree = match self.entry(ino) {
             Ok(Entry::Node { node, .. }) if node.kind == NodeKind::Dir => node.subtree,
             _ => None,
         };
@@ -617,11 +684,11 @@ impl Namespace {
     /// follow snapshot file `ino` in its folder, with their inode numbers:
     /// whoever reads one file of a folder tends to read the next ones.
     pub fn files_after(&self, ino: u64, max_size: u64, count: usize) -> Vec<(u64, Arc<Node>)> {
-        let (name, parent) = match self.table.lock().get(ino) {
+        let (name, parent) = match self.entry(ino) {
             Ok(Entry::Node { node, parent, .. }) => (node.name.clone(), parent),
             _ => return Vec::new(),
         };
-        let (subtree, root) = match self.table.lock().get(parent) {
+        let (subtree, root) = match self.entry(parent) {
             Ok(Entry::Node { node, root, .. }) => (node.subtree, root),
             _ => return Vec::new(),
         };
@@ -639,7 +706,7 @@ impl Namespace {
 
     /// The extended attributes of `ino`, sorted by name.
     pub fn xattrs(&self, ino: u64) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        match self.table.lock().get(ino)? {
+        match self.entry(ino)? {
             Entry::Node { node, .. } => Ok(node.xattrs.clone()),
             Entry::Staged(path) => Ok(self.staging()?.stat(&path)?.xattrs),
             _ => Ok(Vec::new()),
@@ -762,6 +829,24 @@ mod tests {
             Err(FsError::NotFound)
         ));
         assert!(matches!(ns.readdir(file.ino), Err(FsError::NotDir)));
+
+        // Forgotten by the kernel, a file and its folder keep their numbers
+        // and are found again, whichever is asked for first.
+        let before = (
+            ns.getattr(file.ino).unwrap(),
+            ns.readdir(folder.ino).unwrap(),
+        );
+        ns.forget(file.ino);
+        ns.forget(folder.ino);
+        assert!(matches!(
+            ns.table.lock().get(file.ino),
+            Ok(Entry::Released { .. })
+        ));
+        assert_eq!(ns.getattr(file.ino).unwrap(), before.0);
+        ns.forget(file.ino);
+        ns.forget(folder.ino);
+        assert_eq!(ns.readdir(folder.ino).unwrap(), before.1);
+        assert_eq!(ns.lookup(folder.ino, b"link").unwrap().ino, file.ino);
 
         let content = FileContent::new(&repo, &ns.file(file.ino).unwrap()).unwrap();
         assert_eq!(content.len(), data.len() as u64);
