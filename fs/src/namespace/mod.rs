@@ -9,7 +9,7 @@
 //! /staging/...                           the writable staging area (when mounted with it)
 //! ```
 //!
-//! Plain Rust, no FUSE: the adapter in `fuse.rs` only translates. Inode
+//! Plain Rust, no FUSE: the adapter in `fuse/` only translates. Inode
 //! numbers are assigned on first lookup and stay stable while mounted; hard
 //! links of one snapshot (same device and inode recorded) share one inode
 //! number. The snapshot list is re-read at most once a second, so snapshots

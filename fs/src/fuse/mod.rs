@@ -1,5 +1,14 @@
 //! The FUSE adapter: translates kernel requests into [`Namespace`] calls
-//! and their results into replies. The only file that knows `fuser`.
+//! and their results into replies. The only module that knows `fuser`:
+//! `convert.rs` turns attributes and times into its types and back,
+//! `session.rs` mounts and unmounts.
+
+mod convert;
+mod session;
+
+pub use session::{mount, MountOptions, Mounted};
+
+use convert::{errno, file_attr, file_type, meta_for, special_node, time_or_now};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -8,15 +17,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use mapache_store::tree::{Node, NodeKind, Timestamp};
+use mapache_store::tree::NodeKind;
 use parking_lot::Mutex;
 
 use crate::acl::{self, Acl};
@@ -25,7 +34,7 @@ use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
 use crate::namespace::{Attr, DirEntry, Namespace, SetAttr};
 use crate::page_push::PagePusher;
-use crate::staging::{Meta, OpenFile, RenameMode};
+use crate::staging::{OpenFile, RenameMode};
 
 /// Entries inside snapshots never change: the kernel may cache them long.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
@@ -37,17 +46,6 @@ const STAGED_TTL: Duration = Duration::from_secs(1);
 /// enough to hide latency for small files without queueing in front of
 /// the read-ahead of a large file being read.
 const FOLDER_READ_AHEAD: u64 = 4 << 20;
-
-/// Mount settings.
-#[derive(Clone, Debug, Default)]
-pub struct MountOptions {
-    /// Let other users (and root) use the mount.
-    pub allow_other: bool,
-    /// Blob cache size in bytes.
-    pub cache_bytes: usize,
-    /// Threads answering requests and reading ahead.
-    pub threads: usize,
-}
 
 /// An open file.
 #[derive(Clone)]
@@ -75,107 +73,11 @@ struct MapacheFs {
     next_handle: AtomicU64,
 }
 
-fn to_system_time(t: Timestamp) -> SystemTime {
-    if t.secs >= 0 {
-        UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
-    } else {
-        // -1.5 s is secs = -2, nanos = 0.5e9.
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
-            + Duration::from_nanos(t.nanos as u64)
-    }
-}
-
-/// A time the kernel sent. fuser 0.18 turns a pre-1970 kernel time
-/// (secs < 0, nsec) into `UNIX_EPOCH - (|secs| + nsec)` instead of
-/// `UNIX_EPOCH - |secs| + nsec`; this reads its result back accordingly.
-fn from_kernel_time(t: SystemTime) -> Timestamp {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timestamp {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        },
-        Err(before) => Timestamp {
-            secs: -(before.duration().as_secs() as i64),
-            nanos: before.duration().subsec_nanos(),
-        },
-    }
-}
-
-fn time_or_now(t: TimeOrNow) -> Timestamp {
-    match t {
-        TimeOrNow::SpecificTime(t) => from_kernel_time(t),
-        TimeOrNow::Now => mapache_store::snapshot::now(),
-    }
-}
-
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-        NodeKind::Fifo => FileType::NamedPipe,
-        NodeKind::CharDevice => FileType::CharDevice,
-        NodeKind::BlockDevice => FileType::BlockDevice,
-        NodeKind::Socket => FileType::Socket,
-    }
-}
-
-fn file_attr(attr: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(attr.ino),
-        size: attr.size,
-        blocks: attr.size.div_ceil(512),
-        atime: to_system_time(attr.atime),
-        mtime: to_system_time(attr.mtime),
-        ctime: to_system_time(attr.ctime),
-        crtime: to_system_time(attr.mtime),
-        kind: file_type(attr.kind),
-        perm: attr.perm,
-        nlink: attr.nlink,
-        uid: attr.uid,
-        gid: attr.gid,
-        rdev: attr.rdev as u32,
-        blksize: 128 * 1024,
-        flags: 0,
-    }
-}
-
 /// A read failed: the reader gets the error (EIO for damage), the log says
 /// which file, and the mount stays up.
 fn read_failed(name: &str, offset: u64, error: &FsError, reply: ReplyData) {
     eprintln!("mapache mount: reading {name} at offset {offset}: {error}");
     reply.error(errno(error));
-}
-
-fn errno(error: &FsError) -> Errno {
-    Errno::from_i32(error.errno())
-}
-
-/// Metadata for an entry a request creates: its owner is the caller, its
-/// mode the one asked for (the umask is applied later, unless the folder
-/// has a default ACL: see `acl::inherit`).
-fn meta_for(req: &Request, mode: u32) -> Meta {
-    let now = mapache_store::snapshot::now();
-    Meta {
-        mode: mode & 0o7777,
-        uid: req.uid(),
-        gid: req.gid(),
-        atime: now,
-        mtime: now,
-    }
-}
-
-/// A symlink, fifo, device or socket node a request creates.
-fn special_node(name: &[u8], kind: NodeKind, meta: &Meta) -> Node {
-    let mut node = Node::new(name, kind);
-    node.mode = meta.mode;
-    node.uid = meta.uid;
-    node.gid = meta.gid;
-    node.mtime = meta.mtime;
-    node.atime = meta.atime;
-    node.ctime = meta.mtime;
-    node.links = 1;
-    node
 }
 
 impl MapacheFs {
@@ -823,106 +725,4 @@ impl Filesystem for MapacheFs {
             reply.data(&names);
         }
     }
-}
-
-/// A mounted repository; unmounts when dropped.
-pub struct Mounted {
-    session: Option<fuser::BackgroundSession>,
-}
-
-impl Mounted {
-    /// Whether the session ended on its own (someone ran `umount`).
-    pub fn is_finished(&self) -> bool {
-        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
-    }
-
-    /// Unmounts (unless someone else did) and waits for the session to end.
-    pub fn unmount(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) if session.guard.is_finished() => session.join(),
-            Some(session) => session.umount_and_join(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            let _ = session.umount_and_join();
-        }
-    }
-}
-
-/// Mounts the namespace at `mountpoint` and serves it on background
-/// threads until the returned handle is dropped. Snapshots are read-only;
-/// `staging/` (when the namespace has one) is writable.
-pub fn mount(
-    namespace: Arc<Namespace>,
-    mountpoint: &Path,
-    options: &MountOptions,
-) -> io::Result<Mounted> {
-    let threads = options.threads.max(1);
-    let cache = BlobCache::new(
-        namespace.repo().clone(),
-        options.cache_bytes.max(64 << 20),
-        threads,
-    );
-    let pusher = Arc::new(PagePusher::new(namespace.clone(), cache.clone()));
-    let notifier = Arc::new(OnceLock::new());
-    let fs = MapacheFs {
-        namespace,
-        cache,
-        pusher: pusher.clone(),
-        allow_other: options.allow_other,
-        notifier: notifier.clone(),
-        handles: Mutex::new(HashMap::new()),
-        next_handle: AtomicU64::new(1),
-    };
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("mapache".into()),
-        MountOption::Subtype("mapache".into()),
-        MountOption::DefaultPermissions,
-        // Without it the kernel forgets a file's attributes after each
-        // read (to refresh atime), and `tar`'s fstat after reading costs a
-        // round trip per file. Access times are not kept anyway.
-        MountOption::NoAtime,
-    ];
-    if options.allow_other {
-        config.acl = SessionACL::All;
-    }
-    // Request threads mostly wait for the kernel or for a blob; more of
-    // them than cores keeps one ready for each request in flight (reading
-    // the bench snapshot with `tar`: 2.7 s with 2 threads, 2.3 s with 8).
-    config.n_threads = Some((threads * 4).clamp(8, 64));
-    let session = fuser::spawn_mount(fs, mountpoint, &config)?;
-    let _ = notifier.set(session.notifier());
-    let store = session.notifier();
-    pusher.connect(Box::new(move |ino, data| {
-        store.store(INodeNo(ino), 0, data)
-    }));
-    raise_readahead(mountpoint);
-    Ok(Mounted {
-        session: Some(session),
-    })
-}
-
-/// The kernel reads ahead only 128 KiB at a time on a FUSE mount (its
-/// backing device's default, which the mount cannot raise at INIT); reading
-/// a snapshot through the mount is then mostly round trips. As root the
-/// device's `read_ahead_kb` can be raised after mounting: 1 MiB made
-/// `tar cf - | wc -c` of the bench snapshot 6.8 s -> 5.0 s. Best effort:
-/// without permission nothing changes.
-fn raise_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(mountpoint) else {
-        return;
-    };
-    let dev = meta.dev();
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    let _ = std::fs::write(
-        format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
-        "1024",
-    );
 }
