@@ -18,19 +18,20 @@
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lru::LruCache;
-use mapache_store::backend::FileKind;
-use mapache_store::snapshot::Snapshot;
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
-use mapache_store::{BlobId, IndexedRepository, SnapshotId};
+use mapache_store::{BlobId, IndexedRepository};
 use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
 use crate::staging::Staging;
 
+mod snapshots;
 mod staged;
+
+use snapshots::SnapshotView;
 
 pub use staged::SetAttr;
 
@@ -215,21 +216,6 @@ impl Table {
     }
 }
 
-/// A snapshot as the namespace shows it.
-#[derive(Clone)]
-struct Listed {
-    id: SnapshotId,
-    snapshot: Arc<Snapshot>,
-    /// Its name under `snapshots/`: local time, made unique.
-    time_name: String,
-}
-
-struct SnapshotView {
-    listed: Vec<Listed>,
-    loaded: HashMap<SnapshotId, Arc<Snapshot>>,
-    refreshed: Option<Instant>,
-}
-
 /// The namespace of one mounted repository.
 pub struct Namespace {
     repo: Arc<IndexedRepository>,
@@ -242,15 +228,6 @@ pub struct Namespace {
     mounted_at: Timestamp,
 }
 
-fn time_name(snapshot: &Snapshot) -> String {
-    use chrono::TimeZone;
-    chrono::Local
-        .timestamp_opt(snapshot.time.secs, snapshot.time.nanos)
-        .single()
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
-        .unwrap_or_else(|| snapshot.time.secs.to_string())
-}
-
 impl Namespace {
     /// A namespace over `repo`; entries belong to `uid`/`gid` where the
     /// snapshot does not say otherwise.
@@ -260,11 +237,7 @@ impl Namespace {
         Namespace {
             repo,
             table: Mutex::new(table),
-            view: Mutex::new(SnapshotView {
-                listed: Vec::new(),
-                loaded: HashMap::new(),
-                refreshed: None,
-            }),
+            view: Mutex::new(SnapshotView::new()),
             trees: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
             staging: None,
             uid,
@@ -284,75 +257,6 @@ impl Namespace {
         &self.repo
     }
 
-    /// The snapshots, oldest first, re-read when the last look is older
-    /// than a second. New index files are loaded too, so that a snapshot
-    /// written by another process can be read. While the repository cannot
-    /// be read, the last list stays (reading files then fails with EIO).
-    fn snapshots(&self) -> FsResult<Vec<Listed>> {
-        let mut view = self.view.lock();
-        if view
-            .refreshed
-            .is_some_and(|t| t.elapsed() < REFRESH_INTERVAL)
-        {
-            return Ok(view.listed.clone());
-        }
-        match self.read_snapshot_list(&mut view) {
-            Ok(listed) => Ok(listed),
-            Err(_) if view.refreshed.is_some() || !view.listed.is_empty() => {
-                view.refreshed = Some(Instant::now());
-                Ok(view.listed.clone())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn read_snapshot_list(&self, view: &mut SnapshotView) -> FsResult<Vec<Listed>> {
-        let files = self.repo.backend().list(FileKind::Snapshot)?;
-        let mut new = false;
-        for file in &files {
-            let id = SnapshotId(file.id);
-            if let std::collections::hash_map::Entry::Vacant(slot) = view.loaded.entry(id) {
-                slot.insert(Arc::new(self.repo.load_snapshot(&id)?));
-                new = true;
-            }
-        }
-        if new {
-            self.repo.reload_index()?;
-        }
-        let present: std::collections::HashSet<SnapshotId> =
-            files.iter().map(|f| SnapshotId(f.id)).collect();
-        view.loaded.retain(|id, _| present.contains(id));
-        let mut listed: Vec<Listed> = view
-            .loaded
-            .iter()
-            .map(|(id, snapshot)| Listed {
-                id: *id,
-                snapshot: snapshot.clone(),
-                time_name: time_name(snapshot),
-            })
-            .collect();
-        listed.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-        // Two snapshots in the same second get their short id appended.
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for l in &listed {
-            *counts.entry(l.time_name.clone()).or_default() += 1;
-        }
-        for l in &mut listed {
-            if counts[&l.time_name] > 1 {
-                l.time_name = format!("{}-{}", l.time_name, l.id.short());
-            }
-        }
-        view.listed = listed.clone();
-        view.refreshed = Some(Instant::now());
-        Ok(listed)
-    }
-
-    /// Forgets the snapshot list, so that the next look re-reads it (after
-    /// a commit through this mount: it shows at once).
-    pub(crate) fn refresh_snapshots(&self) {
-        self.view.lock().refreshed = None;
-    }
-
     fn tree(&self, id: &BlobId) -> FsResult<Arc<Tree>> {
         if let Some(tree) = self.trees.lock().get(id) {
             return Ok(tree.clone());
@@ -360,85 +264,6 @@ impl Namespace {
         let tree = Arc::new(self.repo.load_tree(id)?);
         self.trees.lock().put(*id, tree.clone());
         Ok(tree)
-    }
-
-    /// The synthetic folder node standing for a snapshot's root.
-    fn snapshot_root(listed: &Listed) -> Entry {
-        let s = &listed.snapshot;
-        let mut node = Node::new(b"", NodeKind::Dir);
-        node.mode = 0o755;
-        node.uid = s.uid;
-        node.gid = s.gid;
-        node.mtime = s.time;
-        node.ctime = s.time;
-        node.atime = s.time;
-        node.subtree = Some(s.tree);
-        Entry::Node {
-            node: Arc::new(node),
-            root: s.tree,
-            parent: 0,
-        }
-    }
-
-    /// The children of a virtual folder, as (name, entry) pairs.
-    fn virtual_children(&self, entry: &Entry) -> FsResult<Vec<(Vec<u8>, Entry)>> {
-        let snapshots = || self.snapshots();
-        let by_time = |list: Vec<Listed>| {
-            list.iter()
-                .map(|l| (l.time_name.clone().into_bytes(), Self::snapshot_root(l)))
-                .collect::<Vec<_>>()
-        };
-        Ok(match entry {
-            Entry::Root => {
-                let mut children = vec![
-                    (b"snapshots".to_vec(), Entry::SnapshotList { by_id: false }),
-                    (b"ids".to_vec(), Entry::SnapshotList { by_id: true }),
-                ];
-                if let Some(newest) = snapshots()?.last() {
-                    let target = format!("snapshots/{}", newest.time_name).into_bytes();
-                    children.push((b"latest".to_vec(), Entry::Latest(target)));
-                }
-                children.push((b"tags".to_vec(), Entry::Groups(Grouping::Tag)));
-                children.push((b"hosts".to_vec(), Entry::Groups(Grouping::Host)));
-                if self.staging.is_some() {
-                    children.push((b"staging".to_vec(), Entry::Staged(Vec::new())));
-                }
-                children
-            }
-            Entry::SnapshotList { by_id: false } => by_time(snapshots()?),
-            Entry::SnapshotList { by_id: true } => snapshots()?
-                .iter()
-                .map(|l| (l.id.short().into_bytes(), Self::snapshot_root(l)))
-                .collect(),
-            Entry::Groups(grouping) => {
-                let mut names: Vec<String> = snapshots()?
-                    .iter()
-                    .flat_map(|l| match grouping {
-                        Grouping::Tag => l.snapshot.tags.clone(),
-                        Grouping::Host => vec![l.snapshot.host.clone()],
-                    })
-                    .filter(|n| !n.is_empty() && !n.contains('/'))
-                    .collect();
-                names.sort();
-                names.dedup();
-                names
-                    .into_iter()
-                    .map(|n| (n.clone().into_bytes(), Entry::Group(*grouping, n)))
-                    .collect()
-            }
-            Entry::Group(grouping, name) => by_time(
-                snapshots()?
-                    .into_iter()
-                    .filter(|l| match grouping {
-                        Grouping::Tag => l.snapshot.tags.contains(name),
-                        Grouping::Host => &l.snapshot.host == name,
-                    })
-                    .collect(),
-            ),
-            Entry::Latest(_) | Entry::Node { .. } | Entry::Released { .. } | Entry::Staged(_) => {
-                return Err(FsError::NotDir)
-            }
-        })
     }
 
     fn intern_node(&self, parent: u64, node: &Node, root: BlobId) -> u64 {
@@ -715,152 +540,4 @@ impl Namespace {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use mapache_store::archiver::{self, ArchiveOptions, Progress};
-    use mapache_store::backend::{Backend, MemoryBackend};
-    use mapache_store::config::Config;
-    use mapache_store::keys::KdfParams;
-    use mapache_store::Repository;
-
-    use super::*;
-    use crate::{BlobCache, FileContent};
-
-    fn repo_with_snapshot(dir: &std::path::Path) -> Arc<IndexedRepository> {
-        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-        let mut config = Config::new();
-        config.chunker = mapache_store::chunker::ChunkerParams {
-            min_size: 4096,
-            avg_size: 16384,
-            max_size: 65536,
-        };
-        let repo = Repository::init(backend, b"pw", KdfParams::insecure_fast(), config).unwrap();
-        let repo = Arc::new(repo.load_index().unwrap());
-        let options = ArchiveOptions {
-            tags: vec!["daily".into()],
-            ..ArchiveOptions::default()
-        };
-        archiver::snapshot(
-            repo.clone(),
-            &[dir.to_path_buf()],
-            &options,
-            &Progress::default(),
-        )
-        .unwrap();
-        repo
-    }
-
-    /// Follows a path of names from the root.
-    fn walk(ns: &Namespace, path: &[&[u8]]) -> Attr {
-        let mut ino = ROOT;
-        let mut attr = ns.getattr(ROOT).unwrap();
-        for name in path {
-            attr = ns.lookup(ino, name).unwrap();
-            ino = attr.ino;
-        }
-        attr
-    }
-
-    #[test]
-    fn browse_read_and_hard_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        let data: Vec<u8> = (0..300_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        std::fs::write(src.join("data"), &data).unwrap();
-        std::fs::hard_link(src.join("data"), src.join("link")).unwrap();
-        std::os::unix::fs::symlink("data", src.join("sym")).unwrap();
-        let repo = repo_with_snapshot(&src);
-        let ns = Namespace::new(repo.clone(), 0, 0);
-
-        let root: Vec<Vec<u8>> = ns
-            .readdir(ROOT)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        assert_eq!(
-            root,
-            [&b"snapshots"[..], b"ids", b"latest", b"tags", b"hosts"]
-        );
-        let latest = ns.lookup(ROOT, b"latest").unwrap();
-        assert_eq!(latest.kind, NodeKind::Symlink);
-        assert!(ns.readlink(latest.ino).unwrap().starts_with(b"snapshots/"));
-        assert_eq!(
-            ns.readdir(walk(&ns, &[b"tags"]).ino).unwrap()[0].name,
-            b"daily"
-        );
-
-        let snapshots = ns.readdir(walk(&ns, &[b"snapshots"]).ino).unwrap();
-        assert_eq!(snapshots.len(), 1);
-        let mut path: Vec<&[u8]> = vec![b"snapshots", &snapshots[0].name];
-        let components: Vec<Vec<u8>> = src
-            .iter()
-            .skip(1)
-            .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c).to_vec())
-            .collect();
-        path.extend(components.iter().map(|c| c.as_slice()));
-        let folder = walk(&ns, &path);
-        assert_eq!(folder.kind, NodeKind::Dir);
-        let names: Vec<Vec<u8>> = ns
-            .readdir(folder.ino)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        assert_eq!(names, [&b"data"[..], b"link", b"sym"]);
-
-        let file = ns.lookup(folder.ino, b"data").unwrap();
-        let link = ns.lookup(folder.ino, b"link").unwrap();
-        assert_eq!(file.ino, link.ino, "hard links share an inode number");
-        assert_eq!(file.nlink, 2);
-        assert_eq!(
-            ns.lookup(folder.ino, b"data").unwrap().ino,
-            file.ino,
-            "stable numbers"
-        );
-        let sym = ns.lookup(folder.ino, b"sym").unwrap();
-        assert_eq!(ns.readlink(sym.ino).unwrap(), b"data");
-        assert!(matches!(
-            ns.lookup(folder.ino, b"nope"),
-            Err(FsError::NotFound)
-        ));
-        assert!(matches!(ns.readdir(file.ino), Err(FsError::NotDir)));
-
-        // Forgotten by the kernel, a file and its folder keep their numbers
-        // and are found again, whichever is asked for first.
-        let before = (
-            ns.getattr(file.ino).unwrap(),
-            ns.readdir(folder.ino).unwrap(),
-        );
-        ns.forget(file.ino);
-        ns.forget(folder.ino);
-        assert!(matches!(
-            ns.table.lock().get(file.ino),
-            Ok(Entry::Released { .. })
-        ));
-        assert_eq!(ns.getattr(file.ino).unwrap(), before.0);
-        ns.forget(file.ino);
-        ns.forget(folder.ino);
-        assert_eq!(ns.readdir(folder.ino).unwrap(), before.1);
-        assert_eq!(ns.lookup(folder.ino, b"link").unwrap().ino, file.ino);
-
-        let content = FileContent::new(&repo, &ns.file(file.ino).unwrap()).unwrap();
-        assert_eq!(content.len(), data.len() as u64);
-        let cache = BlobCache::new(repo, 1 << 20, 1);
-        for (offset, size) in [
-            (0u64, 100u32),
-            (70_000, 50_000),
-            (299_990, 100),
-            (400_000, 10),
-        ] {
-            let got = content.read(&cache, offset, size).unwrap();
-            let start = (offset as usize).min(data.len());
-            let end = (offset as usize + size as usize).min(data.len());
-            assert_eq!(got, &data[start..end], "read at {offset}");
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,149 @@
+//! The namespace over a real (in-memory) repository.
+
+use std::sync::Arc;
+
+use mapache_store::archiver::{self, ArchiveOptions, Progress};
+use mapache_store::backend::{Backend, MemoryBackend};
+use mapache_store::config::Config;
+use mapache_store::keys::KdfParams;
+use mapache_store::Repository;
+
+use super::*;
+use crate::{BlobCache, FileContent};
+
+fn repo_with_snapshot(dir: &std::path::Path) -> Arc<IndexedRepository> {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let mut config = Config::new();
+    config.chunker = mapache_store::chunker::ChunkerParams {
+        min_size: 4096,
+        avg_size: 16384,
+        max_size: 65536,
+    };
+    let repo = Repository::init(backend, b"pw", KdfParams::insecure_fast(), config).unwrap();
+    let repo = Arc::new(repo.load_index().unwrap());
+    let options = ArchiveOptions {
+        tags: vec!["daily".into()],
+        ..ArchiveOptions::default()
+    };
+    archiver::snapshot(
+        repo.clone(),
+        &[dir.to_path_buf()],
+        &options,
+        &Progress::default(),
+    )
+    .unwrap();
+    repo
+}
+
+/// Follows a path of names from the root.
+fn walk(ns: &Namespace, path: &[&[u8]]) -> Attr {
+    let mut ino = ROOT;
+    let mut attr = ns.getattr(ROOT).unwrap();
+    for name in path {
+        attr = ns.lookup(ino, name).unwrap();
+        ino = attr.ino;
+    }
+    attr
+}
+
+#[test]
+fn browse_read_and_hard_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("data"), &data).unwrap();
+    std::fs::hard_link(src.join("data"), src.join("link")).unwrap();
+    std::os::unix::fs::symlink("data", src.join("sym")).unwrap();
+    let repo = repo_with_snapshot(&src);
+    let ns = Namespace::new(repo.clone(), 0, 0);
+
+    let root: Vec<Vec<u8>> = ns
+        .readdir(ROOT)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        root,
+        [&b"snapshots"[..], b"ids", b"latest", b"tags", b"hosts"]
+    );
+    let latest = ns.lookup(ROOT, b"latest").unwrap();
+    assert_eq!(latest.kind, NodeKind::Symlink);
+    assert!(ns.readlink(latest.ino).unwrap().starts_with(b"snapshots/"));
+    assert_eq!(
+        ns.readdir(walk(&ns, &[b"tags"]).ino).unwrap()[0].name,
+        b"daily"
+    );
+
+    let snapshots = ns.readdir(walk(&ns, &[b"snapshots"]).ino).unwrap();
+    assert_eq!(snapshots.len(), 1);
+    let mut path: Vec<&[u8]> = vec![b"snapshots", &snapshots[0].name];
+    let components: Vec<Vec<u8>> = src
+        .iter()
+        .skip(1)
+        .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c).to_vec())
+        .collect();
+    path.extend(components.iter().map(|c| c.as_slice()));
+    let folder = walk(&ns, &path);
+    assert_eq!(folder.kind, NodeKind::Dir);
+    let names: Vec<Vec<u8>> = ns
+        .readdir(folder.ino)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, [&b"data"[..], b"link", b"sym"]);
+
+    let file = ns.lookup(folder.ino, b"data").unwrap();
+    let link = ns.lookup(folder.ino, b"link").unwrap();
+    assert_eq!(file.ino, link.ino, "hard links share an inode number");
+    assert_eq!(file.nlink, 2);
+    assert_eq!(
+        ns.lookup(folder.ino, b"data").unwrap().ino,
+        file.ino,
+        "stable numbers"
+    );
+    let sym = ns.lookup(folder.ino, b"sym").unwrap();
+    assert_eq!(ns.readlink(sym.ino).unwrap(), b"data");
+    assert!(matches!(
+        ns.lookup(folder.ino, b"nope"),
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(ns.readdir(file.ino), Err(FsError::NotDir)));
+
+    // Forgotten by the kernel, a file and its folder keep their numbers
+    // and are found again, whichever is asked for first.
+    let before = (
+        ns.getattr(file.ino).unwrap(),
+        ns.readdir(folder.ino).unwrap(),
+    );
+    ns.forget(file.ino);
+    ns.forget(folder.ino);
+    assert!(matches!(
+        ns.table.lock().get(file.ino),
+        Ok(Entry::Released { .. })
+    ));
+    assert_eq!(ns.getattr(file.ino).unwrap(), before.0);
+    ns.forget(file.ino);
+    ns.forget(folder.ino);
+    assert_eq!(ns.readdir(folder.ino).unwrap(), before.1);
+    assert_eq!(ns.lookup(folder.ino, b"link").unwrap().ino, file.ino);
+
+    let content = FileContent::new(&repo, &ns.file(file.ino).unwrap()).unwrap();
+    assert_eq!(content.len(), data.len() as u64);
+    let cache = BlobCache::new(repo, 1 << 20, 1);
+    for (offset, size) in [
+        (0u64, 100u32),
+        (70_000, 50_000),
+        (299_990, 100),
+        (400_000, 10),
+    ] {
+        let got = content.read(&cache, offset, size).unwrap();
+        let start = (offset as usize).min(data.len());
+        let end = (offset as usize + size as usize).min(data.len());
+        assert_eq!(got, &data[start..end], "read at {offset}");
+    }
+}
