@@ -1,7 +1,7 @@
 //! POSIX ACLs in their extended-attribute form (`system.posix_acl_access`,
 //! `system.posix_acl_default`), as the kernel hands them to a FUSE file
 //! system and as `mapache snapshot` records them: a little-endian version
-//! (2), then one (tag u16, permissions u16, id u32) entry per line.
+//! (2), then one record (tag u16, permissions u16, id u32) per entry.
 //!
 //! The staging area stores ACLs and keeps them consistent with the mode
 //! bits the way Linux does (an access ACL sets the owner, group-class and
