@@ -9,7 +9,9 @@ use std::process::Command;
 
 use nix::fcntl::{RenameFlags, AT_FDCWD};
 
-use crate::util::{assert_same_tree, make_rich_tree, sh, write_random_file, Env, MountGuard};
+use crate::util::{
+    assert_same_tree, make_rich_tree, require_root, sh, write_random_file, Env, MountGuard,
+};
 
 #[test]
 fn cp_into_staging_and_commit_while_mounted() {
@@ -495,24 +497,57 @@ fn acls_in_staging_behave_as_on_a_local_folder() {
 }
 
 #[test]
-fn with_other_users_allowed_only_acls_the_mode_can_say_are_taken() {
+fn with_other_users_allowed_the_kernel_enforces_acls() {
+    if !require_root("with_other_users_allowed_the_kernel_enforces_acls") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
     let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("secret"), "recorded").unwrap();
+    // Readable by everyone going by the mode (0644), not by nobody.
+    sh(&format!(
+        "setfacl -m u:nobody:- {}/secret",
+        source.display()
+    ));
+    env.snapshot(&source);
     let mount = MountGuard::with_args(&env, "mnt", &["--allow-other"]);
-    let file = mount.path.join("staging/file");
-    fs::write(&file, "x").unwrap();
-    let setfacl = |args: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("setfacl {args} {}", file.display()))
-            .status()
+    fs::set_permissions(
+        mount.path.parent().unwrap(),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let staged = mount.path.join("staging/secret");
+    fs::write(&staged, "staged").unwrap();
+    sh(&format!("setfacl -m u:nobody:- {}", staged.display()));
+    let snapshot_file = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap())
+        .join("secret");
+    let reads_as = |uid: u32, path: &Path| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg("cat")
+            .arg(path)
+            .output()
             .unwrap()
+            .status
             .success()
     };
-    // The kernel checks the mode bits only: an ACL naming a user would not
-    // be enforced for the other users who can now enter the mount.
-    assert!(!setfacl("-m u:nobody:rw"));
-    assert!(setfacl("-m u::rw,g::-,o::-"));
-    assert_eq!(sh(&format!("stat -c %a {}", file.display())).trim(), "600");
+    for path in [&snapshot_file, &staged] {
+        assert!(!reads_as(65534, path), "nobody read {}", path.display());
+        assert!(
+            reads_as(1, path),
+            "daemon could not read {}",
+            path.display()
+        );
+    }
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! The staging area stores ACLs and keeps them consistent with the mode
 //! bits the way Linux does (an access ACL sets the owner, group-class and
 //! other bits; a chmod rewrites the matching ACL entries; an ACL that says
-//! no more than the mode is not stored at all). Access checks through the
-//! mount use the mode bits only — see docs/design.md.
+//! no more than the mode is not stored at all). The kernel checks access
+//! against them only on mounts other users may enter — see docs/design.md.
 
 use crate::error::{FsError, FsResult};
 
@@ -23,11 +23,6 @@ const GROUP_OBJ: u16 = 0x04;
 const GROUP: u16 = 0x08;
 const MASK: u16 = 0x10;
 const OTHER: u16 = 0x20;
-
-/// Whether `name` is one of the two ACL attributes.
-pub fn is_acl(name: &[u8]) -> bool {
-    name == ACCESS || name == DEFAULT
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct AclEntry {

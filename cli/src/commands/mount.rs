@@ -20,7 +20,8 @@ pub struct Args {
     mountpoint: PathBuf,
 
     /// Let other users use the mount too (needs user_allow_other in
-    /// /etc/fuse.conf unless run as root)
+    /// /etc/fuse.conf unless run as root); the kernel then checks their
+    /// access against ACLs as well as modes
     #[arg(long)]
     allow_other: bool,
 

@@ -28,7 +28,7 @@ use fuser::{
 use mapache_store::tree::NodeKind;
 use parking_lot::Mutex;
 
-use crate::acl::{self, Acl};
+use crate::acl;
 use crate::blob_cache::BlobCache;
 use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
@@ -203,6 +203,15 @@ impl Filesystem for MapacheFs {
         // `latest` gets a new number per target): the kernel may keep them
         // instead of asking again for every path through `latest`.
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        // With other users in the mount, the kernel must check their access
+        // against ACLs (snapshots record them, staging keeps them), not
+        // only the mode bits. It then asks each file's ACL once (GETXATTR),
+        // a round trip per file the mount's own user does not pay.
+        if self.allow_other && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            return Err(io::Error::other(
+                "the kernel cannot enforce ACLs on FUSE mounts: --allow-other would expose files they protect",
+            ));
+        }
         Ok(())
     }
 
@@ -662,18 +671,7 @@ impl Filesystem for MapacheFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // The kernel checks access by the mode bits only (it would enforce
-        // ACLs with FUSE_POSIX_ACL, at the price of one more round trip per
-        // file read). Only the mounting user can enter a mount without
-        // --allow-other, so ACLs are kept there; with other users allowed,
-        // an ACL granting or denying more than its mode bits is refused.
         let name = name.as_bytes();
-        if self.allow_other && acl::is_acl(name) {
-            let minimal = Acl::parse(value).is_ok_and(|a| a.is_minimal());
-            if name == acl::DEFAULT || !minimal {
-                return reply.error(errno(&FsError::Unsupported));
-            }
-        }
         let result = self.namespace.set_xattr(ino.0, name, Some(value.to_vec()));
         if result.is_ok() && name == acl::ACCESS {
             // The ACL set the mode bits; the kernel keeps the old ones
