@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lru::LruCache;
-use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
+use mapache_store::tree::{Node, NodeKind, Timestamp};
 use mapache_store::{BlobId, IndexedRepository};
 use parking_lot::Mutex;
 
@@ -216,13 +216,30 @@ impl Table {
     }
 }
 
+/// A folder's tree as the namespace caches it: its nodes are shared with
+/// the entries made from them, so an entry looked up costs a pointer, not
+/// a copy of its node.
+struct Folder {
+    /// Sorted by name, as trees are stored.
+    nodes: Vec<Arc<Node>>,
+}
+
+impl Folder {
+    fn find(&self, name: &[u8]) -> Option<&Arc<Node>> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}
+
 /// The namespace of one mounted repository.
 pub struct Namespace {
     repo: Arc<IndexedRepository>,
     table: Mutex<Table>,
     view: Mutex<SnapshotView>,
     staging: Option<Arc<Staging>>,
-    trees: Mutex<LruCache<BlobId, Arc<Tree>>>,
+    trees: Mutex<LruCache<BlobId, Arc<Folder>>>,
     uid: u32,
     gid: u32,
     mounted_at: Timestamp,
@@ -257,23 +274,26 @@ impl Namespace {
         &self.repo
     }
 
-    fn tree(&self, id: &BlobId) -> FsResult<Arc<Tree>> {
+    fn tree(&self, id: &BlobId) -> FsResult<Arc<Folder>> {
         if let Some(tree) = self.trees.lock().get(id) {
             return Ok(tree.clone());
         }
-        let tree = Arc::new(self.repo.load_tree(id)?);
+        let nodes = self.repo.load_tree(id)?.nodes;
+        let tree = Arc::new(Folder {
+            nodes: nodes.into_iter().map(Arc::new).collect(),
+        });
         self.trees.lock().put(*id, tree.clone());
         Ok(tree)
     }
 
-    fn intern_node(&self, parent: u64, node: &Node, root: BlobId) -> u64 {
+    fn intern_node(&self, parent: u64, node: &Arc<Node>, root: BlobId) -> u64 {
         let key = if node.kind == NodeKind::File && node.links > 1 {
             Key::HardLink(root, node.device, node.inode)
         } else {
             Key::Child(parent, node.name.clone())
         };
         self.table.lock().intern(key, || Entry::Node {
-            node: Arc::new(node.clone()),
+            node: node.clone(),
             root,
             parent,
         })
@@ -294,11 +314,7 @@ impl Namespace {
                     .find(&name)
                     .ok_or(FsError::NotFound)?
                     .clone();
-                let entry = Entry::Node {
-                    node: Arc::new(node),
-                    root,
-                    parent,
-                };
+                let entry = Entry::Node { node, root, parent };
                 let mut table = self.table.lock();
                 let slot = &mut table.entries[ino as usize - 1];
                 if matches!(slot, Entry::Released { .. }) {
@@ -525,7 +541,7 @@ impl Namespace {
             .iter()
             .filter(|n| n.kind == NodeKind::File && n.size > 0 && n.size <= max_size)
             .take(count)
-            .map(|n| (self.intern_node(parent, n, root), Arc::new(n.clone())))
+            .map(|n| (self.intern_node(parent, n, root), n.clone()))
             .collect()
     }
 
