@@ -90,16 +90,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-fn meta_of(node: &Node) -> Meta {
-    Meta {
-        mode: node.mode,
-        uid: node.uid,
-        gid: node.gid,
-        atime: node.atime,
-        mtime: node.mtime,
-    }
-}
-
 /// Copies a local tree into the staging area, keeping metadata and the
 /// hard links inside what is copied.
 struct Adder<'a> {
@@ -129,9 +119,9 @@ impl Adder<'_> {
                     Some(old) if old.kind == NodeKind::Dir => {}
                     Some(_) => {
                         self.staging.remove(dest, true)?;
-                        self.staging.mkdir(dest, meta_of(&node))?;
+                        self.staging.mkdir(dest, Meta::of_node(&node))?;
                     }
-                    None => self.staging.mkdir(dest, meta_of(&node))?,
+                    None => self.staging.mkdir(dest, Meta::of_node(&node))?,
                 }
                 let mut children: Vec<_> = match std::fs::read_dir(source) {
                     Ok(entries) => entries
@@ -148,7 +138,7 @@ impl Adder<'_> {
                 }
                 self.set_xattrs(dest, &node)?;
                 // Adding entries changed the folder's times: put them back.
-                self.staging.set_meta(dest, meta_of(&node))?;
+                self.staging.set_meta(dest, Meta::of_node(&node))?;
             }
             NodeKind::File => {
                 if existing.is_some() {
@@ -170,7 +160,7 @@ impl Adder<'_> {
                 };
                 self.bytes +=
                     self.staging
-                        .import(dest, file, meta_of(&node), node.xattrs.clone())?;
+                        .import(dest, file, Meta::of_node(&node), node.xattrs.clone())?;
                 self.files += 1;
                 if meta.nlink() > 1 {
                     self.links.insert(key, dest.to_vec());

@@ -129,8 +129,8 @@ impl Namespace {
     pub fn mkdir(&self, parent: u64, name: &[u8], meta: Meta, umask: u32) -> FsResult<Attr> {
         let path = self.child_path(parent, name)?;
         let staging = self.staging()?;
-        let (meta, acls) = self.inherit(parent, meta, umask, true)?;
-        staging.mkdir(&path, meta)?;
+        let (mode, acls) = self.inherit(parent, meta.mode, umask, true)?;
+        staging.mkdir(&path, Meta { mode, ..meta })?;
         self.created_with(&path, acls)
     }
 
@@ -138,8 +138,8 @@ impl Namespace {
     pub fn create(&self, parent: u64, name: &[u8], meta: Meta, umask: u32) -> FsResult<Attr> {
         let path = self.child_path(parent, name)?;
         let staging = self.staging()?;
-        let (meta, acls) = self.inherit(parent, meta, umask, false)?;
-        staging.create(&path, meta)?;
+        let (mode, acls) = self.inherit(parent, meta.mode, umask, false)?;
+        staging.create(&path, Meta { mode, ..meta })?;
         self.created_with(&path, acls)
     }
 
@@ -157,16 +157,7 @@ impl Namespace {
         // Symlinks have no permissions of their own, hence no ACLs.
         let mut acls = Vec::new();
         if node.kind != NodeKind::Symlink {
-            let meta = Meta {
-                mode: node.mode,
-                uid: node.uid,
-                gid: node.gid,
-                atime: node.atime,
-                mtime: node.mtime,
-            };
-            let (meta, inherited) = self.inherit(parent, meta, umask, false)?;
-            node.mode = meta.mode;
-            acls = inherited;
+            (node.mode, acls) = self.inherit(parent, node.mode, umask, false)?;
         }
         staging.make_special(&path, node)?;
         self.created_with(&path, acls)
@@ -177,19 +168,18 @@ impl Namespace {
     fn inherit(
         &self,
         parent: u64,
-        mut meta: Meta,
+        mode: u32,
         umask: u32,
         is_dir: bool,
-    ) -> FsResult<(Meta, acl::AclAttrs)> {
+    ) -> FsResult<(u32, acl::AclAttrs)> {
         let folder = self.staging()?.stat(&self.path_of(parent)?)?;
         let default = folder
             .xattrs
             .iter()
             .find(|(name, _)| name == acl::DEFAULT)
             .map(|(_, value)| value.as_slice());
-        let inherited = acl::inherit(default, meta.mode, umask, is_dir);
-        meta.mode = inherited.mode;
-        Ok((meta, inherited.acls))
+        let inherited = acl::inherit(default, mode, umask, is_dir);
+        Ok((inherited.mode, inherited.acls))
     }
 
     /// The attributes of the entry just made at `path`, after giving it

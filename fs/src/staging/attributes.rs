@@ -49,10 +49,7 @@ impl Staging {
         let node = inner.overlay.get(path)?.node();
         let meta = Meta {
             mode: (node.mode & 0o7000) | acl.mode_bits(),
-            uid: node.uid,
-            gid: node.gid,
-            atime: node.atime,
-            mtime: node.mtime,
+            ..Meta::of_node(&node)
         };
         let had_acl = node.xattrs.iter().any(|(name, _)| name == acl::ACCESS);
         self.record(

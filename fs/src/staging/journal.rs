@@ -39,6 +39,19 @@ pub struct Meta {
     pub mtime: Timestamp,
 }
 
+impl Meta {
+    /// The metadata `node` has now.
+    pub fn of_node(node: &Node) -> Meta {
+        Meta {
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            atime: node.atime,
+            mtime: node.mtime,
+        }
+    }
+}
+
 /// One change. Variant numbers are part of the journal format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Op {
