@@ -189,7 +189,12 @@ impl Table {
 
     /// Whether `ino` is a staged entry whose names are all gone.
     fn is_gone(&self, ino: u64) -> bool {
-        matches!(self.get(ino), Ok(Entry::Staged(path)) if path == staged::GONE)
+        // By reference: `get` clones the entry, and this runs on every
+        // intern.
+        let entry = ino
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i as usize));
+        matches!(entry, Some(Entry::Staged(path)) if path == staged::GONE)
     }
 
     fn intern(&mut self, key: Key, entry: impl FnOnce() -> Entry) -> u64 {
@@ -286,6 +291,16 @@ impl Namespace {
         Ok(tree)
     }
 
+    /// The entries of snapshot folder `node`: `None` for a folder recorded
+    /// empty, NotDir for anything else.
+    fn folder(&self, node: &Node) -> FsResult<Option<Arc<Folder>>> {
+        match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(id)) => Ok(Some(self.tree(&id)?)),
+            (NodeKind::Dir, None) => Ok(None),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
     fn intern_node(&self, parent: u64, node: &Arc<Node>, root: BlobId) -> u64 {
         let key = if node.kind == NodeKind::File && node.links > 1 {
             Key::HardLink(root, node.device, node.inode)
@@ -308,12 +323,10 @@ impl Namespace {
                 let Entry::Node { node: folder, .. } = self.entry(parent)? else {
                     return Err(FsError::NotFound);
                 };
-                let subtree = folder.subtree.ok_or(FsError::NotFound)?;
                 let node = self
-                    .tree(&subtree)?
-                    .find(&name)
-                    .ok_or(FsError::NotFound)?
-                    .clone();
+                    .folder(&folder)?
+                    .and_then(|tree| tree.find(&name).cloned())
+                    .ok_or(FsError::NotFound)?;
                 let entry = Entry::Node { node, root, parent };
                 let mut table = self.table.lock();
                 let slot = &mut table.entries[ino as usize - 1];
@@ -354,12 +367,7 @@ impl Namespace {
         let entry = self.entry(parent)?;
         match &entry {
             Entry::Node { node, root, .. } => {
-                let subtree = match (node.kind, node.subtree) {
-                    (NodeKind::Dir, Some(id)) => id,
-                    (NodeKind::Dir, None) => return Err(FsError::NotFound),
-                    _ => return Err(FsError::NotDir),
-                };
-                let tree = self.tree(&subtree)?;
+                let tree = self.folder(node)?.ok_or(FsError::NotFound)?;
                 let child = tree.find(name).ok_or(FsError::NotFound)?;
                 let ino = self.intern_node(parent, child, *root);
                 self.getattr(ino)
@@ -429,12 +437,9 @@ impl Namespace {
         let entry = self.entry(ino)?;
         match &entry {
             Entry::Node { node, root, .. } => {
-                let id = match (node.kind, node.subtree) {
-                    (NodeKind::Dir, Some(id)) => id,
-                    (NodeKind::Dir, None) => return Ok(Vec::new()),
-                    _ => return Err(FsError::NotDir),
+                let Some(tree) = self.folder(node)? else {
+                    return Ok(Vec::new());
                 };
-                let tree = self.tree(&id)?;
                 Ok(tree
                     .nodes
                     .iter()
@@ -501,11 +506,11 @@ impl Namespace {
     /// order, up to about `budget` bytes (for read-ahead); nothing for other
     /// folders.
     pub fn first_blobs(&self, ino: u64, budget: u64) -> Vec<BlobId> {
-        let subtree = match self.entry(ino) {
-            Ok(Entry::Node { node, .. }) if node.kind == NodeKind::Dir => node.subtree,
-            _ => None,
+        let tree = match self.entry(ino) {
+            Ok(Entry::Node { node, .. }) => self.folder(&node),
+            _ => Ok(None),
         };
-        let Some(tree) = subtree.and_then(|id| self.tree(&id).ok()) else {
+        let Ok(Some(tree)) = tree else {
             return Vec::new();
         };
         let mut spent = 0u64;
@@ -529,11 +534,11 @@ impl Namespace {
             Ok(Entry::Node { node, parent, .. }) => (node.name.clone(), parent),
             _ => return Vec::new(),
         };
-        let (subtree, root) = match self.entry(parent) {
-            Ok(Entry::Node { node, root, .. }) => (node.subtree, root),
+        let (tree, root) = match self.entry(parent) {
+            Ok(Entry::Node { node, root, .. }) => (self.folder(&node), root),
             _ => return Vec::new(),
         };
-        let Some(tree) = subtree.and_then(|id| self.tree(&id).ok()) else {
+        let Ok(Some(tree)) = tree else {
             return Vec::new();
         };
         let after = tree.nodes.partition_point(|n| n.name <= name);
