@@ -154,6 +154,24 @@ impl MapacheFs {
         Ok([dot(b"."), dot(b"..")].into_iter().chain(entries).collect())
     }
 
+    /// Hands the entries of folder `ino` from `offset` on, each with the
+    /// offset of the entry after it, to `add` until it says the reply is
+    /// full (readdir and readdirplus differ only in what they add).
+    fn fill_listing(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let entries = self.list(ino, offset)?;
+        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+            if add((i + 1) as u64, entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn open_handle(&self, ino: u64, flags: OpenFlags) -> FsResult<Handle> {
         let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
         if self.namespace.staged_path(ino).is_some() {
@@ -590,17 +608,14 @@ impl Filesystem for MapacheFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.list(ino.0, offset) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let (child, kind, name) = (INodeNo(entry.ino), file_type(entry.kind), &entry.name);
-            if reply.add(child, (i + 1) as u64, kind, OsStr::from_bytes(name)) {
-                break;
-            }
+        let listed = self.fill_listing(ino.0, offset, |next, entry| {
+            let (child, kind) = (INodeNo(entry.ino), file_type(entry.kind));
+            reply.add(child, next, kind, OsStr::from_bytes(&entry.name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
     }
 
     /// A listing with every entry's attributes, which the kernel caches as
@@ -614,30 +629,20 @@ impl Filesystem for MapacheFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.list(ino.0, offset) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+        let listed = self.fill_listing(ino.0, offset, |next, entry| {
             let attr = match self.namespace.getattr(entry.ino) {
                 Ok(attr) => attr,
                 // Gone since the listing (staging): leave it out.
-                Err(_) => continue,
+                Err(_) => return false,
             };
             let name = OsStr::from_bytes(&entry.name);
             let (ttl, attr) = (self.ttl(&attr), file_attr(&attr));
-            if reply.add(
-                INodeNo(entry.ino),
-                (i + 1) as u64,
-                name,
-                &ttl,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
+            reply.add(INodeNo(entry.ino), next, name, &ttl, &attr, Generation(0))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
