@@ -2,6 +2,7 @@
 //! These tests really mount; CI runs them as root with /dev/fuse.
 
 use std::fs;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::util::{
@@ -199,6 +200,13 @@ fn snapshots_are_read_only() {
     assert!(erofs(fs::write(dir.join("new"), "x")));
     assert!(erofs(fs::remove_file(dir.join("f"))));
     assert!(erofs(fs::create_dir(dir.join("d"))));
+    // The kernel opens files without asking the mount (zero-message open),
+    // so opening for appending is not refused; the write is.
+    let appended = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("f"))
+        .and_then(|mut f| f.write_all(b"more"));
+    assert!(erofs(appended));
     assert_eq!(fs::read_to_string(dir.join("f")).unwrap(), "content");
 }
 

@@ -277,6 +277,56 @@ fn full_state_folder_fails_the_write_and_keeps_what_was_staged() {
 }
 
 #[test]
+fn a_writer_the_mount_never_sees_open_is_committed_with_what_it_wrote() {
+    // The kernel opens files without telling the mount (zero-message
+    // open): an appender's writes name only the inode, and a commit in
+    // between takes what the file holds at that moment.
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 241) as u8).collect();
+    fs::write(staged.join("small"), b"first line\n").unwrap();
+    fs::write(staged.join("large"), &large).unwrap();
+    env.ok(&["commit", "-m", "base"]);
+    let append = |name: &str| {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(staged.join(name))
+            .unwrap()
+    };
+    let (mut small, mut big) = (append("small"), append("large"));
+    small.write_all(b"second line\n").unwrap();
+    big.write_all(b"tail one").unwrap();
+    let first = env.json(&["commit", "-m", "mid-write"]);
+    small.write_all(b"third line\n").unwrap();
+    big.write_all(b"tail two").unwrap();
+    big.sync_all().unwrap();
+    assert_eq!(
+        fs::read(staged.join("small")).unwrap(),
+        b"first line\nsecond line\nthird line\n"
+    );
+    let second = env.json(&["commit", "-m", "after"]);
+    drop((small, big, mount));
+
+    for (commit, lines, tail) in [
+        (&first, "first line\nsecond line\n", "tail one"),
+        (
+            &second,
+            "first line\nsecond line\nthird line\n",
+            "tail onetail two",
+        ),
+    ] {
+        let short = commit["short_id"].as_str().unwrap();
+        let restored = env.path(&format!("restored-{short}"));
+        env.ok(&["restore", short, "--target", restored.to_str().unwrap()]);
+        assert_eq!(fs::read_to_string(restored.join("small")).unwrap(), lines);
+        let got = fs::read(restored.join("large")).unwrap();
+        assert_eq!(got.len(), large.len() + tail.len(), "{short}");
+        assert!(got.starts_with(&large) && got.ends_with(tail.as_bytes()));
+    }
+}
+
+#[test]
 fn a_staged_file_open_when_unlinked_stays_readable() {
     use std::io::{Read, Seek, SeekFrom};
     let env = Env::with_repo();

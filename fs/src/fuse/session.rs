@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use fuser::{Config, INodeNo, MountOption, SessionACL};
+use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::MapacheFs;
+use super::{MapacheFs, READING_FILES};
 use crate::blob_cache::BlobCache;
 use crate::namespace::Namespace;
 use crate::page_push::PagePusher;
@@ -79,6 +80,8 @@ pub fn mount(
         notifier: notifier.clone(),
         handles: Mutex::new(HashMap::new()),
         next_handle: AtomicU64::new(1),
+        opens_without_asking: false,
+        reading: Mutex::new(LruCache::new(READING_FILES)),
     };
     let mut config = Config::default();
     config.mount_options = vec![

@@ -26,7 +26,7 @@ use mapache_store::{BlobId, IndexedRepository};
 use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
-use crate::staging::Staging;
+use crate::staging::{OpenFile, Staging};
 
 mod snapshots;
 mod staged;
@@ -177,6 +177,11 @@ struct Table {
     /// every inode (which made `rm -r` and `mv` of many staged files
     /// quadratic).
     staged: BTreeSet<(Vec<u8>, u64)>,
+    /// Staged files whose last name went while the kernel may still hold
+    /// them open, by inode number, until the kernel forgets the inode: the
+    /// mount gets no open or close (see `fuse/mod.rs`), so reads, writes
+    /// and `fstat` of an unlinked open file find it here.
+    unlinked: HashMap<u64, OpenFile>,
 }
 
 impl Table {
@@ -344,6 +349,7 @@ impl Namespace {
     /// what the kernel holds, not everything ever looked up.
     pub fn forget(&self, ino: u64) {
         let mut table = self.table.lock();
+        table.unlinked.remove(&ino);
         let Some(slot) = ino
             .checked_sub(1)
             .and_then(|i| table.entries.get_mut(i as usize))

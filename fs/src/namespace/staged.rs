@@ -193,10 +193,14 @@ impl Namespace {
     }
 
     /// Marks the inodes of `path` and everything below it as gone; their
-    /// numbers are never reused.
-    fn forget_path(&self, path: &[u8]) {
+    /// numbers are never reused. `file`, the regular file that was at
+    /// `path`, stays reachable by its number until the kernel forgets it.
+    fn forget_path(&self, path: &[u8], file: Option<OpenFile>) {
         let mut table = self.table.lock();
         for (old, ino) in staged_under(&table, path) {
+            if let (true, Some(file)) = (old == path, &file) {
+                table.unlinked.insert(ino, file.clone());
+            }
             table.staged.remove(&(old.clone(), ino));
             table.entries[ino as usize - 1] = Entry::Staged(GONE.to_vec());
             let key = Key::Staged(old);
@@ -214,21 +218,25 @@ impl Namespace {
         if node.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
-        let linked = (node.links > 1)
+        let file = (node.kind == NodeKind::File)
             .then(|| staging.open_file(&path))
             .transpose()?;
         staging.remove(&path, false)?;
-        self.name_gone(staging, &path, linked);
+        self.name_gone(staging, &path, file, node.links > 1);
         Ok(())
     }
 
     /// `gone` was removed (unlinked, or replaced by a rename). If it named
-    /// `linked`, a file with other names, the inode number moves to a name
-    /// the file still has, as on a local filesystem; otherwise the inodes at
-    /// and below `gone` are forgotten.
-    fn name_gone(&self, staging: &Staging, gone: &[u8], linked: Option<OpenFile>) {
-        let Some(survivor) = linked.and_then(|file| staging.name_of(&file)) else {
-            return self.forget_path(gone);
+    /// `file` and the file had other names (`linked`), the inode number
+    /// moves to a name it still has, as on a local filesystem; otherwise
+    /// the inodes at and below `gone` are forgotten.
+    fn name_gone(&self, staging: &Staging, gone: &[u8], file: Option<OpenFile>, linked: bool) {
+        let survivor = match &file {
+            Some(file) if linked => staging.name_of(file),
+            _ => None,
+        };
+        let Some(survivor) = survivor else {
+            return self.forget_path(gone, file);
         };
         let moved = self.move_paths(&[(gone, &survivor)]);
         let mut table = self.table.lock();
@@ -247,7 +255,7 @@ impl Namespace {
             return Err(FsError::NotDir);
         }
         staging.remove(&path, false)?;
-        self.forget_path(&path);
+        self.forget_path(&path, None);
         Ok(())
     }
 
@@ -264,13 +272,14 @@ impl Namespace {
         let from = self.child_path(parent, name)?;
         let to = self.child_path(new_parent, new_name)?;
         let staging = self.staging()?;
-        // A hard-linked file about to be replaced keeps its inode number
-        // under the name it still has.
-        let replaced = match staging.stat(&to) {
-            Ok(node) if node.kind == NodeKind::File && node.links > 1 && from != to => {
-                Some(staging.open_file(&to)?)
+        // A file about to be replaced stays reachable if open, and a
+        // hard-linked one keeps its inode number under the name it still
+        // has.
+        let (replaced, linked) = match staging.stat(&to) {
+            Ok(node) if node.kind == NodeKind::File && from != to => {
+                (Some(staging.open_file(&to)?), node.links > 1)
             }
-            _ => None,
+            _ => (None, false),
         };
         staging.rename(&from, &to, mode)?;
         if from == to {
@@ -280,7 +289,7 @@ impl Namespace {
             self.move_paths(&[(&from, &to), (&to, &from)]);
         } else {
             // Whatever was at `to` is replaced; then everything at `from` moves.
-            self.name_gone(staging, &to, replaced);
+            self.name_gone(staging, &to, replaced, linked);
             self.move_paths(&[(&from, &to)]);
         }
         Ok(())
@@ -412,15 +421,28 @@ impl Namespace {
         self.staging()?.writer_open(file, opening)
     }
 
+    /// Notes a write into `file` that came without a writer's handle.
+    pub fn loose_write(&self, file: &OpenFile) -> FsResult<()> {
+        self.staging()?.loose_write(file);
+        Ok(())
+    }
+
     /// Makes the file behind an open handle durable, whatever its names.
     pub fn fsync_open(&self, file: &OpenFile) -> FsResult<()> {
         self.staging()?.fsync_open(file)
     }
 
-    /// Staged file `ino`, held for reading even after its names go away.
+    /// Staged file `ino`, held for reading even after its names go away;
+    /// found also after they went, until the kernel forgets the inode.
     pub fn open_staged(&self, ino: u64) -> FsResult<OpenFile> {
-        let path = self.path_of(ino)?;
-        self.staging()?.open_file(&path)
+        match self.path_of(ino) {
+            Ok(path) => self.staging()?.open_file(&path),
+            Err(FsError::NotFound) => {
+                let table = self.table.lock();
+                table.unlinked.get(&ino).cloned().ok_or(FsError::NotFound)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads from a staged file held with [`Namespace::open_staged`].

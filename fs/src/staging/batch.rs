@@ -70,7 +70,7 @@ impl Staging {
             .into_iter()
             .filter_map(|file| {
                 let mut f = file.lock();
-                if f.writers > 0 || f.uploading {
+                if f.in_use() || f.uploading {
                     return None;
                 }
                 let source = match (&f.inline, f.local) {

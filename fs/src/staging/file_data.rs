@@ -300,6 +300,12 @@ impl Staging {
         self.count_writer(inner, &file, opening)
     }
 
+    /// Notes a write into `file` by a writer with no handle counted by
+    /// [`Staging::writer_open`]: uploads leave the file alone for a while.
+    pub fn loose_write(&self, file: &OpenFile) {
+        file.0.lock().loose_write = Some(std::time::Instant::now());
+    }
+
     /// Like [`Staging::writer`] for a file opened with
     /// [`Staging::open_file`], whatever its names are now.
     pub fn writer_open(&self, file: &OpenFile, opening: bool) -> FsResult<()> {

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mapache_store::tree::{Node, NodeKind};
 use mapache_store::{BlobId, IndexedRepository};
@@ -29,6 +30,10 @@ pub struct FileEntry {
     pub dirty: bool,
     /// Open write handles.
     pub writers: u32,
+    /// When the file was last written by a writer without a handle (the
+    /// mount gets no open or close of files the kernel opens itself, see
+    /// `fuse/mod.rs`): such a writer may still be at it.
+    pub loose_write: Option<Instant>,
     /// Blob offsets of the stored content, once computed for reading.
     pub stored: Option<Arc<crate::FileContent>>,
     /// The current bytes of a small new file, kept in memory (and in the
@@ -39,6 +44,18 @@ pub struct FileEntry {
     pub version: u64,
     /// An upload of this file runs outside the staging lock.
     pub uploading: bool,
+}
+
+/// How long after a write without a handle a file counts as still being
+/// written: uploading it sooner would most likely upload it again.
+const LOOSE_IDLE: Duration = Duration::from_secs(2);
+
+impl FileEntry {
+    /// Whether someone may still be writing: an open writer, or a write
+    /// without a handle in the last [`LOOSE_IDLE`].
+    pub fn in_use(&self) -> bool {
+        self.writers > 0 || self.loose_write.is_some_and(|at| at.elapsed() < LOOSE_IDLE)
+    }
 }
 
 /// A shared file.
@@ -149,6 +166,7 @@ fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
                 local: None,
                 dirty: false,
                 writers: 0,
+                loose_write: None,
                 stored: None,
                 inline: None,
                 version: 0,
@@ -349,6 +367,7 @@ impl Overlay {
                     local: None,
                     dirty: true,
                     writers: 0,
+                    loose_write: None,
                     stored: None,
                     inline: Some(Vec::new()),
                     version: 0,
