@@ -578,12 +578,14 @@ impl Filesystem for MapacheFs {
             Ok(Handle::Snapshot(..)) => return reply.error(Errno::EROFS),
             Err(e) => return reply.error(errno(&e)),
         };
-        let written = self.namespace.write_open(ino, &file, offset, data);
-        let noted = match writer {
-            true => Ok(()),
-            false => self.namespace.loose_write(&file),
-        };
-        match written.and_then(|n| noted.map(|()| n)) {
+        let result = self.namespace.write_open(ino, &file, offset, data);
+        let result = result.and_then(|n| {
+            if !writer {
+                self.namespace.loose_write(&file)?;
+            }
+            Ok(n)
+        });
+        match result {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
