@@ -400,6 +400,58 @@ fn writes_through_a_handle_outlive_the_name_it_was_opened_by() {
 }
 
 #[test]
+fn an_unlinked_open_file_can_be_truncated_and_chmodded() {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 239) as u8).collect();
+    fs::write(staged.join("base"), &large).unwrap();
+    env.ok(&["commit", "-m", "base"]);
+    let small = b"0123456789abcdef".to_vec();
+    fs::write(staged.join("temp"), &small).unwrap();
+
+    // A file made here and a file of the base, each unlinked while open,
+    // as temporary files are: ftruncate, fchmod and fstat work on them.
+    for (name, before) in [("temp", &small), ("base", &large)] {
+        let path = staged.join(name);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        fs::remove_file(&path).unwrap();
+        file.set_len(10).unwrap();
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(
+            (meta.len(), meta.mode() & 0o7777, meta.nlink()),
+            (10, 0o600, 0),
+            "{name}"
+        );
+        let mut read = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut read).unwrap();
+        assert_eq!(read, &before[..10], "{name}");
+        // Grown past what staging keeps in memory.
+        file.set_len(2 << 20).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        read.clear();
+        file.read_to_end(&mut read).unwrap();
+        assert_eq!(read.len(), 2 << 20, "{name}");
+        assert!(read[..10] == before[..10] && read[10..].iter().all(|&b| b == 0));
+    }
+    let after = env.json(&["commit", "-m", "after"]);
+    drop(mount);
+    let restored = env.path("restored");
+    let short = after["short_id"].as_str().unwrap();
+    env.ok(&["restore", short, "--target", restored.to_str().unwrap()]);
+    assert_eq!(fs::read_dir(&restored).unwrap().count(), 0);
+}
+
+#[test]
 fn a_base_file_unlinked_while_open_takes_writes_through_its_handle() {
     use std::io::{Read, Seek, SeekFrom};
     let env = Env::with_repo();

@@ -33,6 +33,27 @@ pub struct SetAttr {
     pub mtime: Option<Timestamp>,
 }
 
+impl SetAttr {
+    fn changes_meta(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.atime.is_some()
+            || self.mtime.is_some()
+    }
+
+    /// `node`'s metadata with these changes.
+    fn meta(&self, node: &Node) -> Meta {
+        Meta {
+            mode: self.mode.unwrap_or(node.mode) & 0o7777,
+            uid: self.uid.unwrap_or(node.uid),
+            gid: self.gid.unwrap_or(node.gid),
+            atime: self.atime.unwrap_or(node.atime),
+            mtime: self.mtime.unwrap_or(node.mtime),
+        }
+    }
+}
+
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
         name.to_vec()
@@ -351,32 +372,35 @@ impl Namespace {
         self.created(&to)
     }
 
-    /// Changes mode, owner, size or times.
+    /// Changes mode, owner, size or times; of a file unlinked while open
+    /// too (`ftruncate`, `fchmod` of a temporary file).
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
-        let path = self.path_of(ino)?;
+        let path = match self.path_of(ino) {
+            Err(FsError::NotFound) => return self.setattr_unlinked(ino, change),
+            path => path?,
+        };
         let staging = self.staging()?;
         if let Some(size) = change.size {
             staging.truncate(&path, size)?;
         }
-        if change.mode.is_some()
-            || change.uid.is_some()
-            || change.gid.is_some()
-            || change.atime.is_some()
-            || change.mtime.is_some()
-        {
+        if change.changes_meta() {
             let node = staging.stat(&path)?;
-            staging.set_meta(
-                &path,
-                Meta {
-                    mode: change.mode.unwrap_or(node.mode) & 0o7777,
-                    uid: change.uid.unwrap_or(node.uid),
-                    gid: change.gid.unwrap_or(node.gid),
-                    atime: change.atime.unwrap_or(node.atime),
-                    mtime: change.mtime.unwrap_or(node.mtime),
-                },
-            )?;
+            staging.set_meta(&path, change.meta(&node))?;
         }
         self.staged_attr(ino, &path)
+    }
+
+    fn setattr_unlinked(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
+        let file = self.open_staged(ino)?;
+        let staging = self.staging()?;
+        if let Some(size) = change.size {
+            staging.truncate_unlinked(&file, size)?;
+        }
+        if change.changes_meta() {
+            let node = staging.stat_open(&file)?;
+            staging.set_meta_unlinked(&file, &change.meta(&node));
+        }
+        self.getattr_open(ino, &file)
     }
 
     /// Writes into file `ino`.

@@ -4,11 +4,20 @@
 use mapache_store::tree::NodeKind;
 
 use super::journal::Op;
-use super::{Inner, Meta, Staging};
+use super::overlay::apply_meta;
+use super::{Inner, Meta, OpenFile, Staging};
 use crate::acl::{self, Acl};
 use crate::error::{FsError, FsResult};
 
 impl Staging {
+    /// Sets owner, mode and times of a file whose name is gone (see
+    /// [`Staging::write_unlinked`]): only `fstat` through it sees them, and
+    /// no commit or restart ever will, so nothing is recorded.
+    pub fn set_meta_unlinked(&self, file: &OpenFile, meta: &Meta) {
+        let _inner = self.inner.lock();
+        apply_meta(&mut file.0.lock().node, meta);
+    }
+
     /// Sets owner, mode and times. An access ACL follows the new mode (its
     /// owner, group-class and other entries), as a chmod on Linux does.
     pub fn set_meta(&self, path: &[u8], meta: Meta) -> FsResult<()> {

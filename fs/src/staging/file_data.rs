@@ -132,6 +132,20 @@ impl Staging {
     /// other name it still has; `fsync_open` makes them durable).
     pub fn write_unlinked(&self, file: &OpenFile, offset: u64, data: &[u8]) -> FsResult<usize> {
         let mut inner = self.inner.lock();
+        self.prepare_unlinked(&mut inner, file)?;
+        self.write_file(&mut inner, &file.0, None, offset, data)
+    }
+
+    /// Sets the length of a file whose name is gone, as
+    /// [`Staging::write_unlinked`] writes into it.
+    pub fn truncate_unlinked(&self, file: &OpenFile, size: u64) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        self.prepare_unlinked(&mut inner, file)?;
+        self.truncate_file(&mut inner, &file.0, None, size)
+    }
+
+    /// Readies a file whose name is gone for changes to its bytes.
+    fn prepare_unlinked(&self, inner: &mut Inner, file: &OpenFile) -> FsResult<()> {
         let (fid, links) = {
             let f = file.0.lock();
             (f.fid, f.node.links)
@@ -147,10 +161,10 @@ impl Staging {
             if links > 1 {
                 return Err(FsError::NotFound);
             }
-            self.unrecorded_local(&mut inner, &file.0)?;
+            self.unrecorded_local(inner, &file.0)?;
             file.0.lock().dirty = false;
         }
-        self.write_file(&mut inner, &file.0, None, offset, data)
+        Ok(())
     }
 
     /// Makes a file opened with [`Staging::open_file`] durable in the
@@ -204,14 +218,29 @@ impl Staging {
     pub fn truncate(&self, path: &[u8], size: u64) -> FsResult<()> {
         let mut inner = self.inner.lock();
         let file = inner.overlay.file(path)?;
+        self.truncate_file(&mut inner, &file, Some(path), size)
+    }
+
+    /// Sets the length of `file`, found at `path` (`None`: it has no name
+    /// left, see [`Staging::write_unlinked`]).
+    fn truncate_file(
+        &self,
+        inner: &mut Inner,
+        file: &FileRef,
+        path: Option<&[u8]>,
+        size: u64,
+    ) -> FsResult<()> {
         let inline_fid = {
             let f = file.lock();
             f.inline.as_ref().and(Some(f.fid))
         };
         if let Some(fid) = inline_fid.filter(|_| size <= INLINE_MAX) {
-            return self.record(&mut inner, Op::Resize { fid, size });
+            return self.record(inner, Op::Resize { fid, size });
         }
-        let local = self.make_local(&mut inner, path, &file, size == 0)?;
+        let local = match path {
+            Some(path) => self.make_local(inner, path, file, size == 0)?,
+            None => self.unrecorded_local(inner, file)?,
+        };
         inner
             .local_file(&self.dir, local)?
             .set_len(size)
