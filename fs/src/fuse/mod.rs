@@ -270,10 +270,11 @@ impl Filesystem for MapacheFs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
-        // Sent when the kernel evicts the inode (with all its lookups):
-        // the namespace lets its node go and finds it again if asked.
-        self.namespace.forget(ino.0);
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        // Sent when the kernel evicts the inode (with all its lookups), or
+        // drops an entry it was handed: the namespace lets the entry go
+        // once the kernel holds it no more.
+        self.namespace.forget(ino.0, nlookup);
         self.reading.lock().pop(&ino.0);
     }
 
@@ -685,14 +686,32 @@ impl Filesystem for MapacheFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let listed = self.fill_listing(ino.0, offset, |next, entry| {
-            let attr = match self.namespace.getattr(entry.ino) {
+            // The kernel takes each entry but `.` and `..` as a lookup.
+            let dots = entry.name == b"." || entry.name == b"..";
+            let attr = match dots {
+                true => self.namespace.getattr(entry.ino),
+                false => self.namespace.listed(ino.0, &entry.name, entry.ino),
+            };
+            let attr = match attr {
                 Ok(attr) => attr,
                 // Gone since the listing (staging): leave it out.
                 Err(_) => return false,
             };
             let name = OsStr::from_bytes(&entry.name);
-            let (ttl, attr) = (self.ttl(&attr), file_attr(&attr));
-            reply.add(INodeNo(entry.ino), next, name, &ttl, &attr, Generation(0))
+            let (ttl, fuse_attr) = (self.ttl(&attr), file_attr(&attr));
+            let full = reply.add(
+                INodeNo(attr.ino),
+                next,
+                name,
+                &ttl,
+                &fuse_attr,
+                Generation(0),
+            );
+            if full && !dots {
+                // Not handed over after all: the next listing call will.
+                self.namespace.not_listed(attr.ino);
+            }
+            full
         });
         match listed {
             Ok(()) => reply.ok(),

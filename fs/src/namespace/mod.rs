@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Plain Rust, no FUSE: the adapter in `fuse/` only translates. Inode
-//! numbers are assigned on first lookup and stay stable while mounted; hard
-//! links of one snapshot (same device and inode recorded) share one inode
-//! number. The snapshot list is re-read at most once a second, so snapshots
+//! numbers are derived from what an entry is (its folder's number and its
+//! name, or a hard link's identity), so they stay stable while mounted even
+//! though the table only holds the entries the kernel holds; hard links of
+//! one snapshot (same device and inode recorded) share one inode number. The snapshot list is re-read at most once a second, so snapshots
 //! made by other processes appear without remounting.
 
 use std::collections::{BTreeSet, HashMap};
@@ -23,6 +24,7 @@ use std::time::Duration;
 use lru::LruCache;
 use mapache_store::tree::{Node, NodeKind, Timestamp};
 use mapache_store::{BlobId, IndexedRepository};
+use nohash_hasher::BuildNoHashHasher;
 use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
@@ -136,13 +138,6 @@ enum Entry {
         root: BlobId,
         parent: u64,
     },
-    /// A `Node` the kernel forgot: its number stays, and where to find its
-    /// node again (entry `name` of folder `parent`), not the node itself.
-    Released {
-        parent: u64,
-        name: Vec<u8>,
-        root: BlobId,
-    },
     /// The staging entry at this path (empty: the `staging` folder itself).
     Staged(Vec<u8>),
 }
@@ -168,9 +163,43 @@ fn virtual_key(parent: u64, name: &[u8], entry: &Entry) -> Key {
     }
 }
 
+/// The key of snapshot entry `node`, found in folder `parent` of the
+/// snapshot with root tree `root`.
+fn node_key(parent: u64, node: &Node, root: BlobId) -> Key {
+    if node.kind == NodeKind::File && node.links > 1 {
+        Key::HardLink(root, node.device, node.inode)
+    } else {
+        Key::Child(parent, node.name.clone())
+    }
+}
+
+/// Inode numbers use 63 bits: some tools keep them in signed integers.
+const NUMBER_BITS: u64 = u64::MAX >> 1;
+
+/// The inode number entry `key` gets unless another entry has it: the same
+/// key gives the same number every time it is looked up again.
+fn number_for(key: &Key) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    // `DefaultHasher::new` hashes alike in every run of one build.
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish() & NUMBER_BITS
+}
+
+/// An entry and how many times the kernel was handed its number (lookups
+/// and listed entries with attributes) less what it has forgotten.
+struct Slot {
+    entry: Entry,
+    lookups: u64,
+}
+
 #[derive(Default)]
 struct Table {
-    entries: Vec<Entry>,
+    /// The entries by inode number. Entries inside snapshots leave when the
+    /// kernel forgets them (their numbers come back with their keys); the
+    /// virtual folders and staged entries stay. Numbers are hashes already
+    /// (`number_for`), so the map uses them as they are.
+    entries: HashMap<u64, Slot, BuildNoHashHasher<u64>>,
     by_key: HashMap<Key, u64>,
     /// Staged entries by path, in path order: renaming or removing finds
     /// what sits at and below a path with one range instead of a scan of
@@ -186,41 +215,49 @@ struct Table {
 
 impl Table {
     fn get(&self, ino: u64) -> FsResult<Entry> {
-        ino.checked_sub(1)
-            .and_then(|i| self.entries.get(i as usize))
-            .cloned()
+        self.entries
+            .get(&ino)
+            .map(|slot| slot.entry.clone())
             .ok_or(FsError::NotFound)
+    }
+
+    /// Replaces the entry of `ino`, which exists.
+    fn set(&mut self, ino: u64, entry: Entry) {
+        if let Some(slot) = self.entries.get_mut(&ino) {
+            slot.entry = entry;
+        }
     }
 
     /// Whether `ino` is a staged entry whose names are all gone.
     fn is_gone(&self, ino: u64) -> bool {
-        // By reference: `get` clones the entry, and this runs on every
-        // intern.
-        let entry = ino
-            .checked_sub(1)
-            .and_then(|i| self.entries.get(i as usize));
+        let entry = self.entries.get(&ino).map(|slot| &slot.entry);
         matches!(entry, Some(Entry::Staged(path)) if path == staged::GONE)
     }
 
-    fn intern(&mut self, key: Key, entry: impl FnOnce() -> Entry) -> u64 {
+    /// The number of the entry `key` names, made with `entry` if there is
+    /// none; `lookups` more times handed to the kernel.
+    fn intern(&mut self, key: Key, lookups: u64, entry: impl FnOnce() -> Entry) -> u64 {
         // A key of a gone entry (a hard link's identity, say) is stale: its
         // file gets a new number if it shows up again.
-        match self.by_key.get(&key) {
-            Some(&ino) if !self.is_gone(ino) => {
-                let slot = &mut self.entries[ino as usize - 1];
-                if matches!(slot, Entry::Released { .. }) {
-                    *slot = entry();
+        if let Some(&ino) = self.by_key.get(&key) {
+            if !self.is_gone(ino) {
+                if let Some(slot) = self.entries.get_mut(&ino) {
+                    slot.lookups += lookups;
                 }
                 return ino;
             }
-            _ => {}
+        }
+        // A number taken (by a gone entry the kernel may still hold open,
+        // or another key that hashed alike) is never shared: the next one.
+        let mut ino = number_for(&key);
+        while ino <= ROOT || self.entries.contains_key(&ino) {
+            ino = ino.wrapping_add(1) & NUMBER_BITS;
         }
         let entry = entry();
-        self.entries.push(entry);
-        let ino = self.entries.len() as u64;
-        if let Some(Entry::Staged(path)) = self.entries.last() {
+        if let Entry::Staged(path) = &entry {
             self.staged.insert((path.clone(), ino));
         }
+        self.entries.insert(ino, Slot { entry, lookups });
         self.by_key.insert(key, ino);
         ino
     }
@@ -260,7 +297,13 @@ impl Namespace {
     /// snapshot does not say otherwise.
     pub fn new(repo: Arc<IndexedRepository>, uid: u32, gid: u32) -> Namespace {
         let mut table = Table::default();
-        table.entries.push(Entry::Root);
+        table.entries.insert(
+            ROOT,
+            Slot {
+                entry: Entry::Root,
+                lookups: 0,
+            },
+        );
         Namespace {
             repo,
             table: Mutex::new(table),
@@ -306,65 +349,73 @@ impl Namespace {
         }
     }
 
-    fn intern_node(&self, parent: u64, node: &Arc<Node>, root: BlobId) -> u64 {
-        let key = if node.kind == NodeKind::File && node.links > 1 {
-            Key::HardLink(root, node.device, node.inode)
-        } else {
-            Key::Child(parent, node.name.clone())
-        };
-        self.table.lock().intern(key, || Entry::Node {
+    /// The number of snapshot entry `node` of folder `parent`, handed to
+    /// the kernel `lookups` more times.
+    fn intern_node(&self, parent: u64, node: &Arc<Node>, root: BlobId, lookups: u64) -> u64 {
+        let key = node_key(parent, node, root);
+        self.table.lock().intern(key, lookups, || Entry::Node {
             node: node.clone(),
             root,
             parent,
         })
     }
 
-    /// Entry `ino`, its node found again if the kernel had forgotten it.
     fn entry(&self, ino: u64) -> FsResult<Entry> {
-        // Bound first: the table's lock must not be held below.
-        let entry = self.table.lock().get(ino)?;
-        match entry {
-            Entry::Released { parent, name, root } => {
-                let Entry::Node { node: folder, .. } = self.entry(parent)? else {
-                    return Err(FsError::NotFound);
-                };
-                let node = self
-                    .folder(&folder)?
-                    .and_then(|tree| tree.find(&name).cloned())
-                    .ok_or(FsError::NotFound)?;
-                let entry = Entry::Node { node, root, parent };
-                let mut table = self.table.lock();
-                let slot = &mut table.entries[ino as usize - 1];
-                if matches!(slot, Entry::Released { .. }) {
-                    *slot = entry.clone();
-                }
-                Ok(entry)
+        self.table.lock().get(ino)
+    }
+
+    /// The attributes of entry `ino`, named `name` in folder `parent`,
+    /// counted as handed to the kernel in a listing with attributes
+    /// (READDIRPLUS), which the kernel takes as a lookup.
+    pub fn listed(&self, parent: u64, name: &[u8], ino: u64) -> FsResult<Attr> {
+        let counted = match self.table.lock().entries.get_mut(&ino) {
+            Some(slot) => {
+                slot.lookups += 1;
+                true
             }
-            entry => Ok(entry),
+            None => false,
+        };
+        match counted {
+            true => self.getattr(ino),
+            // Forgotten since the listing was made: made again, and counted.
+            false => self.lookup(parent, name),
         }
     }
 
-    /// The kernel forgot inode `ino`. An entry of a snapshot keeps its
-    /// number and where its node is, and lets the node go: memory follows
-    /// what the kernel holds, not everything ever looked up.
-    pub fn forget(&self, ino: u64) {
+    /// Takes back the count of [`Namespace::listed`]: the entry did not fit
+    /// in the reply.
+    pub fn not_listed(&self, ino: u64) {
+        if let Some(slot) = self.table.lock().entries.get_mut(&ino) {
+            slot.lookups = slot.lookups.saturating_sub(1);
+        }
+    }
+
+    /// The kernel forgot `lookups` of the times it was handed inode `ino`
+    /// (all of them, when it evicts the inode). An entry inside a snapshot
+    /// that the kernel no longer holds leaves the table: memory follows
+    /// what the kernel holds, not everything ever looked up, and a later
+    /// lookup makes it again under the same number. Counted rather than
+    /// dropped at once: a lookup answered while the FORGET was on its way
+    /// handed the number out again.
+    pub fn forget(&self, ino: u64, lookups: u64) {
         let mut table = self.table.lock();
+        // Staged entries stay; a file unlinked while open is let go when
+        // the kernel evicts it (no lookup can race that: it has no name).
         table.unlinked.remove(&ino);
-        let Some(slot) = ino
-            .checked_sub(1)
-            .and_then(|i| table.entries.get_mut(i as usize))
-        else {
+        let Some(slot) = table.entries.get_mut(&ino) else {
             return;
         };
-        if let Entry::Node { node, root, parent } = slot {
+        slot.lookups = slot.lookups.saturating_sub(lookups);
+        let key = match &slot.entry {
             // A snapshot's root (parent 0) stays: it is found by listing.
-            if *parent != 0 {
-                *slot = Entry::Released {
-                    parent: *parent,
-                    name: node.name.clone(),
-                    root: *root,
-                };
+            Entry::Node { node, root, parent } if *parent != 0 && slot.lookups == 0 => {
+                node_key(*parent, node, *root)
             }
+            _ => return,
+        };
+        table.entries.remove(&ino);
+        if table.by_key.get(&key) == Some(&ino) {
+            table.by_key.remove(&key);
         }
     }
 
@@ -375,7 +426,7 @@ impl Namespace {
             Entry::Node { node, root, .. } => {
                 let tree = self.folder(node)?.ok_or(FsError::NotFound)?;
                 let child = tree.find(name).ok_or(FsError::NotFound)?;
-                let ino = self.intern_node(parent, child, *root);
+                let ino = self.intern_node(parent, child, *root, 1);
                 self.getattr(ino)
             }
             Entry::Latest(_) => Err(FsError::NotDir),
@@ -389,7 +440,7 @@ impl Namespace {
                 let ino = self
                     .table
                     .lock()
-                    .intern(virtual_key(parent, name, &child), || child);
+                    .intern(virtual_key(parent, name, &child), 1, || child);
                 self.getattr(ino)
             }
         }
@@ -450,7 +501,7 @@ impl Namespace {
                     .nodes
                     .iter()
                     .map(|child| DirEntry {
-                        ino: self.intern_node(ino, child, *root),
+                        ino: self.intern_node(ino, child, *root, 0),
                         kind: child.kind,
                         name: child.name.clone(),
                     })
@@ -470,7 +521,7 @@ impl Namespace {
                         };
                         let key = virtual_key(ino, &name, &child);
                         DirEntry {
-                            ino: table.intern(key, || child),
+                            ino: table.intern(key, 0, || child),
                             kind,
                             name,
                         }
@@ -548,11 +599,17 @@ impl Namespace {
             return Vec::new();
         };
         let after = tree.nodes.partition_point(|n| n.name <= name);
+        let table = self.table.lock();
         tree.nodes[after..]
             .iter()
             .filter(|n| n.kind == NodeKind::File && n.size > 0 && n.size <= max_size)
             .take(count)
-            .map(|n| (self.intern_node(parent, n, root), n.clone()))
+            // Only files the kernel was handed (listed): it refuses to take
+            // pages for inodes it does not know.
+            .filter_map(|n| {
+                let ino = table.by_key.get(&node_key(parent, n, root))?;
+                Some((*ino, n.clone()))
+            })
             .collect()
     }
 

@@ -193,7 +193,7 @@ impl Namespace {
                     })
                     .collect(),
             ),
-            Entry::Latest(_) | Entry::Node { .. } | Entry::Released { .. } | Entry::Staged(_) => {
+            Entry::Latest(_) | Entry::Node { .. } | Entry::Staged(_) => {
                 return Err(FsError::NotDir)
             }
         })

@@ -107,7 +107,7 @@ impl Namespace {
         };
         self.table
             .lock()
-            .intern(key, || Entry::Staged(path.to_vec()))
+            .intern(key, 0, || Entry::Staged(path.to_vec()))
     }
 
     pub(super) fn staged_attr(&self, ino: u64, path: &[u8]) -> FsResult<Attr> {
@@ -223,7 +223,7 @@ impl Namespace {
                 table.unlinked.insert(ino, file.clone());
             }
             table.staged.remove(&(old.clone(), ino));
-            table.entries[ino as usize - 1] = Entry::Staged(GONE.to_vec());
+            table.set(ino, Entry::Staged(GONE.to_vec()));
             let key = Key::Staged(old);
             if table.by_key.get(&key) == Some(&ino) {
                 table.by_key.remove(&key);
@@ -334,7 +334,7 @@ impl Namespace {
         }
         for (old, new, ino) in &moved {
             table.staged.remove(&(old.clone(), *ino));
-            table.entries[*ino as usize - 1] = Entry::Staged(new.clone());
+            table.set(*ino, Entry::Staged(new.clone()));
         }
         let inos = moved.iter().map(|(_, _, ino)| *ino).collect();
         // Drop the old keys first, for the same reason.
