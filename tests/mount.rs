@@ -103,7 +103,7 @@ fn random_reads_in_the_middle_of_a_large_file() {
 }
 
 #[test]
-fn opening_a_small_file_puts_the_next_ones_in_the_page_cache() {
+fn reading_a_small_file_puts_the_next_ones_in_the_page_cache() {
     let env = Env::with_repo();
     let source = env.path("source");
     for folder in ["read", "listed"] {
@@ -122,7 +122,7 @@ fn opening_a_small_file_puts_the_next_ones_in_the_page_cache() {
         .join(source.strip_prefix("/").unwrap());
 
     // Listing alone pushes nothing (mincore opens only the file it asks
-    // about, and an open pushes the files after it, not the file itself).
+    // about, without reading it; a read pushes the files after it).
     assert_eq!(fs::read_dir(inside.join("listed")).unwrap().count(), 20);
     assert_eq!(resident_pages(&inside.join("listed/file-05")), 0);
 
