@@ -13,8 +13,9 @@
 //! numbers are derived from what an entry is (its folder's number and its
 //! name, or a hard link's identity), so they stay stable while mounted even
 //! though the table only holds the entries the kernel holds; hard links of
-//! one snapshot (same device and inode recorded) share one inode number. The snapshot list is re-read at most once a second, so snapshots
-//! made by other processes appear without remounting.
+//! one snapshot (same device and inode recorded) share one inode number.
+//! The snapshot list is re-read at most once a second, so snapshots made
+//! by other processes appear without remounting.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
