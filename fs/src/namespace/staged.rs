@@ -398,7 +398,7 @@ impl Namespace {
         }
         if change.changes_meta() {
             let node = staging.stat_open(&file)?;
-            staging.set_meta_unlinked(&file, &change.meta(&node));
+            staging.set_meta_unlinked(&file, &change.meta(&node))?;
         }
         self.getattr_open(ino, &file)
     }

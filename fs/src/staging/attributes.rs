@@ -12,10 +12,17 @@ use crate::error::{FsError, FsResult};
 impl Staging {
     /// Sets owner, mode and times of a file whose name is gone (see
     /// [`Staging::write_unlinked`]): only `fstat` through it sees them, and
-    /// no commit or restart ever will, so nothing is recorded.
-    pub fn set_meta_unlinked(&self, file: &OpenFile, meta: &Meta) {
+    /// no commit or restart ever will, so nothing is recorded. Refused, as
+    /// its writes are, for a base hard link whose other names may sit in
+    /// folders not loaded yet.
+    pub fn set_meta_unlinked(&self, file: &OpenFile, meta: &Meta) -> FsResult<()> {
         let _inner = self.inner.lock();
-        apply_meta(&mut file.0.lock().node, meta);
+        let mut f = file.0.lock();
+        if f.fid == 0 && f.node.links > 1 {
+            return Err(FsError::NotFound);
+        }
+        apply_meta(&mut f.node, meta);
+        Ok(())
     }
 
     /// Sets owner, mode and times. An access ACL follows the new mode (its
