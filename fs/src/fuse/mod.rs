@@ -150,7 +150,7 @@ impl MapacheFs {
         if let Some(handle) = self.reading.lock().get(&ino) {
             return Ok(handle.clone());
         }
-        let handle = self.open_handle(ino, OpenFlags(libc::O_RDONLY))?;
+        let handle = self.snapshot_handle(ino)?;
         if let Handle::Snapshot(content, _) = &handle {
             self.pusher.opened(ino, content.len());
         }
@@ -225,6 +225,11 @@ impl MapacheFs {
         if writing {
             return Err(FsError::ReadOnly);
         }
+        self.snapshot_handle(ino)
+    }
+
+    /// Snapshot file `ino`, its blob offsets looked up for reading.
+    fn snapshot_handle(&self, ino: u64) -> FsResult<Handle> {
         let node = self.namespace.file(ino)?;
         let content = FileContent::new(self.namespace.repo(), &node)?;
         Ok(Handle::Snapshot(Arc::new(content), node.name_lossy()))
