@@ -614,16 +614,15 @@ impl Overlay {
     /// and returns their local data files, whose bytes nobody can read
     /// again.
     pub fn forget_unreachable(&mut self) -> Vec<u64> {
-        let gone: Vec<u64> = self
-            .files
-            .iter()
-            .filter(|(_, file)| Arc::strong_count(file) == 1)
-            .map(|(fid, _)| *fid)
-            .collect();
-        gone.into_iter()
-            .filter_map(|fid| self.files.remove(&fid))
-            .filter_map(|file| file.lock().local)
-            .collect()
+        let mut locals = Vec::new();
+        self.files.retain(|_, file| {
+            let reached = Arc::strong_count(file) > 1;
+            if !reached {
+                locals.extend(file.lock().local);
+            }
+            reached
+        });
+        locals
     }
 
     /// Every file with local data newer than its stored content, in the
