@@ -184,6 +184,47 @@ fn new_snapshots_appear_without_remounting() {
 }
 
 #[test]
+fn a_folder_read_in_many_replies_lists_every_entry_once() {
+    // 3,000 names take the kernel about a hundred READDIRPLUS replies; the
+    // listing made when the folder is opened serves all of them.
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("many")).unwrap();
+    let mut names: Vec<String> = (0..3000).map(|i| format!("entry-{i:05}")).collect();
+    for name in &names {
+        fs::write(source.join("many").join(name), name).unwrap();
+    }
+    env.snapshot(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let listed = |dir: &std::path::Path| {
+        let mut found: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        found.sort();
+        found
+    };
+    let inside = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap())
+        .join("many");
+    assert_eq!(listed(&inside), names);
+    // Read again (a rewind lists afresh), and a staged copy of it too.
+    assert_eq!(listed(&inside), names);
+    sh(&format!(
+        "cp -a {} {}/",
+        inside.display(),
+        mount.path.join("staging").display()
+    ));
+    let staged = mount.path.join("staging/many");
+    assert_eq!(listed(&staged), names);
+    fs::remove_file(staged.join("entry-00007")).unwrap();
+    names.retain(|n| n != "entry-00007");
+    assert_eq!(listed(&staged), names);
+}
+
+#[test]
 fn snapshots_are_read_only() {
     let env = Env::with_repo();
     let source = env.path("source");

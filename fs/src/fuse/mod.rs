@@ -85,6 +85,11 @@ struct MapacheFs {
     opens_without_asking: bool,
     /// Snapshot files being read, by inode number.
     reading: Mutex<LruCache<u64, Handle>>,
+    /// The listing of each open folder, by handle, made when it is read
+    /// from the start: the kernel reads a folder in replies of a few dozen
+    /// entries, and listing it again for each was quadratic (`ls -f` of
+    /// 10,000 / 40,000 / 80,000 entries: 0.09 / 1.11 / 4.58 s).
+    listings: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
 }
 
 /// A read failed: the reader gets the error (EIO for damage), the log says
@@ -181,16 +186,29 @@ impl MapacheFs {
         Ok([dot(b"."), dot(b"..")].into_iter().chain(entries).collect())
     }
 
-    /// Hands the entries of folder `ino` from `offset` on, each with the
-    /// offset of the entry after it, to `add` until it says the reply is
-    /// full (readdir and readdirplus differ only in what they add).
+    /// Hands the entries of folder `ino`, open as `fh`, from `offset` on,
+    /// each with the offset of the entry after it, to `add` until it says
+    /// the reply is full (readdir and readdirplus differ only in what they
+    /// add). Listed at offset 0 (opening or rewinding), kept until then.
     fn fill_listing(
         &self,
         ino: u64,
+        fh: FileHandle,
         offset: u64,
         mut add: impl FnMut(u64, &DirEntry) -> bool,
     ) -> FsResult<()> {
-        let entries = self.list(ino, offset)?;
+        let kept = match offset {
+            0 => None,
+            _ => self.listings.lock().get(&fh.0).cloned(),
+        };
+        let entries = match kept {
+            Some(entries) => entries,
+            None => {
+                let entries = Arc::new(self.list(ino, offset)?);
+                self.listings.lock().insert(fh.0, entries.clone());
+                entries
+            }
+        };
         for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
             if add((i + 1) as u64, entry) {
                 break;
@@ -661,15 +679,34 @@ impl Filesystem for MapacheFs {
         reply.ok();
     }
 
+    /// A handle of its own per open folder, under which its listing is
+    /// kept between the replies it takes (see `fill_listing`).
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(number), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.listings.lock().remove(&fh.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.fill_listing(ino.0, offset, |next, entry| {
+        let listed = self.fill_listing(ino.0, fh, offset, |next, entry| {
             let (child, kind) = (INodeNo(entry.ino), file_type(entry.kind));
             reply.add(child, next, kind, OsStr::from_bytes(&entry.name))
         });
@@ -686,11 +723,11 @@ impl Filesystem for MapacheFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let listed = self.fill_listing(ino.0, offset, |next, entry| {
+        let listed = self.fill_listing(ino.0, fh, offset, |next, entry| {
             // The kernel takes each entry but `.` and `..` as a lookup.
             let dots = entry.name == b"." || entry.name == b"..";
             let attr = match dots {

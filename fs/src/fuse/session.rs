@@ -82,6 +82,7 @@ pub fn mount(
         next_handle: AtomicU64::new(1),
         opens_without_asking: false,
         reading: Mutex::new(LruCache::new(READING_FILES)),
+        listings: Mutex::new(HashMap::new()),
     };
     let mut config = Config::default();
     config.mount_options = vec![
