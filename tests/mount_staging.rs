@@ -39,9 +39,10 @@ fn cp_into_staging_and_commit_while_mounted() {
     let restored = env.path("restored");
     env.ok(&["restore", short, "--target", restored.to_str().unwrap()]);
     assert_same_tree(&source, &restored.join("source"));
-    // While mounted, `stage` commands are refused with a clear error.
+    // While mounted, `stage` commands are refused with a clear error, as
+    // a lock conflict.
     let out = env.run(&["stage", "ls", "/"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(11));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
 

@@ -141,7 +141,7 @@ fn a_second_user_of_the_staging_area_is_refused() {
     let repo = Arc::new(repo.load_index().unwrap());
     let held = mapache_fs::staging::Staging::open(repo, &state).unwrap();
     let out = env.run(&["stage", "ls", "/"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(11));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by pid"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -39,6 +39,9 @@ pub fn start(global: &GlobalOptions, mountpoint: &Path) -> Result<Outcome> {
         .arg("--password-stdin")
         .args(std::env::args_os().skip(1))
         .arg(CHILD_FLAG)
+        // The password travels on stdin only: a long-running process's
+        // environment is readable in /proc by its user for its whole life.
+        .env_remove("MAPACHE_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser};
 use mapache_store::backend::{Backend, LocalBackend};
+use mapache_store::lock::LockGuard;
 use mapache_store::{IndexedRepository, Repository};
 
 use crate::commands::Command;
@@ -70,6 +71,12 @@ pub struct GlobalOptions {
     #[arg(long, env = "MAPACHE_STATE_DIR", global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Read without locking the repository (for storage that cannot be
+    /// written; a read-only repository is read without a lock anyway, with
+    /// a warning)
+    #[arg(long, global = true)]
+    pub no_lock: bool,
+
     /// Worker threads (default: one per core)
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
@@ -103,7 +110,32 @@ impl GlobalOptions {
             return Err(mapache_store::Error::RepositoryNotFound(backend.location()).into());
         }
         let password = password::read(&self.password_source(), false)?;
-        Ok(Repository::open(backend, password.as_bytes())?)
+        let repo = Repository::open(backend, password.as_bytes())?;
+        crate::skipped::watch(repo.skipped());
+        Ok(repo)
+    }
+
+    /// A shared lock for a command that only reads: none with `--no-lock`,
+    /// and none, with a warning, when the repository cannot be written.
+    pub fn lock_shared(&self, repo: &Repository) -> Result<Option<LockGuard>> {
+        if self.no_lock {
+            return Ok(None);
+        }
+        match repo.lock(false) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(mapache_store::Error::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                eprintln!(
+                    "warning: the repository cannot be written ({source}): reading it without a lock"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Opens the repository and loads its index.
@@ -111,9 +143,9 @@ impl GlobalOptions {
         Ok(Arc::new(self.open()?.load_index()?))
     }
 
-    /// The staging folder of repository `repo`.
-    pub fn staging_dir(&self, repo: &Repository) -> Result<PathBuf> {
-        let base = match &self.state_dir {
+    /// The folder of local state (staging areas) of every repository.
+    pub fn state_root(&self) -> Result<PathBuf> {
+        Ok(match &self.state_dir {
             Some(dir) => dir.clone(),
             None => match std::env::var_os("XDG_STATE_HOME") {
                 Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("mapache"),
@@ -122,8 +154,15 @@ impl GlobalOptions {
                 )
                 .join(".local/state/mapache"),
             },
-        };
-        Ok(base.join(repo.config().id.to_hex()).join("staging"))
+        })
+    }
+
+    /// The staging folder of repository `repo`.
+    pub fn staging_dir(&self, repo: &Repository) -> Result<PathBuf> {
+        Ok(self
+            .state_root()?
+            .join(repo.config().id.to_hex())
+            .join("staging"))
     }
 
     /// Opens the repository and its staging area.
@@ -139,6 +178,8 @@ impl GlobalOptions {
     ) -> Result<(Arc<IndexedRepository>, mapache_fs::staging::Staging)> {
         let dir = self.staging_dir(&repo)?;
         let repo = Arc::new(repo.load_index()?);
+        // What a run stopped before indexing its packs left is used again.
+        mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
         let staging = mapache_fs::staging::Staging::open(repo.clone(), &dir)?;
         Ok((repo, staging))
     }

@@ -13,6 +13,7 @@ mod interrupt;
 mod output;
 mod password;
 mod progress;
+mod skipped;
 
 use clap::Parser;
 
@@ -24,11 +25,12 @@ pub fn main_with_args() -> u8 {
     let cli = Cli::parse();
     interrupt::install_handler();
     match commands::run(cli) {
-        Ok(outcome) => outcome.code(),
+        Ok(outcome) => skipped::report(outcome).code(),
         Err(error) => {
             if exit::is_broken_pipe(&error) {
                 return 0;
             }
+            skipped::report(Outcome::Failed);
             eprintln!("error: {}", exit::one_line(&error));
             exit_code(&error)
         }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId};
-use crate::pack::PackedBlob;
+use crate::pack::{PackedBlob, ENTRY_LEN};
 
 const INDEX_VERSION: u8 = 1;
 
@@ -86,10 +86,7 @@ impl IndexFile {
             out.push(pack.blob_type as u8);
             out.extend_from_slice(&(pack.blobs.len() as u32).to_le_bytes());
             for blob in &pack.blobs {
-                out.extend_from_slice(blob.id.0.as_bytes());
-                out.extend_from_slice(&blob.offset.to_le_bytes());
-                out.extend_from_slice(&blob.length.to_le_bytes());
-                out.extend_from_slice(&blob.raw_length.to_le_bytes());
+                blob.encode_into(&mut out);
             }
         }
         out
@@ -114,16 +111,16 @@ impl IndexFile {
             let pack_id = PackId(reader.id().ok_or_else(truncated)?);
             let blob_type = BlobType::from_u8(reader.u8().ok_or_else(truncated)?)
                 .ok_or_else(|| fail("unknown blob type"))?;
-            let count = reader.u32().ok_or_else(truncated)?;
-            let mut blobs = Vec::with_capacity(count.min(1 << 20) as usize);
-            for _ in 0..count {
-                blobs.push(PackedBlob {
-                    id: BlobId(reader.id().ok_or_else(truncated)?),
-                    offset: reader.u32().ok_or_else(truncated)?,
-                    length: reader.u32().ok_or_else(truncated)?,
-                    raw_length: reader.u32().ok_or_else(truncated)?,
-                });
-            }
+            let count = reader.u32().ok_or_else(truncated)? as usize;
+            // The count is checked against the bytes there are before
+            // anything is allocated for it.
+            let entries = reader
+                .take(count.checked_mul(ENTRY_LEN).ok_or_else(truncated)?)
+                .ok_or_else(truncated)?;
+            let blobs = entries
+                .chunks_exact(ENTRY_LEN)
+                .map(|e| PackedBlob::decode(e.try_into().expect("entry length")))
+                .collect();
             file.packs.push(IndexedPack {
                 id: pack_id,
                 blob_type,
@@ -275,6 +272,11 @@ impl Index {
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether pack `id` is indexed.
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.pack_numbers.contains_key(id)
     }
 
     /// Number of packs.

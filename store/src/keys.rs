@@ -14,6 +14,16 @@ use crate::crypto::{Cipher, IdHasher, ObjectKind, SecretKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
+/// The most memory a key file may ask Argon2id for: 2 GiB.
+pub const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// The most passes a key file may ask for.
+pub const MAX_ITERATIONS: u32 = 32;
+/// The most lanes a key file may ask for.
+pub const MAX_PARALLELISM: u32 = 16;
+/// The most memory times passes (in KiB): 4 GiB-passes, some seconds of
+/// work on one core (the default is 64 MiB x 3).
+pub const MAX_COST_KIB_PASSES: u64 = 4 * 1024 * 1024;
+
 /// Cost parameters of Argon2id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
@@ -48,7 +58,43 @@ impl KdfParams {
         }
     }
 
+    /// Checks the costs against the documented bounds ([`MAX_MEMORY_KIB`],
+    /// [`MAX_ITERATIONS`], [`MAX_PARALLELISM`], [`MAX_COST_KIB_PASSES`]): a
+    /// key file written by someone else must not make opening the
+    /// repository allocate gigabytes or run for hours.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let KdfParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        } = *self;
+        if !(1..=MAX_PARALLELISM).contains(&parallelism) {
+            return Err(format!(
+                "parallelism {parallelism} is outside 1..={MAX_PARALLELISM}"
+            ));
+        }
+        if !(8 * parallelism..=MAX_MEMORY_KIB).contains(&memory_kib) {
+            return Err(format!(
+                "memory {memory_kib} KiB is outside {}..={MAX_MEMORY_KIB} KiB",
+                8 * parallelism
+            ));
+        }
+        if !(1..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!(
+                "{iterations} passes are outside 1..={MAX_ITERATIONS}"
+            ));
+        }
+        if u64::from(memory_kib) * u64::from(iterations) > MAX_COST_KIB_PASSES {
+            return Err(format!(
+                "memory times passes ({memory_kib} KiB x {iterations}) is above {MAX_COST_KIB_PASSES}"
+            ));
+        }
+        Ok(())
+    }
+
     fn derive(&self, password: &[u8], salt: &[u8]) -> Result<SecretKey> {
+        self.validate()
+            .map_err(|e| Error::InvalidInput(format!("invalid KDF parameters: {e}")))?;
         let params =
             argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
                 .map_err(|e| Error::InvalidInput(format!("invalid KDF parameters: {e}")))?;
@@ -139,8 +185,8 @@ pub fn add_key(
     let sealed = SealedKey {
         master: hex::encode(keys.master.expose()),
         created: chrono::Utc::now().to_rfc3339(),
-        host: crate::snapshot::hostname(),
-        user: crate::snapshot::username(),
+        host: crate::host::hostname(),
+        user: crate::host::username(),
     };
     let plaintext = Zeroizing::new(serde_json::to_vec(&sealed).expect("serializable"));
     let file = KeyFile {
@@ -165,6 +211,9 @@ fn parse_key_file(id: &Id, bytes: &[u8]) -> Result<KeyFile> {
             "unknown key file version or KDF",
         ));
     }
+    file.params
+        .validate()
+        .map_err(|e| Error::format(format!("key {id}"), format!("KDF settings refused: {e}")))?;
     Ok(file)
 }
 
@@ -205,20 +254,38 @@ pub fn open_keys(backend: &dyn Backend, password: &[u8]) -> Result<(Keys, KeyInf
             backend.location()
         )));
     }
+    // A damaged key file must not hide a good one: it is passed over, and
+    // named only if no other key file opens.
+    let mut damaged = None;
     for file in files {
-        let bytes = backend.read(FileKind::Key, &file.id)?;
-        if Id::hash_of(&bytes) != file.id {
-            return Err(Error::integrity(
+        let bytes = match backend.read(FileKind::Key, &file.id) {
+            Err(Error::NotFound { .. }) => continue,
+            other => other?,
+        };
+        let opened = if Id::hash_of(&bytes) != file.id {
+            Err(Error::integrity(
                 FileKind::Key,
                 file.id,
                 "content does not match its name",
-            ));
-        }
-        if let Some(found) = open_key_file(&file.id, &bytes, password)? {
-            return Ok(found);
+            ))
+        } else {
+            open_key_file(&file.id, &bytes, password)
+        };
+        match opened {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) => {}
+            Err(e) if crate::skipped::is_damage(&e) => {
+                damaged.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
         }
     }
-    Err(Error::WrongPassword)
+    match damaged {
+        None => Err(Error::WrongPassword),
+        Some(e) => Err(Error::InvalidInput(format!(
+            "no key file opens with this password, and one that might is unusable: {e}"
+        ))),
+    }
 }
 
 /// The plaintext JSON of a key file (no secrets in it), for `cat key`.
@@ -248,6 +315,34 @@ mod tests {
     }
 
     #[test]
+    fn crafted_kdf_settings_are_refused_before_any_work() {
+        let backend = MemoryBackend::new();
+        let keys = Keys::generate();
+        let id = add_key(&backend, &keys, b"pw", KdfParams::insecure_fast()).unwrap();
+        let json = String::from_utf8(backend.read(FileKind::Key, &id).unwrap()).unwrap();
+        for (field, value) in [
+            ("memory_kib", "17000000"),
+            ("iterations", "4000000000"),
+            ("parallelism", "0"),
+        ] {
+            let mut crafted: serde_json::Value = serde_json::from_str(&json).unwrap();
+            crafted[field] = serde_json::from_str(value).unwrap();
+            let bytes = serde_json::to_vec(&crafted).unwrap();
+            let crafted_id = Id::hash_of(&bytes);
+            let alone = MemoryBackend::new();
+            alone.write(FileKind::Key, &crafted_id, &bytes).unwrap();
+            let started = std::time::Instant::now();
+            let error = open_keys(&alone, b"pw").err().unwrap().to_string();
+            assert!(error.contains(&crafted_id.to_string()), "{error}");
+            assert!(error.contains("KDF settings refused"), "{error}");
+            assert!(started.elapsed().as_secs() < 1);
+            // Beside a good key file, the good one still opens.
+            backend.write(FileKind::Key, &crafted_id, &bytes).unwrap();
+            assert!(open_keys(&backend, b"pw").is_ok());
+        }
+    }
+
+    #[test]
     fn key_file_holds_no_secret_in_clear() {
         let backend = MemoryBackend::new();
         let keys = Keys::generate();
@@ -255,6 +350,6 @@ mod tests {
         let stored = backend.read(FileKind::Key, &id).unwrap();
         let text = String::from_utf8(stored).unwrap();
         assert!(!text.contains(&hex::encode(keys.master.expose())));
-        assert!(!text.contains(&crate::snapshot::hostname()));
+        assert!(!text.contains(&crate::host::hostname()));
     }
 }

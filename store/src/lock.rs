@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, FileKind};
 use crate::crypto::{Cipher, ObjectKind};
 use crate::error::{Error, Result};
+use crate::host::{hostname, now, username};
 use crate::id::Id;
-use crate::snapshot::{hostname, now, username};
 use crate::tree::Timestamp;
 
 /// How often a held lock is rewritten.

@@ -9,7 +9,7 @@
 //! shows without the key; the footer lets `rebuild-index` recover a pack
 //! that no index names.
 
-use crate::backend::FileKind;
+use crate::backend::{Backend, FileKind};
 use crate::blob::BlobType;
 use crate::crypto::{Cipher, ObjectKind};
 use crate::error::{Error, Result};
@@ -17,10 +17,13 @@ use crate::id::{BlobId, Id, PackId};
 use crate::index::BlobLocation;
 
 const FOOTER_VERSION: u8 = 1;
-const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
+/// Bytes of one encoded [`PackedBlob`], in pack footers and index files.
+pub(crate) const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
+/// Bytes of a footer before its entries: version, blob type, count.
+const FOOTER_HEADER_LEN: usize = 6;
 
 /// Where one blob sits inside a pack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PackedBlob {
     /// The blob's id.
     pub id: BlobId,
@@ -30,6 +33,46 @@ pub struct PackedBlob {
     pub length: u32,
     /// Length of its plaintext.
     pub raw_length: u32,
+}
+
+impl PackedBlob {
+    /// Appends the entry's encoding (id, offset, length, raw length), the
+    /// same in pack footers and index files.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.id.0.as_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.raw_length.to_le_bytes());
+    }
+
+    /// Decodes one entry of [`ENTRY_LEN`] bytes.
+    pub(crate) fn decode(entry: &[u8; ENTRY_LEN]) -> PackedBlob {
+        let u32_at = |at: usize| u32::from_le_bytes(entry[at..at + 4].try_into().expect("4 bytes"));
+        PackedBlob {
+            id: BlobId(Id(entry[..32].try_into().expect("32 bytes"))),
+            offset: u32_at(32),
+            length: u32_at(36),
+            raw_length: u32_at(40),
+        }
+    }
+
+    /// Where the blob's sealed bytes end in the pack.
+    pub fn end(&self) -> u64 {
+        u64::from(self.offset) + u64::from(self.length)
+    }
+}
+
+/// The smallest size a pack holding `blobs` can have: up to the end of its
+/// last blob, then the sealed footer listing them and the footer length.
+pub fn min_pack_size(blobs: &[PackedBlob]) -> u64 {
+    let end = blobs.iter().map(PackedBlob::end).max().unwrap_or(0);
+    end + trailer_len(blobs.len())
+}
+
+/// Bytes after the last blob of a pack of `count` blobs: sealed footer and
+/// its length.
+fn trailer_len(count: usize) -> u64 {
+    (crate::crypto::OVERHEAD + FOOTER_HEADER_LEN + count * ENTRY_LEN + 4) as u64
 }
 
 /// Collects sealed blobs of one type into a pack.
@@ -97,15 +140,12 @@ impl PackWriter {
 
     /// Seals the footer and returns the whole pack.
     pub fn finish(mut self, cipher: &Cipher) -> FinishedPack {
-        let mut footer = Vec::with_capacity(6 + self.blobs.len() * ENTRY_LEN);
+        let mut footer = Vec::with_capacity(FOOTER_HEADER_LEN + self.blobs.len() * ENTRY_LEN);
         footer.push(FOOTER_VERSION);
         footer.push(self.blob_type as u8);
         footer.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
         for blob in &self.blobs {
-            footer.extend_from_slice(blob.id.0.as_bytes());
-            footer.extend_from_slice(&blob.offset.to_le_bytes());
-            footer.extend_from_slice(&blob.length.to_le_bytes());
-            footer.extend_from_slice(&blob.raw_length.to_le_bytes());
+            blob.encode_into(&mut footer);
         }
         let before = self.data.len();
         cipher.encrypt_into(
@@ -140,30 +180,52 @@ pub fn read_footer(
     if sealed_len > body.len() {
         return Err(fail("footer length out of range"));
     }
+    open_footer(cipher, id, &body[body.len() - sealed_len..])
+}
+
+/// Reads the footer of pack `id` of `size` bytes from `backend` with two
+/// small reads (its length, then the footer), without the blobs.
+pub fn fetch_footer(
+    backend: &dyn Backend,
+    cipher: &Cipher,
+    id: &PackId,
+    size: u64,
+) -> Result<(BlobType, Vec<PackedBlob>)> {
+    let fail = |reason: &str| Error::integrity(FileKind::Pack, id, reason);
+    if size < 4 {
+        return Err(fail("too short to be a pack"));
+    }
+    let len = backend.read_range(FileKind::Pack, &id.0, size - 4, 4)?;
+    let sealed_len = u32::from_le_bytes(len[..4].try_into().expect("4 bytes"));
+    if u64::from(sealed_len) > size - 4 {
+        return Err(fail("footer length out of range"));
+    }
+    let sealed = backend.read_range(
+        FileKind::Pack,
+        &id.0,
+        size - 4 - u64::from(sealed_len),
+        sealed_len,
+    )?;
+    open_footer(cipher, id, &sealed)
+}
+
+fn open_footer(cipher: &Cipher, id: &PackId, sealed: &[u8]) -> Result<(BlobType, Vec<PackedBlob>)> {
+    let fail = |reason: &str| Error::integrity(FileKind::Pack, id, reason);
     let footer = cipher
-        .decrypt(
-            ObjectKind::PackFooter,
-            &Id::default(),
-            &body[body.len() - sealed_len..],
-        )
+        .decrypt(ObjectKind::PackFooter, &Id::default(), sealed)
         .map_err(|_| fail("footer failed authentication"))?;
-    if footer.len() < 6 || footer[0] != FOOTER_VERSION {
+    if footer.len() < FOOTER_HEADER_LEN || footer[0] != FOOTER_VERSION {
         return Err(fail("unknown footer version"));
     }
     let blob_type = BlobType::from_u8(footer[1]).ok_or_else(|| fail("unknown blob type"))?;
     let count = u32::from_le_bytes(footer[2..6].try_into().expect("4 bytes")) as usize;
-    let entries = &footer[6..];
-    if entries.len() != count * ENTRY_LEN {
+    let entries = &footer[FOOTER_HEADER_LEN..];
+    if entries.len() / ENTRY_LEN != count || entries.len() % ENTRY_LEN != 0 {
         return Err(fail("footer length does not match its count"));
     }
     let blobs = entries
         .chunks_exact(ENTRY_LEN)
-        .map(|e| PackedBlob {
-            id: BlobId(Id(e[..32].try_into().expect("32 bytes"))),
-            offset: u32::from_le_bytes(e[32..36].try_into().expect("4 bytes")),
-            length: u32::from_le_bytes(e[36..40].try_into().expect("4 bytes")),
-            raw_length: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
-        })
+        .map(|e| PackedBlob::decode(e.try_into().expect("entry length")))
         .collect();
     Ok((blob_type, blobs))
 }

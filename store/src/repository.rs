@@ -20,8 +20,18 @@ use crate::id::{BlobId, Id, SnapshotId};
 use crate::index::{BlobLocation, Index, IndexFile};
 use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
 use crate::lock::LockGuard;
-use crate::snapshot::Snapshot;
+use crate::skipped::{is_damage, SkipLog};
+use crate::snapshot::{Snapshot, SNAPSHOT_VERSION};
 use crate::tree::Tree;
+
+/// The index files of a repository as read.
+pub struct IndexFiles {
+    /// The files in force, decoded, with their ids.
+    pub in_force: Vec<(Id, IndexFile)>,
+    /// Every index file listed (also damaged and superseded ones): what a
+    /// reload need not read again.
+    pub listed: HashSet<Id>,
+}
 
 /// An opened repository.
 pub struct Repository {
@@ -30,6 +40,7 @@ pub struct Repository {
     key_info: Option<KeyInfo>,
     config: Config,
     chunker: Chunker,
+    skipped: SkipLog,
 }
 
 fn object_kind(kind: FileKind) -> ObjectKind {
@@ -56,14 +67,20 @@ impl Repository {
             return Err(Error::RepositoryExists(backend.location()));
         }
         config.chunker.validate().map_err(Error::InvalidInput)?;
+        kdf.validate()
+            .map_err(|e| Error::InvalidInput(format!("invalid KDF parameters: {e}")))?;
         backend.create()?;
         let keys = Keys::generate();
-        add_key(backend.as_ref(), &keys, password, kdf)?;
-        // The config is written last: its presence is what makes the folder
-        // a repository, so a failed init leaves nothing that looks like one.
+        let key = add_key(backend.as_ref(), &keys, password, kdf)?;
+        // The config is written last, exclusively: its presence is what
+        // makes the folder a repository, so a failed init leaves nothing
+        // that looks like one, and of two racing inits exactly one wins.
         let json = serde_json::to_vec(&config).expect("serializable");
         let sealed = keys.cipher.encrypt(ObjectKind::Config, &CONFIG_ID, &json);
-        backend.write(FileKind::Config, &CONFIG_ID, &sealed)?;
+        if !backend.write_new(FileKind::Config, &CONFIG_ID, &sealed)? {
+            backend.remove(FileKind::Key, &key)?;
+            return Err(Error::RepositoryExists(backend.location()));
+        }
         let chunker = Chunker::new(config.chunker, &keys.chunker_key);
         Ok(Repository {
             backend,
@@ -71,6 +88,7 @@ impl Repository {
             key_info: None,
             config,
             chunker,
+            skipped: SkipLog::default(),
         })
     }
 
@@ -108,6 +126,7 @@ impl Repository {
             key_info: Some(key_info),
             config,
             chunker,
+            skipped: SkipLog::default(),
         })
     }
 
@@ -143,6 +162,11 @@ impl Repository {
         &self.chunker
     }
 
+    /// The damaged files this repository's readers went past.
+    pub fn skipped(&self) -> &SkipLog {
+        &self.skipped
+    }
+
     /// Takes a shared or exclusive lock.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
         LockGuard::acquire(self.backend.clone(), &self.keys.cipher, exclusive)
@@ -175,15 +199,33 @@ impl Repository {
     /// Loads one snapshot record.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let json = self.load_file(FileKind::Snapshot, &id.0)?;
-        serde_json::from_slice(&json).map_err(|e| Error::format(format!("snapshot {id}"), e))
+        let snapshot: Snapshot = serde_json::from_slice(&json)
+            .map_err(|e| Error::format(format!("snapshot {id}"), e))?;
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(Error::format(
+                format!("snapshot {id}"),
+                format!(
+                    "record version {} is not known to this build (it knows {SNAPSHOT_VERSION})",
+                    snapshot.version
+                ),
+            ));
+        }
+        Ok(snapshot)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot that can be read, oldest first. A damaged one is
+    /// noted in [`Repository::skipped`] and left out; one removed since the
+    /// listing is left out silently.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
         for file in self.backend.list(FileKind::Snapshot)? {
             let id = SnapshotId(file.id);
-            out.push((id, self.load_snapshot(&id)?));
+            match self.load_snapshot(&id) {
+                Ok(snapshot) => out.push((id, snapshot)),
+                Err(e) if is_damage(&e) => self.skipped.note(FileKind::Snapshot, file.id, &e),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
@@ -220,20 +262,51 @@ impl Repository {
         Ok((id, self.load_snapshot(&id)?))
     }
 
+    /// Reads and decodes one index file.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        IndexFile::decode(id, &self.load_file(FileKind::Index, id)?)
+    }
+
+    /// Reads every index file that is in force: damaged ones are noted in
+    /// [`Repository::skipped`] and left out, and so are those that another
+    /// file supersedes (a rebuilt index whose old files were not removed
+    /// yet). Also returns the ids of every file listed.
+    pub fn read_index_files(&self) -> Result<IndexFiles> {
+        let listed = self.backend.list(FileKind::Index)?;
+        let mut files = Vec::with_capacity(listed.len());
+        for file in &listed {
+            match self.load_index_file(&file.id) {
+                Ok(decoded) => files.push((file.id, decoded)),
+                Err(e) if is_damage(&e) => self.skipped.note(FileKind::Index, file.id, &e),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let superseded: HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, file)| file.supersedes.iter().copied())
+            .collect();
+        files.retain(|(id, _)| !superseded.contains(id));
+        Ok(IndexFiles {
+            in_force: files,
+            listed: listed.iter().map(|f| f.id).collect(),
+        })
+    }
+
     /// Reads every index file and builds the in-memory index.
     pub fn load_index(self) -> Result<IndexedRepository> {
-        let files = self.backend.list(FileKind::Index)?;
-        let mut decoded = Vec::with_capacity(files.len());
-        for file in &files {
-            let plain = self.load_file(FileKind::Index, &file.id)?;
-            decoded.push(IndexFile::decode(&file.id, &plain)?);
-        }
-        let index = Index::from_files(decoded);
-        Ok(IndexedRepository {
+        let files = self.read_index_files()?;
+        Ok(self.with_index_files(files))
+    }
+
+    /// The repository with the index made of `files`.
+    pub fn with_index_files(self, files: IndexFiles) -> IndexedRepository {
+        let index = Index::from_files(files.in_force.into_iter().map(|(_, file)| file));
+        IndexedRepository {
             repo: Arc::new(self),
             index: RwLock::new(index),
-            index_files: Mutex::new(files.iter().map(|f| f.id).collect()),
-        })
+            index_files: Mutex::new(files.listed),
+        }
     }
 }
 
@@ -271,8 +344,16 @@ impl IndexedRepository {
             if known.contains(&file.id) {
                 continue;
             }
-            let plain = self.load_file(FileKind::Index, &file.id)?;
-            let decoded = IndexFile::decode(&file.id, &plain)?;
+            let decoded = match self.load_index_file(&file.id) {
+                Ok(decoded) => decoded,
+                Err(e) if is_damage(&e) => {
+                    self.skipped.note(FileKind::Index, file.id, &e);
+                    known.insert(file.id);
+                    continue;
+                }
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let mut index = self.index.write();
             for pack in &decoded.packs {
                 index.add_pack(pack.id, pack.blob_type, &pack.blobs);

@@ -4,8 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::{now, username};
 use crate::id::{BlobId, SnapshotId};
 use crate::tree::Timestamp;
+
+/// The version of the snapshot record this build writes (and the only one
+/// it reads).
+pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// How a snapshot was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +37,10 @@ pub struct Summary {
     pub others: u64,
     /// Files and directories that could not be read.
     pub errors: u64,
+    /// Files that changed while they were read, even when read again
+    /// (stored as last read; they may mix old and new content).
+    #[serde(default)]
+    pub changed_while_read: u64,
     /// Bytes of all files in the snapshot.
     pub total_bytes: u64,
     /// Bytes read from files that were new or changed.
@@ -80,6 +89,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A record for a snapshot of `paths` with root `tree`, made now by
+    /// this process's user on `host`, with no tags, description, parent or
+    /// summary yet.
+    pub fn new(host: &str, paths: Vec<String>, tree: BlobId, source: SnapshotSource) -> Snapshot {
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: now(),
+            host: host.to_string(),
+            user: username(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            paths,
+            tags: Vec::new(),
+            description: String::new(),
+            parent: None,
+            tree,
+            summary: Summary::default(),
+            source,
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
     /// The time as a local date and time, `YYYY-MM-DD HH:MM:SS`.
     pub fn local_time(&self) -> String {
         use chrono::TimeZone;
@@ -89,31 +120,4 @@ impl Snapshot {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|| format!("@{}", self.time.secs))
     }
-}
-
-/// The current time as a [`Timestamp`].
-pub fn now() -> Timestamp {
-    let now = chrono::Utc::now();
-    Timestamp {
-        secs: now.timestamp(),
-        nanos: now.timestamp_subsec_nanos(),
-    }
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The name of the user running this process.
-pub fn username() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
 }

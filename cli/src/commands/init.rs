@@ -66,6 +66,13 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     if !(1..=4096).contains(&args.pack_size) {
         anyhow::bail!("--pack-size must be between 1 and 4096 MiB");
     }
+    let kdf = KdfParams {
+        memory_kib: args.kdf_memory,
+        iterations: args.kdf_iterations,
+        parallelism: 1,
+    };
+    kdf.validate()
+        .map_err(|e| anyhow::anyhow!("--kdf-memory/--kdf-iterations: {e}"))?;
     let password = password::read(&global.password_source(), true)?;
     let mut config = Config::new();
     config.pack_size = args.pack_size * 1024 * 1024;
@@ -73,11 +80,6 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     if let Some(chunker) = args.chunk_sizes {
         config.chunker = chunker;
     }
-    let kdf = KdfParams {
-        memory_kib: args.kdf_memory,
-        iterations: args.kdf_iterations,
-        parallelism: 1,
-    };
     let repo = Repository::init(backend.clone(), password.as_bytes(), kdf, config)?;
     if global.json {
         print_json(&serde_json::json!({

@@ -8,10 +8,12 @@ mod init;
 mod log;
 mod ls;
 mod mount;
+mod rebuild_index;
 mod restore;
 mod snapshot;
 mod stage;
 mod unlock;
+mod verify;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -32,6 +34,9 @@ pub enum Command {
     Stage(stage::Args),
     Commit(commit::Args),
     Unlock(unlock::Args),
+    #[command(alias = "check")]
+    Verify(verify::Args),
+    RebuildIndex(rebuild_index::Args),
     Completion(completion::Args),
 }
 
@@ -49,6 +54,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Stage(args) => stage::run(global, args),
         Command::Commit(args) => commit::run(global, args),
         Command::Unlock(args) => unlock::run(global, args),
+        Command::Verify(args) => verify::run(global, args),
+        Command::RebuildIndex(args) => rebuild_index::run(global, args),
         Command::Completion(args) => completion::run(args),
     }
 }

@@ -119,6 +119,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let _lock = repo.lock(false)?;
     let staging_dir = global.staging_dir(&repo)?;
     let repo = Arc::new(repo.load_index()?);
+    mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
     let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
     if let Some(spec) = &args.base {
         choose_base(&repo, &staging, spec)?;

@@ -49,7 +49,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         threads: global.threads(),
     };
     let repo = global.open()?;
-    let _lock = repo.lock(false)?;
+    let _lock = global.lock_shared(&repo)?;
     let repo = repo.load_index()?;
     let (id, snapshot) = repo.find_snapshot(&args.snapshot)?;
     let progress = Arc::new(RestoreProgress::default());

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use mapache_store::archiver::{self, ArchiveOptions, ParentChoice, Progress};
 use mapache_store::backend::{Backend, DryRunBackend};
 use mapache_store::patterns::Patterns;
+use mapache_store::rebuild_index::index_unindexed_packs;
 use mapache_store::SnapshotId;
 
 use crate::exit::Outcome;
@@ -88,6 +89,9 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         repo
     };
     let repo = Arc::new(repo.load_index()?);
+    if !args.dry_run {
+        index_unindexed_packs(&repo)?;
+    }
     let parent = match (&args.parent, args.no_parent) {
         (_, true) => ParentChoice::None,
         (Some(spec), false) => ParentChoice::Given(repo.find_snapshot(spec)?.0),
@@ -100,6 +104,14 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         description: args.description.clone(),
         parent,
         threads: global.threads(),
+        // The repository and the local state are never backed up into
+        // themselves, wherever the sources are.
+        skip_dirs: global
+            .repo
+            .iter()
+            .cloned()
+            .chain(global.state_root().ok())
+            .collect(),
         ..ArchiveOptions::default()
     };
     if let Some(host) = &args.host {
@@ -123,6 +135,11 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     for warning in &archived.warnings {
         eprintln!("warning: {warning}");
     }
+    if !global.quiet {
+        for note in &archived.notes {
+            eprintln!("note: {note}");
+        }
+    }
     report(
         global,
         &archived.id,
@@ -130,7 +147,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         args.dry_run,
         &archived.warnings,
     )?;
-    Ok(if archived.snapshot.summary.errors > 0 {
+    let summary = &archived.snapshot.summary;
+    Ok(if summary.errors > 0 || summary.changed_while_read > 0 {
         Outcome::Partial
     } else {
         Outcome::Success
@@ -173,6 +191,12 @@ fn report(
         println!(
             "{} entries could not be read (see the warnings above)",
             s.errors
+        );
+    }
+    if s.changed_while_read > 0 {
+        println!(
+            "{} files changed while they were read (see the warnings above)",
+            s.changed_while_read
         );
     }
     let verb = if dry_run { "would save" } else { "saved" };

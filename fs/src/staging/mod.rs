@@ -32,7 +32,8 @@ use std::sync::Arc;
 
 use mapache_store::archiver::{BlobSaver, StreamError};
 use mapache_store::blob::BlobType;
-use mapache_store::snapshot::{now, Snapshot, SnapshotSource, Summary};
+use mapache_store::host::now;
+use mapache_store::snapshot::{Snapshot, SnapshotSource};
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
 use mapache_store::{BlobId, IndexedRepository, SnapshotId};
 use parking_lot::Mutex;
@@ -619,27 +620,11 @@ impl Staging {
             Err(FsError::Store(e)) => return Err(self.saver_failed(&mut inner, e)),
             Err(e) => return Err(e),
         };
-        let time = now();
-        let summary = Summary {
-            duration_secs: started.elapsed().as_secs_f64(),
-            ..Summary::default()
-        };
-        let snapshot = Snapshot {
-            version: 1,
-            time,
-            host: host.to_string(),
-            user: mapache_store::snapshot::username(),
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            paths: vec!["/".into()],
-            tags: tags.to_vec(),
-            description: description.to_string(),
-            parent: inner.base,
-            tree: root,
-            summary,
-            source: SnapshotSource::Staging,
-            program_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
+        let mut snapshot = Snapshot::new(host, vec!["/".into()], root, SnapshotSource::Staging);
+        snapshot.tags = tags.to_vec();
+        snapshot.description = description.to_string();
+        snapshot.parent = inner.base;
+        snapshot.summary.duration_secs = started.elapsed().as_secs_f64();
         let id = self.repo.save_snapshot(&snapshot)?;
         // Rebase: what is in memory now equals the new snapshot.
         inner.journal.rewrite(&[Op::Base(Some(id))])?;

@@ -121,7 +121,7 @@ pub fn components(path: &[u8]) -> Vec<&[u8]> {
 }
 
 fn now() -> mapache_store::tree::Timestamp {
-    mapache_store::snapshot::now()
+    mapache_store::host::now()
 }
 
 /// A folder node with the given metadata.

@@ -17,6 +17,7 @@
 mod saver;
 mod walker;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,11 +29,12 @@ pub use saver::{BlobSaver, SaverStats, StreamError};
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
+use crate::host::now;
 use crate::id::{BlobId, SnapshotId};
 use crate::metadata::OwnerNames;
 use crate::patterns::Patterns;
 use crate::repository::IndexedRepository;
-use crate::snapshot::{now, username, Snapshot, SnapshotSource, Summary};
+use crate::snapshot::{Snapshot, SnapshotSource, Summary};
 use crate::tree::{Node, Tree};
 use walker::{Event, FileJob, FileOutcome, FileStatus, Walker};
 
@@ -64,6 +66,9 @@ pub struct ArchiveOptions {
     pub threads: usize,
     /// Host name to record.
     pub host: String,
+    /// Folders never to back up, such as the repository itself when it
+    /// lies inside a source; left out with a note.
+    pub skip_dirs: Vec<PathBuf>,
 }
 
 impl Default for ArchiveOptions {
@@ -75,7 +80,8 @@ impl Default for ArchiveOptions {
             description: String::new(),
             parent: ParentChoice::Auto,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            host: crate::snapshot::hostname(),
+            host: crate::host::hostname(),
+            skip_dirs: Vec::new(),
         }
     }
 }
@@ -100,6 +106,8 @@ pub struct Archived {
     pub snapshot: Snapshot,
     /// One line per entry that could not be read.
     pub warnings: Vec<String>,
+    /// One line per thing left out on purpose (not an error).
+    pub notes: Vec<String>,
 }
 
 /// Makes `path` absolute and clean without following a symlink in its last
@@ -171,6 +179,7 @@ pub fn snapshot(
             .find(|(_, s)| s.host == options.host && s.paths == path_strings),
     };
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     let parent_root = match &parent {
         Some((id, snap)) => match repo.load_tree(&snap.tree) {
             Ok(tree) => Some(tree),
@@ -199,6 +208,12 @@ pub fn snapshot(
             owners: &owners,
             events: event_tx,
             jobs: job_tx,
+            skip_dirs: options
+                .skip_dirs
+                .iter()
+                .filter_map(|dir| std::fs::metadata(dir).ok())
+                .map(|meta| (meta.dev(), meta.ino()))
+                .collect(),
         };
         let sources = &sources;
         let parent_root = &parent_root;
@@ -219,7 +234,12 @@ pub fn snapshot(
             });
         }
         drop(job_rx);
-        let assembled = assemble(&event_rx, &saver, &mut summary, &mut warnings, progress);
+        let mut report = Report {
+            summary: &mut summary,
+            warnings: &mut warnings,
+            notes: &mut notes,
+        };
+        let assembled = assemble(&event_rx, &saver, &mut report, progress);
         if assembled.is_err() {
             abort.store(true, Ordering::Relaxed);
         }
@@ -236,27 +256,18 @@ pub fn snapshot(
     summary.bytes_added = stats.bytes_added;
     summary.bytes_stored = stats.bytes_stored;
     summary.duration_secs = started.elapsed().as_secs_f64();
-    let snapshot = Snapshot {
-        version: 1,
-        time,
-        host: options.host.clone(),
-        user: username(),
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        paths: path_strings,
-        tags: options.tags.clone(),
-        description: options.description.clone(),
-        parent: parent.map(|(id, _)| id),
-        tree: root,
-        summary,
-        source: SnapshotSource::Scan,
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let mut snapshot = Snapshot::new(&options.host, path_strings, root, SnapshotSource::Scan);
+    snapshot.time = time;
+    snapshot.tags = options.tags.clone();
+    snapshot.description = options.description.clone();
+    snapshot.parent = parent.map(|(id, _)| id);
+    snapshot.summary = summary;
     let id = repo.save_snapshot(&snapshot)?;
     Ok(Archived {
         id,
         snapshot,
         warnings,
+        notes,
     })
 }
 
@@ -274,13 +285,24 @@ pub(crate) fn save_tree(saver: &BlobSaver, mut children: Vec<Node>) -> Result<Bl
     saver.save(BlobType::Tree, tree.encode())
 }
 
+/// What the assembler writes into besides trees.
+struct Report<'a> {
+    summary: &'a mut Summary,
+    warnings: &'a mut Vec<String>,
+    notes: &'a mut Vec<String>,
+}
+
 fn assemble(
     events: &crossbeam_channel::Receiver<Event>,
     saver: &BlobSaver,
-    summary: &mut Summary,
-    warnings: &mut Vec<String>,
+    report: &mut Report<'_>,
     progress: &Progress,
 ) -> Result<BlobId> {
+    let Report {
+        summary,
+        warnings,
+        notes,
+    } = report;
     let mut stack = vec![Frame {
         node: None,
         children: Vec::new(),
@@ -311,10 +333,18 @@ fn assemble(
                 match content {
                     walker::Content::Ready(blobs) => node.content = blobs,
                     walker::Content::Pending(result) => match result.recv() {
-                        Ok(FileOutcome::Read { content, size }) => {
+                        Ok(FileOutcome::Read {
+                            content,
+                            size,
+                            changed,
+                        }) => {
                             node.content = content;
                             node.size = size;
                             summary.bytes_read += size;
+                            if let Some(message) = changed {
+                                summary.changed_while_read += 1;
+                                warnings.push(message);
+                            }
                         }
                         Ok(FileOutcome::Unreadable(message)) => {
                             summary.errors += 1;
@@ -346,6 +376,7 @@ fn assemble(
                 progress.errors.fetch_add(1, Ordering::Relaxed);
                 warnings.push(message);
             }
+            Event::Note(message) => notes.push(message),
         }
     }
     let root = stack.pop().expect("root frame");

@@ -40,6 +40,8 @@ pub(super) enum Event {
         content: Content,
     },
     Warning(String),
+    /// Something left out on purpose, worth telling (not an error).
+    Note(String),
 }
 
 /// A file to read.
@@ -53,6 +55,8 @@ pub(super) enum FileOutcome {
     Read {
         content: Vec<BlobId>,
         size: u64,
+        /// Set when the file kept changing while it was read.
+        changed: Option<String>,
     },
     /// The file could not be read; the message names it. The run goes on.
     Unreadable(String),
@@ -80,6 +84,8 @@ pub(super) struct Walker<'a> {
     pub owners: &'a OwnerNames,
     pub events: Sender<Event>,
     pub jobs: Sender<FileJob>,
+    /// Folders never backed up (the repository's own), by device and inode.
+    pub skip_dirs: Vec<(u64, u64)>,
 }
 
 /// The source paths as a tree of path components, so that `/a/b/c` and
@@ -283,6 +289,13 @@ impl Walker<'_> {
                     continue;
                 }
             };
+            if meta.is_dir() && self.skip_dirs.contains(&(meta.dev(), meta.ino())) {
+                self.send(Event::Note(format!(
+                    "{}: left out, it is the repository (or state) folder itself",
+                    child.display()
+                )))?;
+                continue;
+            }
             let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
             self.walk_entry(&child, name.as_bytes(), &meta, parent_node, root_device)?;
         }
@@ -290,24 +303,66 @@ impl Walker<'_> {
     }
 }
 
-/// Reads, chunks and saves one file, reading through `buffer`.
+/// What says a file changed: size, modification and change time.
+fn state(meta: &Metadata) -> (u64, i64, i64, i64, i64) {
+    (
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
+
+/// Reads, chunks and saves one file, reading through `buffer`. A file whose
+/// size, mtime or ctime differ after reading from before is read once more,
+/// so that what is stored is a state the file had; if it changes again, the
+/// second read is stored and the outcome says so.
 pub(super) fn read_file(saver: &BlobSaver, path: &Path, buffer: &mut Vec<u8>) -> FileOutcome {
     let unreadable =
         |e: std::io::Error| FileOutcome::Unreadable(format!("{}: {e}", path.display()));
-    // O_NOATIME keeps the backup from touching access times; it is only
-    // allowed for the file's owner (or root), so fall back without it.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-        .or_else(|_| File::open(path));
-    let file = match file {
-        Ok(file) => file,
-        Err(e) => return unreadable(e),
-    };
-    match saver.save_stream(file, buffer) {
-        Ok((content, size)) => FileOutcome::Read { content, size },
-        Err(StreamError::Read(e)) => unreadable(e),
-        Err(StreamError::Store(e)) => FileOutcome::Failed(e),
+    for attempt in 0..2 {
+        // O_NOATIME keeps the backup from touching access times; it is
+        // only allowed for the file's owner (or root), so fall back without.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+            .or_else(|_| File::open(path));
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => return unreadable(e),
+        };
+        let before = match file.metadata() {
+            Ok(meta) => state(&meta),
+            Err(e) => return unreadable(e),
+        };
+        let (content, size) = match saver.save_stream(&file, buffer) {
+            Ok(read) => read,
+            Err(StreamError::Read(e)) => return unreadable(e),
+            Err(StreamError::Store(e)) => return FileOutcome::Failed(e),
+        };
+        let after = match file.metadata() {
+            Ok(meta) => state(&meta),
+            Err(e) => return unreadable(e),
+        };
+        if before == after && size == after.0 {
+            return FileOutcome::Read {
+                content,
+                size,
+                changed: None,
+            };
+        }
+        if attempt == 1 {
+            return FileOutcome::Read {
+                content,
+                size,
+                changed: Some(format!(
+                    "{}: changed while it was read, twice; stored as last read, which may mix old and new content",
+                    path.display()
+                )),
+            };
+        }
     }
+    unreachable!("the second attempt returns")
 }

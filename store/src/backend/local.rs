@@ -6,9 +6,9 @@
 //! and the folder is fsynced, so a crash leaves either the whole file or
 //! none of it (plus, at worst, a `.tmp-*` file that listing ignores).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{direct_io, Access, Backend, FileInfo, FileKind, CONFIG_ID};
@@ -16,6 +16,11 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 
 const TEMP_PREFIX: &str = ".tmp-";
+/// Repository files are readable by their owner only, whatever the umask:
+/// they are encrypted, but their number and sizes are still information.
+const FILE_MODE: u32 = 0o600;
+/// And so are its folders.
+const DIR_MODE: u32 = 0o700;
 
 /// A repository stored in a directory of the local filesystem.
 #[derive(Debug, Clone)]
@@ -90,6 +95,48 @@ impl LocalBackend {
     }
 }
 
+impl LocalBackend {
+    /// Writes to a temporary name, fsyncs, and moves it into place: by
+    /// rename, or with `exclusive` by a hard link, which fails if the name
+    /// exists (then nothing is written and the answer is false).
+    fn put(&self, kind: FileKind, id: &Id, data: &[u8], exclusive: bool) -> Result<bool> {
+        let path = self.path(kind, id);
+        let dir = path.parent().expect("repository paths have a parent");
+        let mut suffix = [0u8; 8];
+        crate::crypto::fill_random(&mut suffix);
+        let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
+        let result = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&temp)?;
+            direct_io::write_all(&file, data)?;
+            file.sync_all()?;
+            if exclusive {
+                let linked = fs::hard_link(&temp, &path);
+                fs::remove_file(&temp)?;
+                match linked {
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                    other => other.map(|()| true),
+                }
+            } else {
+                fs::rename(&temp, &path).map(|()| true)
+            }
+        })();
+        match result {
+            Ok(written) => {
+                sync_dir(dir)?;
+                Ok(written)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(Error::io(&path, e))
+            }
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -125,19 +172,42 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
+        match fs::read_dir(&self.root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::InvalidInput(format!(
+                        "{} is not empty: a repository needs a folder of its own",
+                        self.root.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(DIR_MODE)
+                    .create(&self.root)
+                    .map_err(|e| Error::io(&self.root, e))?;
+            }
+            Err(e) => return Err(Error::io(&self.root, e)),
+        }
+        let make_dir = |dir: &Path| {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(|e| Error::io(dir, e))
+        };
         for kind in [
             FileKind::Key,
             FileKind::Snapshot,
             FileKind::Index,
             FileKind::Lock,
         ] {
-            let dir = self.root.join(kind.dir_name());
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            make_dir(&self.root.join(kind.dir_name()))?;
         }
         // All 256 pack folders up front: a write then never has to create one.
         for byte in 0..=255u8 {
-            let dir = self.root.join("packs").join(format!("{byte:02x}"));
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            make_dir(&self.root.join("packs").join(format!("{byte:02x}")))?;
         }
         sync_dir(&self.root.join("packs"))?;
         sync_dir(&self.root)
@@ -195,25 +265,11 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()> {
-        let path = self.path(kind, id);
-        let dir = path.parent().expect("repository paths have a parent");
-        let mut suffix = [0u8; 8];
-        crate::crypto::fill_random(&mut suffix);
-        let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
-        let result = (|| {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
-            direct_io::write_all(&file, data)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io(&path, e));
-        }
-        sync_dir(dir)
+        self.put(kind, id, data, false).map(|_| ())
+    }
+
+    fn write_new(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<bool> {
+        self.put(kind, id, data, true)
     }
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {

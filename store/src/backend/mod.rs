@@ -6,12 +6,14 @@
 
 mod direct_io;
 mod dry_run;
+mod faulty;
 mod local;
 mod memory;
 
 use std::fmt;
 
 pub use dry_run::DryRunBackend;
+pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 
@@ -117,6 +119,17 @@ pub trait Backend: Send + Sync {
 
     /// Writes a whole file atomically and durably.
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()>;
+
+    /// Writes a file atomically and durably unless one of that name exists;
+    /// returns whether it wrote. Of two racing callers exactly one wins
+    /// (for `init`'s config).
+    fn write_new(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<bool> {
+        if self.list(kind)?.iter().any(|f| f.id == *id) {
+            return Ok(false);
+        }
+        self.write(kind, id, data)?;
+        Ok(true)
+    }
 
     /// Removes a file. Removing a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
