@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    force_unmount, is_mounted, require_root, stderr, write_random_file, Env, MountGuard,
+    force_unmount, is_mounted, require_root, stderr, write_random_file, Env, MountGuard, PASSWORD,
 };
 
 /// A background mount found by its pid; unmounted and killed when dropped,
@@ -72,12 +72,23 @@ fn background_mount_is_ready_when_the_command_returns_and_ends_at_umount() {
     let mountpoint = env.path("mnt");
     fs::create_dir_all(&mountpoint).unwrap();
 
-    let out = env.run(&["mount", mountpoint.to_str().unwrap(), "--background"]);
+    // The password comes from the environment here, and must not stay in
+    // the long-lived process's environment.
+    let out = env
+        .command_without_password(&["mount", mountpoint.to_str().unwrap(), "--background"])
+        .env("MAPACHE_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mount = BackgroundMount {
         path: mountpoint.clone(),
         pid: pid_in(&stderr(&out)),
     };
+    let environ = fs::read(format!("/proc/{}/environ", mount.pid)).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("MAPACHE_PASSWORD"),
+        "the password is in the mount's environment"
+    );
     // No waiting: the command returned once the mount answered.
     let file = inside(&mountpoint, "latest", &source).join("f");
     assert_eq!(fs::read_to_string(file).unwrap(), "content");
@@ -101,12 +112,8 @@ fn background_mount_is_ready_when_the_command_returns_and_ends_at_umount() {
     wait_until("the background mount exits", || !mount.alive());
     assert!(!is_mounted(&mountpoint));
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
-    let state = fs::read_dir(env.path("state"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let log = fs::read_to_string(state.path().join("mount.log")).unwrap();
+    let id = env.open_repo().config().id;
+    let log = fs::read_to_string(env.staging_dir(&id).with_file_name("mount.log")).unwrap();
     assert!(log.contains("unmounted"), "log: {log}");
 }
 

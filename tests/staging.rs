@@ -134,10 +134,7 @@ fn a_second_user_of_the_staging_area_is_refused() {
     let env = Env::with_repo();
     let backend = Arc::new(LocalBackend::new(env.repo.clone()));
     let repo = Repository::open(backend, PASSWORD.as_bytes()).unwrap();
-    let state = env
-        .path("state")
-        .join(repo.config().id.to_hex())
-        .join("staging");
+    let state = env.staging_dir(&repo.config().id);
     let repo = Arc::new(repo.load_index().unwrap());
     let held = mapache_fs::staging::Staging::open(repo, &state).unwrap();
     let out = env.run(&["stage", "ls", "/"]);
@@ -153,13 +150,12 @@ fn a_second_user_of_the_staging_area_is_refused() {
 fn state_folder_is_private() {
     let env = Env::with_repo();
     env.ok(&["stage", "ls", "/"]);
-    let state = fs::read_dir(env.path("state"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("staging");
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(env.repo.clone())),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    let state = env.staging_dir(&repo.config().id);
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&state).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o700);

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod corruption;
 mod crash;
 mod errors;
 #[cfg(feature = "fuse")]

@@ -157,11 +157,22 @@ impl GlobalOptions {
         })
     }
 
-    /// The staging folder of repository `repo`.
+    /// The staging folder of repository `repo`: one per repository id and
+    /// location, so that a copy of a repository (same id, other place)
+    /// never shares the original's staged changes, whose data lives only
+    /// in the original.
     pub fn staging_dir(&self, repo: &Repository) -> Result<PathBuf> {
+        let location = match &self.repo {
+            Some(path) => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.clone())
+                .into_os_string(),
+            None => repo.backend().location().into(),
+        };
+        let key = mapache_store::Id::hash_of(location.as_encoded_bytes()).to_hex();
         Ok(self
             .state_root()?
             .join(repo.config().id.to_hex())
+            .join(&key[..16])
             .join("staging"))
     }
 

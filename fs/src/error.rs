@@ -44,6 +44,10 @@ pub enum FsError {
     /// Another process has the staging open.
     #[error("{0}")]
     Busy(String),
+    /// The staging journal cannot be used as it is (damaged, another
+    /// repository's, an unknown version); the message says what to do.
+    #[error("{0}")]
+    Journal(String),
     /// A local file operation failed (the state folder is full, say).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -70,6 +74,7 @@ impl FsError {
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::AccessDenied => libc::EACCES,
             FsError::Busy(_) => libc::EBUSY,
+            FsError::Journal(_) => libc::EIO,
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             // A full repository disk says so; anything else the repository
             // does wrong (gone, unreadable) is an I/O error of ours.

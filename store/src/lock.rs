@@ -232,11 +232,13 @@ impl Drop for LockGuard {
     }
 }
 
-/// Removes stale locks (or all with `all`); returns how many were removed.
+/// Removes stale and unreadable locks (or all with `all`); returns how
+/// many were removed. An unreadable lock protects nothing: no holder can
+/// refresh it in a form anyone reads.
 pub fn remove_locks(backend: &dyn Backend, cipher: &Cipher, all: bool) -> Result<usize> {
     let mut removed = 0;
     for (id, info) in list_locks(backend, cipher)? {
-        let stale = matches!(&info, Ok(info) if info.is_stale());
+        let stale = info.as_ref().map_or(true, LockInfo::is_stale);
         if all || stale {
             backend.remove(FileKind::Lock, &id)?;
             removed += 1;

@@ -61,6 +61,8 @@ pub struct RebuildReport {
     pub packs_dropped: Vec<DroppedPack>,
     /// Damaged blobs left out of packs that are otherwise kept.
     pub blobs_dropped: u64,
+    /// Damaged index files among those replaced.
+    pub damaged_index_files: Vec<Id>,
     /// Index files removed.
     pub old_index_files: u64,
     /// Index files written.
@@ -85,6 +87,15 @@ pub fn rebuild_index(
         in_force: old_files,
         listed: old_listed,
     } = repo.read_index_files()?;
+    // Damaged index files are replaced like the others: said here, not
+    // reported as skipped.
+    let damaged_index_files: Vec<Id> = repo
+        .skipped()
+        .take()
+        .into_iter()
+        .filter(|s| s.kind == FileKind::Index)
+        .map(|s| s.id)
+        .collect();
     let old: HashMap<PackId, IndexedPack> = old_files
         .into_iter()
         .flat_map(|(_, file)| file.packs)
@@ -136,7 +147,10 @@ pub fn rebuild_index(
     let mut outcomes = outcomes.into_inner();
     outcomes.sort_unstable_by_key(|(pack, _)| *pack);
 
-    let mut report = RebuildReport::default();
+    let mut report = RebuildReport {
+        damaged_index_files,
+        ..RebuildReport::default()
+    };
     let mut kept = Vec::new();
     let on_disk: HashSet<PackId> = packs.iter().map(|f| PackId(f.id)).collect();
     for (pack, outcome) in outcomes {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use compare::assert_same_tree;
-pub use fixtures::{make_rich_tree, write_random_file};
+pub use fixtures::{make_rich_tree, random_bytes, write_random_file};
 #[cfg(feature = "fuse")]
 pub use mount::{force_unmount, is_mounted, resident_pages, MountGuard};
 
@@ -60,6 +60,25 @@ impl Env {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The staging folder of this environment's repository, whose id is
+    /// `repository`: `state/<id>/<location key>/staging`, the one
+    /// location key that exists.
+    pub fn staging_dir(&self, repository: &mapache_store::Id) -> PathBuf {
+        let by_id = self.path("state").join(repository.to_hex());
+        let mut keys: Vec<PathBuf> = std::fs::read_dir(&by_id)
+            .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        match keys.len() {
+            0 => {
+                // Not made yet: let the binary make it.
+                self.ok(&["stage", "status"]);
+                self.staging_dir(repository)
+            }
+            1 => keys.pop().unwrap().join("staging"),
+            n => panic!("{n} staging folders for one repository location"),
+        }
     }
 
     /// The command, with a clean environment: nothing from the developer's

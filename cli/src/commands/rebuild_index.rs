@@ -52,6 +52,9 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             dropped.pack, dropped.reason
         );
     }
+    for index in &report.damaged_index_files {
+        eprintln!("note: damaged index file {index} replaced");
+    }
     if report.blobs_dropped > 0 {
         eprintln!(
             "warning: {} damaged blobs left out of the index",

@@ -76,6 +76,10 @@ enum StageCommand {
         #[arg(long)]
         base: Option<String>,
     },
+    /// Make a damaged staging journal usable: keep the changes recorded
+    /// before the damage, drop those after it (a copy of the journal is
+    /// kept beside it)
+    Recover,
 }
 
 fn staging_path(path: &str) -> Vec<u8> {
@@ -204,6 +208,9 @@ fn show(path: &[u8]) -> String {
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    if let StageCommand::Recover = args.command {
+        return recover(global);
+    }
     let (repo, staging) = global.open_staging()?;
     match args.command {
         StageCommand::Add { sources, to } => {
@@ -377,6 +384,21 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 );
             }
         }
+        StageCommand::Recover => unreachable!("handled before opening"),
+    }
+    Ok(Outcome::Success)
+}
+
+/// `stage recover`: works without opening the staging area, which a
+/// damaged journal prevents.
+fn recover(global: &GlobalOptions) -> Result<Outcome> {
+    let repo = global.open()?;
+    let dir = global.staging_dir(&repo)?;
+    let (kept, dropped) = mapache_fs::staging::recover_journal(&dir, &repo.config().id)?;
+    if !global.quiet {
+        println!(
+            "staging journal kept {kept} changes; {dropped} bytes after the damage were dropped"
+        );
     }
     Ok(Outcome::Success)
 }

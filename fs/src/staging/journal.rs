@@ -3,23 +3,28 @@
 //! crash or `kill -9`.
 //!
 //! ```text
-//! journal = record*
-//! record  = length (u32 LE) || checksum (first 8 bytes of BLAKE3 of payload) || payload
+//! journal = "mapache journal\n" || version (u32 LE = 2) || repository id (32) || record*
+//! record  = length (u32 LE) || checksum (first 8 bytes of BLAKE3 of length || payload) || payload
 //! payload = postcard(Op)
 //! ```
 //!
 //! A torn record at the end (the process died while appending) fails its
-//! length or checksum and ends the replay; everything before it stands.
+//! length or checksum and ends the replay; everything before it stands. A
+//! bad record that intact records follow is damage, not a crash: opening
+//! fails and says so, instead of silently dropping the later changes.
+//! Version 1 journals (no header, checksum of the payload only) are read
+//! and rewritten as version 2.
 //! Records are written with one `write` each; the file is fsynced when the
 //! user asks for durability (fsync, commit, unmount). Killing the process
 //! loses nothing the kernel already has, so `kill -9` loses nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use mapache_store::tree::{Node, Timestamp};
-use mapache_store::{BlobId, SnapshotId};
+use mapache_store::{BlobId, Id, SnapshotId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult};
@@ -115,63 +120,206 @@ pub(crate) enum Op {
 pub(crate) struct Journal {
     path: PathBuf,
     file: File,
+    /// The repository it belongs to (in its header).
+    repository: Id,
 }
 
-fn checksum(payload: &[u8]) -> [u8; 8] {
-    blake3::hash(payload).as_bytes()[..8]
-        .try_into()
-        .expect("8 bytes")
+/// First bytes of a journal since version 2 (version 1 had no header).
+const MAGIC: &[u8; 16] = b"mapache journal\n";
+/// The journal format this build writes.
+const VERSION: u32 = 2;
+/// Magic, version, repository id.
+const HEADER_LEN: usize = 16 + 4 + 32;
+/// Length and checksum before each record's payload.
+const RECORD_HEAD: usize = 12;
+
+/// How a record's checksum is computed: version 2 covers the length too,
+/// so that a damaged length is caught like a damaged payload.
+#[derive(Clone, Copy)]
+enum Checksum {
+    PayloadOnly,
+    LengthAndPayload,
+}
+
+impl Checksum {
+    fn of(self, length: &[u8], payload: &[u8]) -> [u8; 8] {
+        let mut hasher = blake3::Hasher::new();
+        if let Checksum::LengthAndPayload = self {
+            hasher.update(length);
+        }
+        hasher.update(payload);
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes")
+    }
+}
+
+/// The record starting at `pos`, if a whole, intact one does.
+fn record_at(bytes: &[u8], pos: usize, checksum: Checksum) -> Option<(Op, usize)> {
+    let head = bytes.get(pos..pos + RECORD_HEAD)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let payload = bytes.get(pos + RECORD_HEAD..(pos + RECORD_HEAD).checked_add(len)?)?;
+    if checksum.of(&head[..4], payload) != head[4..] {
+        return None;
+    }
+    let op = postcard::from_bytes::<Op>(payload).ok()?;
+    Some((op, pos + RECORD_HEAD + len))
+}
+
+/// Where replaying stopped.
+enum Replayed {
+    /// At the end, or at a torn last record (cut off at `end`).
+    Whole { ops: Vec<Op>, end: usize },
+    /// At a damaged record at `at` that intact records follow.
+    Damaged { ops: Vec<Op>, at: usize },
+}
+
+/// Replays the records from `start`. A bad record with nothing intact
+/// after it is what a crash while appending leaves, and is cut off; one
+/// followed by an intact record is damage, which must not silently drop
+/// the changes after it.
+fn replay(bytes: &[u8], start: usize, checksum: Checksum) -> Replayed {
+    let mut ops = Vec::new();
+    let mut pos = start;
+    while pos < bytes.len() {
+        match record_at(bytes, pos, checksum) {
+            Some((op, next)) => {
+                ops.push(op);
+                pos = next;
+            }
+            None => {
+                let later = (pos + 1..bytes.len()).any(|p| record_at(bytes, p, checksum).is_some());
+                if later {
+                    return Replayed::Damaged { ops, at: pos };
+                }
+                break;
+            }
+        }
+    }
+    Replayed::Whole { ops, end: pos }
+}
+
+fn encode_record(op: &Op) -> Vec<u8> {
+    let payload = postcard::to_stdvec(op).expect("serializable");
+    let length = (payload.len() as u32).to_le_bytes();
+    let mut record = Vec::with_capacity(RECORD_HEAD + payload.len());
+    record.extend_from_slice(&length);
+    record.extend_from_slice(&Checksum::LengthAndPayload.of(&length, &payload));
+    record.extend_from_slice(&payload);
+    record
+}
+
+fn header(repository: &Id) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(repository.as_bytes());
+    out
+}
+
+/// The journal's records and how to read them: past a version 2 header
+/// (checked against `repository`), or a version 1 journal from its start.
+fn parse(path: &Path, bytes: &[u8], repository: &Id) -> FsResult<(Replayed, bool)> {
+    if !bytes.starts_with(MAGIC) {
+        // Version 1: no header; rewritten as version 2 once read.
+        return Ok((replay(bytes, 0, Checksum::PayloadOnly), true));
+    }
+    let fail =
+        |what: String| FsError::Journal(format!("staging journal {}: {what}", path.display()));
+    let head = bytes
+        .get(..HEADER_LEN)
+        .ok_or_else(|| fail("its header is cut short".into()))?;
+    let version = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(fail(format!(
+            "format version {version} is not known to this build (it knows 1 and {VERSION})"
+        )));
+    }
+    let owner = Id(head[20..].try_into().expect("32 bytes"));
+    if owner != *repository {
+        return Err(fail(format!(
+            "it belongs to repository {}, not to {}",
+            owner.short(),
+            repository.short()
+        )));
+    }
+    Ok((replay(bytes, HEADER_LEN, Checksum::LengthAndPayload), false))
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` and returns it with the
-    /// operations it holds.
-    pub fn open(path: &Path) -> FsResult<(Journal, Vec<Op>)> {
+    /// Opens (or creates) the journal at `path` for `repository` and
+    /// returns it with the operations it holds. A damaged record followed
+    /// by intact ones is an error naming the journal and what to do.
+    pub fn open(path: &Path, repository: &Id) -> FsResult<(Journal, Vec<Op>)> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| io(path, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
-        let mut ops = Vec::new();
-        let mut pos = 0;
-        while pos + 12 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-            let Some(payload) = bytes.get(pos + 12..pos + 12 + len) else {
-                break;
-            };
-            if checksum(payload) != bytes[pos + 4..pos + 12] {
-                break;
-            }
-            match postcard::from_bytes::<Op>(payload) {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-            pos += 12 + len;
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            repository: *repository,
+        };
+        if bytes.is_empty() {
+            journal.rewrite(&[])?;
+            return Ok((journal, Vec::new()));
         }
-        if pos < bytes.len() {
-            // Drop the torn tail so that new records follow valid ones.
-            file.set_len(pos as u64).map_err(|e| io(path, e))?;
+        match parse(path, &bytes, repository)? {
+            (Replayed::Damaged { ops, at }, _) => Err(FsError::Journal(format!(
+                "staging journal {} is damaged at byte {at}, and intact changes follow it; \
+                 nothing was changed: `mapache stage recover` keeps the {} changes before the damage \
+                 (a copy of the damaged journal is kept beside it)",
+                path.display(),
+                ops.len()
+            ))),
+            (Replayed::Whole { ops, end }, upgrade) => {
+                if upgrade {
+                    journal.rewrite(&ops)?;
+                } else if end < bytes.len() {
+                    // Drop the torn tail so that new records follow valid ones.
+                    journal.file.set_len(end as u64).map_err(|e| io(path, e))?;
+                }
+                Ok((journal, ops))
+            }
         }
-        Ok((
-            Journal {
-                path: path.to_path_buf(),
-                file,
-            },
-            ops,
-        ))
+    }
+
+    /// Keeps the records of the journal at `path` before its first damaged
+    /// one and drops the rest, after copying it to `journal.damaged-<time>`
+    /// beside it. Returns how many records were kept and dropped bytes.
+    pub fn recover(path: &Path, repository: &Id) -> FsResult<(usize, usize)> {
+        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+        let (ops, end) = match parse(path, &bytes, repository)?.0 {
+            Replayed::Whole { ops, end } => (ops, end),
+            Replayed::Damaged { ops, at } => (ops, at),
+        };
+        let stamp = mapache_store::host::now().secs;
+        let copy = path.with_extension(format!("damaged-{stamp}"));
+        std::fs::copy(path, &copy).map_err(|e| io(&copy, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            repository: *repository,
+        };
+        journal.rewrite(&ops)?;
+        Ok((ops.len(), bytes.len() - end))
     }
 
     /// Appends one operation (not yet fsynced).
     pub fn append(&mut self, op: &Op) -> FsResult<()> {
-        let payload = postcard::to_stdvec(op).expect("serializable");
-        let mut record = Vec::with_capacity(12 + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&checksum(&payload));
-        record.extend_from_slice(&payload);
-        self.file.write_all(&record).map_err(|e| io(&self.path, e))
+        self.file
+            .write_all(&encode_record(op))
+            .map_err(|e| io(&self.path, e))
     }
 
     /// Makes everything appended so far durable.
@@ -184,15 +332,18 @@ impl Journal {
     pub fn rewrite(&mut self, ops: &[Op]) -> FsResult<()> {
         let temp = self.path.with_extension("new");
         {
-            let mut fresh = File::create(&temp).map_err(|e| io(&temp, e))?;
-            let mut journal = Journal {
-                path: temp.clone(),
-                file: fresh.try_clone().map_err(|e| io(&temp, e))?,
-            };
+            let mut fresh = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)
+                .map_err(|e| io(&temp, e))?;
+            let mut content = header(&self.repository);
             for op in ops {
-                journal.append(op)?;
+                content.extend_from_slice(&encode_record(op));
             }
-            fresh.flush().map_err(|e| io(&temp, e))?;
+            fresh.write_all(&content).map_err(|e| io(&temp, e))?;
             fresh.sync_all().map_err(|e| io(&temp, e))?;
         }
         std::fs::rename(&temp, &self.path).map_err(|e| io(&self.path, e))?;
@@ -218,6 +369,82 @@ fn io(path: &Path, e: std::io::Error) -> FsError {
 mod tests {
     use super::*;
 
+    const REPO: Id = Id([5; 32]);
+
+    fn sample_ops() -> Vec<Op> {
+        (0..6)
+            .map(|n| Op::Remove {
+                path: format!("folder/file{n}").into_bytes(),
+            })
+            .collect()
+    }
+
+    fn write_journal(path: &Path, ops: &[Op]) {
+        let (mut journal, _) = Journal::open(path, &REPO).unwrap();
+        for op in ops {
+            journal.append(op).unwrap();
+        }
+    }
+
+    #[test]
+    fn damage_before_intact_records_is_an_error_and_recover_keeps_what_precedes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let ops = sample_ops();
+        write_journal(&path, &ops);
+        let clean = std::fs::read(&path).unwrap();
+        let record = encode_record(&ops[0]).len();
+        // A flipped byte in the payload of the third record, and in its length.
+        for at in [HEADER_LEN + 2 * record + 14, HEADER_LEN + 2 * record + 1] {
+            let mut bytes = clean.clone();
+            bytes[at] ^= 0x55;
+            std::fs::write(&path, &bytes).unwrap();
+            let error = Journal::open(&path, &REPO)
+                .err()
+                .expect("damage is refused");
+            let message = error.to_string();
+            assert!(
+                message.contains("damaged") && message.contains("journal"),
+                "{message}"
+            );
+            assert!(message.contains("mapache stage recover"), "{message}");
+            // Nothing was changed by the refusal.
+            assert_eq!(std::fs::read(&path).unwrap(), bytes);
+            assert_eq!(Journal::recover(&path, &REPO).unwrap().0, 2);
+            assert_eq!(Journal::open(&path, &REPO).unwrap().1, ops[..2]);
+        }
+    }
+
+    #[test]
+    fn a_journal_of_another_repository_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        write_journal(&path, &sample_ops());
+        let message = Journal::open(&path, &Id([6; 32]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("belongs to repository"), "{message}");
+    }
+
+    #[test]
+    fn a_version_1_journal_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let ops = sample_ops();
+        let mut v1 = Vec::new();
+        for op in &ops {
+            let payload = postcard::to_stdvec(op).unwrap();
+            v1.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            v1.extend_from_slice(&Checksum::PayloadOnly.of(&[], &payload));
+            v1.extend_from_slice(&payload);
+        }
+        std::fs::write(&path, &v1).unwrap();
+        assert_eq!(Journal::open(&path, &REPO).unwrap().1, ops);
+        assert!(std::fs::read(&path).unwrap().starts_with(MAGIC));
+        assert_eq!(Journal::open(&path, &REPO).unwrap().1, ops);
+    }
+
     #[test]
     fn replay_stops_at_a_torn_record() {
         let dir = tempfile::tempdir().unwrap();
@@ -234,13 +461,13 @@ mod tests {
             },
         ];
         {
-            let (mut journal, replayed) = Journal::open(&path).unwrap();
+            let (mut journal, replayed) = Journal::open(&path, &REPO).unwrap();
             assert!(replayed.is_empty());
             for op in &ops {
                 journal.append(op).unwrap();
             }
         }
-        let (_, replayed) = Journal::open(&path).unwrap();
+        let (_, replayed) = Journal::open(&path, &REPO).unwrap();
         assert_eq!(replayed, ops);
         // Tear the last record.
         let len = std::fs::metadata(&path).unwrap().len();
@@ -250,7 +477,7 @@ mod tests {
             .unwrap()
             .set_len(len - 3)
             .unwrap();
-        let (mut journal, replayed) = Journal::open(&path).unwrap();
+        let (mut journal, replayed) = Journal::open(&path, &REPO).unwrap();
         assert_eq!(replayed, ops[..2]);
         journal
             .append(&Op::Remove {
@@ -258,10 +485,10 @@ mod tests {
             })
             .unwrap();
         drop(journal);
-        let (mut journal, replayed) = Journal::open(&path).unwrap();
+        let (mut journal, replayed) = Journal::open(&path, &REPO).unwrap();
         assert_eq!(replayed.len(), 3);
         journal.rewrite(&[Op::Base(None)]).unwrap();
         drop(journal);
-        assert_eq!(Journal::open(&path).unwrap().1, vec![Op::Base(None)]);
+        assert_eq!(Journal::open(&path, &REPO).unwrap().1, vec![Op::Base(None)]);
     }
 }

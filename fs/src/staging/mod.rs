@@ -172,37 +172,8 @@ impl Staging {
             .mode(0o700)
             .create(dir.join("data"))
             .map_err(|e| io(dir, e))?;
-        let lock_path = dir.join("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io(&lock_path, e))?;
-        let mut lock = match nix::fcntl::Flock::lock(
-            file,
-            nix::fcntl::FlockArg::LockExclusiveNonblock,
-        ) {
-            Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = if holder.trim().is_empty() {
-                    "another process".to_string()
-                } else {
-                    holder.trim().to_string()
-                };
-                return Err(FsError::Busy(format!(
-                    "the staging area is in use by {holder} (a mount or another command); use the mount, or wait for it to end"
-                )));
-            }
-        };
-        lock.set_len(0).map_err(|e| io(&lock_path, e))?;
-        let _ = write!(lock, "pid {}", std::process::id());
-
-        let (journal, ops) = journal::Journal::open(&dir.join("journal"))?;
+        let lock = lock_dir(dir)?;
+        let (journal, ops) = journal::Journal::open(&dir.join("journal"), &repo.config().id)?;
         let base = match ops.first() {
             Some(Op::Base(base)) => *base,
             _ => None,
@@ -604,9 +575,23 @@ impl Staging {
         let mut inner = self.inner.lock();
         self.wait_for_uploads(&mut inner);
         self.checkpoint_locked(&mut inner, true)?;
+        // Every blob a written tree names, with the entry naming it, to be
+        // checked against the index once the trees are durable.
+        let mut references: Vec<(BlobId, BlobType, Vec<u8>)> = Vec::new();
         let built = {
             let Inner { saver, overlay, .. } = &mut *inner;
             let mut save_tree = |nodes: Vec<Node>| -> FsResult<BlobId> {
+                for node in &nodes {
+                    references.extend(
+                        node.content
+                            .iter()
+                            .map(|id| (*id, BlobType::Data, node.name.clone())),
+                    );
+                    references.extend(
+                        node.subtree
+                            .map(|id| (id, BlobType::Tree, node.name.clone())),
+                    );
+                }
                 let mut tree = Tree { nodes };
                 tree.sort();
                 Ok(saver.save(BlobType::Tree, tree.encode())?)
@@ -620,6 +605,7 @@ impl Staging {
             Err(FsError::Store(e)) => return Err(self.saver_failed(&mut inner, e)),
             Err(e) => return Err(e),
         };
+        self.check_references(&references)?;
         let mut snapshot = Snapshot::new(host, vec!["/".into()], root, SnapshotSource::Staging);
         snapshot.tags = tags.to_vec();
         snapshot.description = description.to_string();
@@ -630,6 +616,27 @@ impl Staging {
         inner.journal.rewrite(&[Op::Base(Some(id))])?;
         inner.base = Some(id);
         Ok((id, snapshot))
+    }
+
+    /// Refuses a commit whose trees name a blob that the index does not
+    /// list: a damaged repository, or one that is not where these changes
+    /// were staged. Nothing would restore such a snapshot.
+    fn check_references(&self, references: &[(BlobId, BlobType, Vec<u8>)]) -> FsResult<()> {
+        let missing: Vec<&(BlobId, BlobType, Vec<u8>)> = references
+            .iter()
+            .filter(|(id, kind, _)| !self.repo.has_blob(id, *kind))
+            .collect();
+        let Some((blob, _, name)) = missing.first() else {
+            return Ok(());
+        };
+        Err(FsError::Store(mapache_store::Error::InvalidInput(format!(
+            "commit refused: {} entries refer to data the repository does not have \
+             (first: {:?}, blob {}); run `mapache verify`, and `mapache rebuild-index` \
+             if it finds damage, then add the files again",
+            missing.len(),
+            String::from_utf8_lossy(name),
+            blob.short()
+        ))))
     }
 
     /// Drops every change and starts over from `base` (none: empty).
@@ -651,6 +658,48 @@ impl Staging {
         }
         Ok(())
     }
+}
+
+/// Takes the exclusive `flock` on the staging folder `dir`, or fails with
+/// [`FsError::Busy`] naming the holder.
+fn lock_dir(dir: &Path) -> FsResult<nix::fcntl::Flock<std::fs::File>> {
+    let lock_path = dir.join("lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| io(&lock_path, e))?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(lock) => lock,
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = if holder.trim().is_empty() {
+                "another process".to_string()
+            } else {
+                holder.trim().to_string()
+            };
+            return Err(FsError::Busy(format!(
+            "the staging area is in use by {holder} (a mount or another command); use the mount, or wait for it to end"
+        )));
+        }
+    };
+    lock.set_len(0).map_err(|e| io(&lock_path, e))?;
+    let _ = write!(lock, "pid {}", std::process::id());
+    Ok(lock)
+}
+
+/// Keeps the changes of the staging journal in `dir` before its first
+/// damaged record and drops the rest (a copy of the journal is kept);
+/// returns the changes kept and the bytes dropped. Refused while the
+/// staging area is open.
+pub fn recover_journal(dir: &Path, repository: &mapache_store::Id) -> FsResult<(usize, usize)> {
+    let _lock = lock_dir(dir)?;
+    journal::Journal::recover(&dir.join("journal"), repository)
 }
 
 /// A random identity for a new file, recorded so that its hard links can be

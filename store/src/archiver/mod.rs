@@ -184,8 +184,8 @@ pub fn snapshot(
         Some((id, snap)) => match repo.load_tree(&snap.tree) {
             Ok(tree) => Some(tree),
             Err(e) => {
-                warnings.push(format!(
-                    "parent snapshot {} unusable, reading every file: {e}",
+                notes.push(format!(
+                    "parent snapshot {} is unreadable, reading every file: {e}",
                     id.short()
                 ));
                 None

@@ -142,11 +142,13 @@ impl Walker<'_> {
         };
         match self.repo.load_tree(&id) {
             Ok(tree) => Ok(Some(tree)),
+            // Not an error of the sources: everything below is read again
+            // and the snapshot is complete. `verify` names the damage.
             Err(e) => {
-                self.warn(
-                    path,
-                    format_args!("parent snapshot's tree unreadable, reading again: {e}"),
-                )?;
+                self.send(Event::Note(format!(
+                    "{}: the parent snapshot's tree is unreadable, reading everything below again: {e}",
+                    path.display()
+                )))?;
                 Ok(None)
             }
         }

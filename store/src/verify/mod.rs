@@ -124,6 +124,14 @@ pub enum Problem {
         /// "data" or "tree".
         blob_type: String,
     },
+    /// A lock file that cannot be read: it protects nothing, but blocks
+    /// every exclusive operation until `unlock` removes it.
+    DamagedLock {
+        /// The lock file.
+        lock: Id,
+        /// Why.
+        reason: String,
+    },
     /// A tree that is indexed but does not decode.
     DamagedTree {
         /// The tree blob.
@@ -168,6 +176,10 @@ impl std::fmt::Display for Problem {
             Problem::MissingBlob { blob, blob_type } => {
                 write!(f, "{blob_type} blob {blob} is not in the index")
             }
+            Problem::DamagedLock { lock, reason } => write!(
+                f,
+                "lock file {lock} is damaged ({reason}); `mapache unlock` removes it"
+            ),
             Problem::DamagedTree { tree, reason } => {
                 write!(f, "tree {tree} does not decode: {reason}")
             }
@@ -234,6 +246,15 @@ pub fn verify(
     progress: &VerifyProgress,
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
+    let cipher = &repo.keys().cipher;
+    for (lock, info) in crate::lock::list_locks(repo.backend().as_ref(), cipher)? {
+        if let Err(e) = info {
+            report.problems.push(Problem::DamagedLock {
+                lock,
+                reason: e.to_string(),
+            });
+        }
+    }
     let mut checked = packs::check_index(&repo, &mut report)?;
     if let Some(subset) = &options.read_data {
         let selected = subset.select(&checked.readable_packs());
