@@ -6,6 +6,7 @@ mod util;
 mod corruption;
 mod crash;
 mod errors;
+mod hardening;
 #[cfg(feature = "fuse")]
 mod mount;
 #[cfg(feature = "fuse")]

@@ -12,6 +12,14 @@ use mapache_store::{IndexedRepository, Repository};
 use crate::commands::Command;
 use crate::password::{self, PasswordSource};
 
+/// The lock a reading command holds, if any.
+pub struct ReadLock {
+    /// The shared lock; none with `--no-lock` or on read-only storage.
+    pub guard: Option<LockGuard>,
+    /// The repository cannot be written.
+    pub read_only: bool,
+}
+
 /// mapache: fast, encrypted, de-duplicating backups you can browse.
 #[derive(Debug, Parser)]
 #[command(name = "mapache", version, about, long_about = None, propagate_version = true)]
@@ -118,11 +126,23 @@ impl GlobalOptions {
     /// A shared lock for a command that only reads: none with `--no-lock`,
     /// and none, with a warning, when the repository cannot be written.
     pub fn lock_shared(&self, repo: &Repository) -> Result<Option<LockGuard>> {
+        Ok(self.lock_for_reading(repo)?.guard)
+    }
+
+    /// Like [`GlobalOptions::lock_shared`], also saying whether the
+    /// repository turned out to be read-only.
+    pub fn lock_for_reading(&self, repo: &Repository) -> Result<ReadLock> {
         if self.no_lock {
-            return Ok(None);
+            return Ok(ReadLock {
+                guard: None,
+                read_only: false,
+            });
         }
         match repo.lock(false) {
-            Ok(guard) => Ok(Some(guard)),
+            Ok(guard) => Ok(ReadLock {
+                guard: Some(guard),
+                read_only: false,
+            }),
             Err(mapache_store::Error::Io { source, .. })
                 if matches!(
                     source.kind(),
@@ -132,7 +152,10 @@ impl GlobalOptions {
                 eprintln!(
                     "warning: the repository cannot be written ({source}): reading it without a lock"
                 );
-                Ok(None)
+                Ok(ReadLock {
+                    guard: None,
+                    read_only: true,
+                })
             }
             Err(e) => Err(e.into()),
         }

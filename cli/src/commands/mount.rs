@@ -116,24 +116,28 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         return crate::background::start(global, &args.mountpoint);
     }
     let repo = global.open()?;
-    let _lock = repo.lock(false)?;
+    let lock = global.lock_for_reading(&repo)?;
     let staging_dir = global.staging_dir(&repo)?;
     let repo = Arc::new(repo.load_index()?);
-    mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
-    let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
-    if let Some(spec) = &args.base {
-        choose_base(&repo, &staging, spec)?;
-    }
-    let namespace = Arc::new(
-        Namespace::new(
-            repo,
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        )
-        .with_staging(staging),
+    let mut namespace = Namespace::new(
+        repo.clone(),
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
     );
+    if lock.read_only {
+        // Staged data goes into the repository as it is written.
+        eprintln!("note: staging/ is left out: it needs a repository that can be written");
+    } else {
+        mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
+        let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
+        if let Some(spec) = &args.base {
+            choose_base(&repo, &staging, spec)?;
+        }
+        namespace = namespace.with_staging(staging);
+    }
+    let namespace = Arc::new(namespace);
     // `mapache commit` in another shell reaches the staging through us.
-    {
+    if !lock.read_only {
         let namespace = namespace.clone();
         control::serve(&staging_dir, move |request| match request {
             ControlRequest::Commit {
