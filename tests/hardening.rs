@@ -43,19 +43,10 @@ fn a_read_only_repository_is_read_without_a_lock() {
     fs::create_dir_all(&source).unwrap();
     write_random_file(&source.join("a"), 300_000, 1);
     env.snapshot(&source);
-    let view = ReadOnlyView::new(&env.repo, &env.path("ro"));
-    let ro = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_mapache"))
-            .arg("-r")
-            .arg(&view.path)
-            .arg("--password-file")
-            .arg(&env.password_file)
-            .arg("--state-dir")
-            .arg(env.path("state"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    // The repository folder made read-only in place (as a backup disk
+    // mounted read-only would be).
+    let view = ReadOnlyView::new(&env.repo, &env.repo);
+    let ro = |args: &[&str]| env.run(args);
     for args in [
         &["log"][..],
         &["ls", "latest"],
@@ -70,6 +61,19 @@ fn a_read_only_repository_is_read_without_a_lock() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("without a lock"), "{}", stderr(&out));
     assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
+    #[cfg(feature = "fuse")]
+    {
+        // Snapshots are browsable; staging/, which writes into the
+        // repository, is left out.
+        let mount = crate::util::MountGuard::new(&env, "mnt");
+        let file = mount
+            .path
+            .join("latest")
+            .join(source.strip_prefix("/").unwrap())
+            .join("a");
+        assert_eq!(fs::read(file).unwrap(), fs::read(source.join("a")).unwrap());
+        assert!(!mount.path.join("staging").exists());
+    }
     // Writing fails with one clear line, and nothing changed.
     let out = ro(&["snapshot", source.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -78,6 +82,7 @@ fn a_read_only_repository_is_read_without_a_lock() {
         .filter(|l| l.starts_with("error:"))
         .count();
     assert_eq!(errors, 1, "{}", stderr(&out));
+    drop(view);
     // `--no-lock` on a writable repository leaves no lock behind either.
     env.ok(&["--no-lock", "verify"]);
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
