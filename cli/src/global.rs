@@ -16,7 +16,9 @@ use crate::password::{self, PasswordSource};
 pub struct ReadLock {
     /// The shared lock; none with `--no-lock` or on read-only storage.
     pub guard: Option<LockGuard>,
-    /// The repository cannot be written.
+    /// The repository cannot be written (the mount then leaves out
+    /// staging/, which a build without FUSE does not have).
+    #[cfg_attr(not(feature = "fuse"), allow(dead_code))]
     pub read_only: bool,
 }
 
