@@ -288,6 +288,12 @@ pub fn open_keys(backend: &dyn Backend, password: &[u8]) -> Result<(Keys, KeyInf
     }
 }
 
+/// The KDF settings of key file `id` with content `bytes`, checked
+/// against the bounds: what opening it would cost.
+pub fn key_file_params(id: &Id, bytes: &[u8]) -> Result<KdfParams> {
+    Ok(parse_key_file(id, bytes)?.params)
+}
+
 /// The plaintext JSON of a key file (no secrets in it), for `cat key`.
 pub fn key_file_json(backend: &dyn Backend, id: &Id) -> Result<serde_json::Value> {
     let bytes = backend.read(FileKind::Key, id)?;

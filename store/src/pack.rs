@@ -210,10 +210,15 @@ pub fn fetch_footer(
 }
 
 fn open_footer(cipher: &Cipher, id: &PackId, sealed: &[u8]) -> Result<(BlobType, Vec<PackedBlob>)> {
-    let fail = |reason: &str| Error::integrity(FileKind::Pack, id, reason);
     let footer = cipher
         .decrypt(ObjectKind::PackFooter, &Id::default(), sealed)
-        .map_err(|_| fail("footer failed authentication"))?;
+        .map_err(|_| Error::integrity(FileKind::Pack, id, "footer failed authentication"))?;
+    decode_footer(id, &footer)
+}
+
+/// Decodes the plaintext of pack `id`'s footer.
+pub fn decode_footer(id: &PackId, footer: &[u8]) -> Result<(BlobType, Vec<PackedBlob>)> {
+    let fail = |reason: &str| Error::integrity(FileKind::Pack, id, reason);
     if footer.len() < FOOTER_HEADER_LEN || footer[0] != FOOTER_VERSION {
         return Err(fail("unknown footer version"));
     }

@@ -21,7 +21,7 @@ use crate::index::{BlobLocation, Index, IndexFile};
 use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
 use crate::lock::LockGuard;
 use crate::skipped::{is_damage, SkipLog};
-use crate::snapshot::{Snapshot, SNAPSHOT_VERSION};
+use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
 /// The index files of a repository as read.
@@ -199,18 +199,7 @@ impl Repository {
     /// Loads one snapshot record.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let json = self.load_file(FileKind::Snapshot, &id.0)?;
-        let snapshot: Snapshot = serde_json::from_slice(&json)
-            .map_err(|e| Error::format(format!("snapshot {id}"), e))?;
-        if snapshot.version != SNAPSHOT_VERSION {
-            return Err(Error::format(
-                format!("snapshot {id}"),
-                format!(
-                    "record version {} is not known to this build (it knows {SNAPSHOT_VERSION})",
-                    snapshot.version
-                ),
-            ));
-        }
-        Ok(snapshot)
+        Snapshot::decode(id, &json)
     }
 
     /// Every snapshot that can be read, oldest first. A damaged one is

@@ -89,6 +89,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Decodes the plaintext of snapshot `id`, refusing record versions
+    /// this build does not know.
+    pub fn decode(id: &SnapshotId, json: &[u8]) -> crate::Result<Snapshot> {
+        let fail = |reason: String| crate::Error::format(format!("snapshot {id}"), reason);
+        let snapshot: Snapshot = serde_json::from_slice(json).map_err(|e| fail(e.to_string()))?;
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(fail(format!(
+                "record version {} is not known to this build (it knows {SNAPSHOT_VERSION})",
+                snapshot.version
+            )));
+        }
+        Ok(snapshot)
+    }
+
     /// A record for a snapshot of `paths` with root `tree`, made now by
     /// this process's user on `host`, with no tags, description, parent or
     /// summary yet.

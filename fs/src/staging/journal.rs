@@ -445,6 +445,22 @@ mod tests {
         assert_eq!(Journal::open(&path, &REPO).unwrap().1, ops);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes after a valid header, or as a version 1 journal:
+        /// replayed or refused, never a panic.
+        #[test]
+        fn arbitrary_journals_never_panic(
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            headed in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = if headed { header(&REPO) } else { Vec::new() };
+            bytes.extend_from_slice(&tail);
+            let _ = parse(Path::new("journal"), &bytes, &REPO);
+        }
+    }
+
     #[test]
     fn replay_stops_at_a_torn_record() {
         let dir = tempfile::tempdir().unwrap();
