@@ -6,6 +6,10 @@
 #
 #   scripts/bench.sh [WORKDIR]     (default: ./bench-data)
 #
+# STEPS (default: all) picks parts: store (init, snapshots, restore; the
+# other parts read the repositories it leaves), mount, staging, commit,
+# verify (verify and rebuild-index against restic check and rebuild-index).
+#
 # The dataset is generated once (scripts/gen_bench_data.py) and reused.
 # Caches are warm for every tool alike: the data fits in memory.
 set -euo pipefail
@@ -27,7 +31,12 @@ cargo build --release --quiet
 mapache="$root/target/release/mapache"
 
 results="$work/results.txt"
-: > "$results"
+# Results of parts not run this time are kept from the last run; those of
+# the parts that run are made anew.
+touch "$results"
+forget_results() { # forget_results STEP...: drop earlier rows of these steps
+  for step in "$@"; do sed -i "/ $step /d" "$results"; done
+}
 export RESTIC_PASSWORD=bench-password BORG_PASSPHRASE=bench-password MAPACHE_PASSWORD=bench-password
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 unset MAPACHE_REPOSITORY MAPACHE_PASSWORD_FILE MAPACHE_PASSWORD_COMMAND
@@ -46,6 +55,9 @@ measure() {
   echo "$tool $step $secs $rss" | tee -a "$results" >&2
 }
 
+STEPS="${STEPS:-store mount staging commit verify}"
+has_step() { [[ " $STEPS " == *" $1 "* ]]; }
+
 # Each tool runs init, first snapshot, unchanged second snapshot and
 # restore ROUNDS times, each round with a fresh repository and a fresh
 # restore folder; the report takes the median, since a shared VM's disk
@@ -58,9 +70,12 @@ ROUNDS="${ROUNDS:-3}"
 # space). Nothing is deleted between timed steps. 35 s after deleting a
 # previous run's 16 GB the first round's restores were still a third
 # slower for every tool, hence a minute.
-rm -rf "$work"/*-repo "$work"/*-repo-* "$work"/*-restore-* "$work/state"
-sync
-sleep 60
+if has_step store; then
+  : > "$results"
+  rm -rf "$work"/*-repo "$work"/*-repo-* "$work"/*-restore-* "$work/state"
+  sync
+  sleep 60
+fi
 
 # A restore reads a repository that is not in the page cache, as a real
 # restore does (the backup was made long before): each tool's repository
@@ -93,7 +108,7 @@ run_borg() {
 # The order rotates from round to round: whoever runs right after another
 # tool's restore meets its writeback, so every tool takes every place.
 orders=("mapache restic borg" "restic borg mapache" "borg mapache restic")
-for round in $(seq 1 "$ROUNDS"); do
+has_step store && for round in $(seq 1 "$ROUNDS"); do
   for tool in mapache restic borg; do
     mkdir -p "$work/$tool-restore-$round"
   done
@@ -128,8 +143,11 @@ stop_mount() { # stop_mount PID
 # The last round's repositories, warm. Each step below runs ROUNDS times
 # too (medians): single runs of a mount vary by half on this VM.
 round=$ROUNDS
-cat "$work/mapache-repo-$round"/packs/*/* "$work/restic-repo-$round"/data/*/* >/dev/null
-for n in $(seq 1 "$ROUNDS"); do
+has_step mount && forget_results mount-read mount-rss
+has_step staging && forget_results copy-in snapshot-fresh
+has_step commit && forget_results commit-10000 commit-100000
+has_step mount && cat "$work/mapache-repo-$round"/packs/*/* "$work/restic-repo-$round"/data/*/* >/dev/null
+has_step mount && for n in $(seq 1 "$ROUNDS"); do
   "$mapache" -r "$work/mapache-repo-$round" mount "$mnt" 2>"$work/mount.log" &
   pid=$!
   wait_for "$mnt/latest" "$pid"
@@ -147,7 +165,8 @@ done
 
 # Copy the dataset into the staging view of a fresh repository and commit,
 # against a snapshot of the same data into a fresh repository.
-for n in $(seq 1 "$ROUNDS"); do
+has_step staging && for n in $(seq 1 "$ROUNDS"); do
+  rm -rf "$work/stage-repo-$n" "$work/snap-repo-$n" "$work/state/$n"
   "$mapache" -r "$work/stage-repo-$n" init >/dev/null
   "$mapache" -r "$work/snap-repo-$n" init >/dev/null
   export MAPACHE_STATE_DIR="$work/state/$n"
@@ -160,7 +179,7 @@ for n in $(seq 1 "$ROUNDS"); do
 done
 
 # Commit after a one-file change, in bases of 10,000 and 100,000 files.
-for count in 10000 100000; do
+has_step commit && for count in 10000 100000; do
   base="$work/base-$count"
   if [ ! -d "$base" ]; then
     python3 - "$base" "$count" <<'GEN'
@@ -174,6 +193,7 @@ for i in range(count):
 GEN
   fi
   repo="$work/base-repo-$count"
+  rm -rf "$repo"
   "$mapache" -r "$repo" init >/dev/null
   "$mapache" -r "$repo" stage add "$base" -q
   "$mapache" -r "$repo" commit -q
@@ -185,7 +205,22 @@ GEN
 done
 unset MAPACHE_STATE_DIR
 
-for tool in mapache restic borg; do
+# Checking and repairing: the last round's repositories (two snapshots of
+# the dataset each), dropped from the page cache before every step.
+if has_step verify; then
+  mrepo="$work/mapache-repo-$ROUNDS" rrepo="$work/restic-repo-$ROUNDS"
+  forget_results verify verify-data rebuild-index
+  for n in $(seq 1 "$ROUNDS"); do
+    cold "$mrepo"; measure mapache verify "$mapache" -r "$mrepo" verify
+    cold "$rrepo"; measure restic verify restic -r "$rrepo" check
+    cold "$mrepo"; measure mapache verify-data "$mapache" -r "$mrepo" verify --read-data
+    cold "$rrepo"; measure restic verify-data restic -r "$rrepo" check --read-data
+    cold "$mrepo"; measure mapache rebuild-index "$mapache" -r "$mrepo" rebuild-index
+    cold "$rrepo"; measure restic rebuild-index restic -r "$rrepo" rebuild-index
+  done
+fi
+
+has_step store && for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo-$ROUNDS" | cut -f1) 0" >>"$results"
 done
 
@@ -208,27 +243,46 @@ print(f"dataset: {data_bytes / 1e9:.2f} GB; medians of {rounds} rounds\n")
 print("| step | mapache | restic | borg | mapache/restic | mapache/borg |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 def line(name, get, fmt):
-    vals = [get(t) for t in ("mapache", "restic", "borg")]
+    try:
+        vals = [get(t) for t in ("mapache", "restic", "borg")]
+    except KeyError:
+        return  # a part not run
     print(f"| {name} | " + " | ".join(fmt(v) for v in vals) + f" | {vals[0] / vals[1]:.2f} | {vals[0] / vals[2]:.2f} |")
 for step, name in (("first", "first snapshot"), ("second", "unchanged second snapshot"), ("restore", "restore")):
     line(f"{name}: wall s", lambda t: rows[(t, step)][0], lambda v: f"{v:.2f}")
 for step, name in (("first", "first snapshot"), ("second", "second snapshot"), ("restore", "restore")):
     line(f"{name}: peak RSS MiB", lambda t: rows[(t, step)][1] / 1024, lambda v: f"{v:.0f}")
 line("repository size MB", lambda t: rows[(t, "size")][0] / 1e6, lambda v: f"{v:.0f}")
-first = rows[("mapache", "first")][0]
-print(f"\nmapache first snapshot throughput: {data_bytes / first / 1e6:.0f} MB/s")
+if ("mapache", "first") in rows:
+    first = rows[("mapache", "first")][0]
+    print(f"\nmapache first snapshot throughput: {data_bytes / first / 1e6:.0f} MB/s")
 
 def secs(tool, step):
     return rows[(tool, step)][0]
+def has(*steps):
+    return all(step in rows for step in steps)
 print("\n| mount and staging | mapache s | compared with | s | ratio (throughput) |")
 print("| --- | ---: | --- | ---: | ---: |")
-mr, rr, rm = secs("mapache", "mount-read"), secs("mapache", "restore"), secs("restic", "mount-read")
-print(f"| read the snapshot through the mount (tar) | {mr:.2f} | mapache restore | {rr:.2f} | {rr / mr:.2f} |")
-print(f"| read the snapshot through the mount (tar) | {mr:.2f} | restic mount (tar) | {rm:.2f} | {rm / mr:.2f} |")
-mm, rs = rows[("mapache", "mount-rss")][1] / 1024, rows[("restic", "mount-rss")][1] / 1024
-print(f"| mount process peak RSS after the read, MiB | {mm:.0f} | restic mount | {rs:.0f} | {mm / rs:.2f} (memory) |")
-ci, sf = secs("mapache", "copy-in"), secs("mapache", "snapshot-fresh")
-print(f"| cp -a into staging + commit | {ci:.2f} | mapache snapshot | {sf:.2f} | {sf / ci:.2f} |")
-c10, c100 = secs("mapache", "commit-10000"), secs("mapache", "commit-100000")
-print(f"| commit after a one-file change, 100,000-file base | {c100:.2f} | same, 10,000-file base | {c10:.2f} | time ratio {c100 / c10:.2f} |")
+if has(("mapache", "mount-read"), ("mapache", "restore"), ("restic", "mount-read")):
+    mr, rr, rm = secs("mapache", "mount-read"), secs("mapache", "restore"), secs("restic", "mount-read")
+    print(f"| read the snapshot through the mount (tar) | {mr:.2f} | mapache restore | {rr:.2f} | {rr / mr:.2f} |")
+    print(f"| read the snapshot through the mount (tar) | {mr:.2f} | restic mount (tar) | {rm:.2f} | {rm / mr:.2f} |")
+    mm, rs = rows[("mapache", "mount-rss")][1] / 1024, rows[("restic", "mount-rss")][1] / 1024
+    print(f"| mount process peak RSS after the read, MiB | {mm:.0f} | restic mount | {rs:.0f} | {mm / rs:.2f} (memory) |")
+if has(("mapache", "copy-in"), ("mapache", "snapshot-fresh")):
+    ci, sf = secs("mapache", "copy-in"), secs("mapache", "snapshot-fresh")
+    print(f"| cp -a into staging + commit | {ci:.2f} | mapache snapshot | {sf:.2f} | {sf / ci:.2f} |")
+if has(("mapache", "commit-10000"), ("mapache", "commit-100000")):
+    c10, c100 = secs("mapache", "commit-10000"), secs("mapache", "commit-100000")
+    print(f"| commit after a one-file change, 100,000-file base | {c100:.2f} | same, 10,000-file base | {c10:.2f} | time ratio {c100 / c10:.2f} |")
+
+steps = (("verify", "verify / restic check"),
+         ("verify-data", "verify --read-data / restic check --read-data"),
+         ("rebuild-index", "rebuild-index / restic rebuild-index"))
+if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
+    print("\n| checking and repairing (repository cold) | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for step, name in steps:
+        (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
+        print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
 PY

@@ -314,3 +314,44 @@ fn tree_pack_damage() {
 fn lock_damage() {
     run_matrix(Kind::Lock);
 }
+
+#[test]
+fn snapshots_referring_to_lost_data_are_repaired_and_the_originals_recallable() {
+    let pristine = Pristine::new();
+    let env = pristine.copy();
+    let pack = target(&env, &pristine, Kind::DataPack);
+    damage(&pack, Damage::Delete);
+    assert_eq!(env.run(&["verify"]).status.code(), Some(4));
+
+    let out = env.ok(&["rebuild-index", "--repair-snapshots"]);
+    assert!(out.contains("repaired as"), "{out}");
+    assert!(out.contains("is lost"), "{out}");
+    // What is live now verifies and restores without error; each restored
+    // file is exactly the source's.
+    env.ok(&["verify", "--read-data"]);
+    let live = env.json(&["log"]);
+    let live = live.as_array().unwrap();
+    assert_eq!(live.len(), 2);
+    for (n, snapshot) in live.iter().enumerate() {
+        assert!(snapshot["tags"].to_string().contains("repaired"));
+        let target = env.path(&format!("repaired-{n}"));
+        let id = snapshot["id"].as_str().unwrap();
+        env.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        let source = &pristine.sources[n];
+        let restored = target.join(source.strip_prefix("/").unwrap());
+        for entry in walk(&restored) {
+            if entry.is_file() {
+                let original = source.join(entry.strip_prefix(&restored).unwrap());
+                assert_eq!(fs::read(&entry).unwrap(), fs::read(original).unwrap());
+            }
+        }
+    }
+    // The originals are forgotten, listed, and come back when recalled.
+    let forgotten = env.json(&["log", "--forgotten"]);
+    let forgotten = forgotten.as_array().unwrap();
+    assert_eq!(forgotten.len(), 2);
+    let original = forgotten[0]["short_id"].as_str().unwrap();
+    env.ok(&["recall", original]);
+    assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 3);
+    assert_eq!(env.run(&["verify"]).status.code(), Some(4));
+}

@@ -47,6 +47,8 @@ pub enum ObjectKind {
     TreeBlob = 7,
     /// The footer of a pack.
     PackFooter = 8,
+    /// The mark that a snapshot is forgotten.
+    Forgotten = 9,
 }
 
 /// A 256-bit secret key. Never printed, wiped on drop.

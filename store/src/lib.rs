@@ -22,8 +22,11 @@ pub mod metadata;
 pub mod pack;
 pub mod patterns;
 pub mod rebuild_index;
+pub mod repair;
+mod repo_file;
 pub mod repository;
 pub mod restorer;
+pub mod saver;
 pub mod size;
 mod skipped;
 pub mod snapshot;
@@ -32,5 +35,6 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use id::{BlobId, Id, PackId, SnapshotId};
+pub use repo_file::RepoFile;
 pub use repository::{IndexedRepository, Repository};
 pub use skipped::{is_damage, SkipLog, Skipped};

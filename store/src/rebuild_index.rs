@@ -191,7 +191,7 @@ pub fn rebuild_index(
             supersedes: superseded.clone(),
             packs: Vec::new(),
         };
-        let marker_id = repo.save_file(FileKind::Index, &marker.encode())?;
+        let marker_id = repo.save(&marker)?;
         for id in &superseded {
             repo.backend().remove(FileKind::Index, id)?;
         }
@@ -212,7 +212,7 @@ fn write_index_files(repo: &Repository, packs: Vec<IndexedPack>) -> Result<HashS
         blobs += pack.blobs.len();
         file.packs.push(pack);
         if blobs >= BLOBS_PER_INDEX_FILE || n + 1 == total {
-            ids.insert(repo.save_file(FileKind::Index, &file.encode())?);
+            ids.insert(repo.save(&file)?);
             file = IndexFile::default();
             blobs = 0;
         }
@@ -409,7 +409,7 @@ pub fn index_unindexed_packs(repo: &IndexedRepository) -> Result<Vec<PackId>> {
         supersedes: Vec::new(),
         packs: found,
     };
-    repo.save_file(FileKind::Index, &file.encode())?;
+    repo.save(&file)?;
     let mut index = repo.index_mut();
     for pack in &file.packs {
         index.add_pack(pack.id, pack.blob_type, &pack.blobs);

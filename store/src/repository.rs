@@ -20,9 +20,20 @@ use crate::id::{BlobId, Id, SnapshotId};
 use crate::index::{BlobLocation, Index, IndexFile};
 use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
 use crate::lock::LockGuard;
+use crate::repo_file::RepoFile;
 use crate::skipped::{is_damage, SkipLog};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
+
+/// Why and when a snapshot was forgotten (sealed JSON in `forgotten/`,
+/// named by the snapshot's id).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forgotten {
+    /// When.
+    pub time: crate::tree::Timestamp,
+    /// Why, for people.
+    pub reason: String,
+}
 
 /// The index files of a repository as read.
 pub struct IndexFiles {
@@ -49,6 +60,7 @@ fn object_kind(kind: FileKind) -> ObjectKind {
         FileKind::Snapshot => ObjectKind::Snapshot,
         FileKind::Index => ObjectKind::Index,
         FileKind::Lock => ObjectKind::Lock,
+        FileKind::Forgotten => ObjectKind::Forgotten,
         FileKind::Key | FileKind::Pack => unreachable!("{kind} files are not sealed whole"),
     }
 }
@@ -141,8 +153,8 @@ impl Repository {
         &self.backend
     }
 
-    /// The derived keys.
-    pub fn keys(&self) -> &Keys {
+    /// The derived keys (for the store's own operations only).
+    pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
 
@@ -167,22 +179,46 @@ impl Repository {
         &self.skipped
     }
 
+    /// Removes stale and unreadable locks (every lock with `all`);
+    /// returns how many.
+    pub fn remove_locks(&self, all: bool) -> Result<usize> {
+        crate::lock::remove_locks(self.backend.as_ref(), &self.keys.cipher, all)
+    }
+
+    /// Reads the footer of pack `id` whose whole bytes are `data`.
+    pub fn pack_footer(
+        &self,
+        id: &crate::id::PackId,
+        data: &[u8],
+    ) -> Result<(BlobType, Vec<crate::pack::PackedBlob>)> {
+        crate::pack::read_footer(&self.keys.cipher, id, data)
+    }
+
     /// Takes a shared or exclusive lock.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
         LockGuard::acquire(self.backend.clone(), &self.keys.cipher, exclusive)
     }
 
-    /// Seals `plaintext` and stores it as a file of `kind` named by its
-    /// keyed hash. Returns the id.
-    pub fn save_file(&self, kind: FileKind, plaintext: &[u8]) -> Result<Id> {
-        let id = self.keys.hasher.hash(plaintext);
-        let sealed = self.keys.cipher.encrypt(object_kind(kind), &id, plaintext);
-        self.backend.write(kind, &id, &sealed)?;
+    /// Seals `file` and stores it under the keyed hash of its plaintext.
+    /// Returns the id.
+    pub fn save<F: RepoFile>(&self, file: &F) -> Result<Id> {
+        let plaintext = file.encode();
+        let id = self.keys.hasher.hash(&plaintext);
+        let sealed = self
+            .keys
+            .cipher
+            .encrypt(object_kind(F::KIND), &id, &plaintext);
+        self.backend.write(F::KIND, &id, &sealed)?;
         Ok(id)
     }
 
+    /// Reads, opens and decodes the file `id` of type `F`.
+    pub fn load<F: RepoFile>(&self, id: &Id) -> Result<F> {
+        F::decode(id, &self.load_file(F::KIND, id)?)
+    }
+
     /// Reads and opens a sealed file.
-    pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+    fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         let sealed = self.backend.read(kind, id)?;
         self.keys
             .cipher
@@ -192,22 +228,24 @@ impl Repository {
 
     /// Stores a snapshot record.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        let json = serde_json::to_vec(snapshot).expect("serializable");
-        Ok(SnapshotId(self.save_file(FileKind::Snapshot, &json)?))
+        self.save(snapshot).map(SnapshotId)
     }
 
     /// Loads one snapshot record.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let json = self.load_file(FileKind::Snapshot, &id.0)?;
-        Snapshot::decode(id, &json)
+        self.load(&id.0)
     }
 
-    /// Every snapshot that can be read, oldest first. A damaged one is
-    /// noted in [`Repository::skipped`] and left out; one removed since the
-    /// listing is left out silently.
+    /// Every snapshot that can be read and is not forgotten, oldest
+    /// first. A damaged one is noted in [`Repository::skipped`] and left
+    /// out; one removed since the listing is left out silently.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let forgotten: HashSet<Id> = self.forgotten()?.into_iter().map(|(id, _)| id.0).collect();
         let mut out = Vec::new();
         for file in self.backend.list(FileKind::Snapshot)? {
+            if forgotten.contains(&file.id) {
+                continue;
+            }
             let id = SnapshotId(file.id);
             match self.load_snapshot(&id) {
                 Ok(snapshot) => out.push((id, snapshot)),
@@ -218,6 +256,58 @@ impl Repository {
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
+    }
+
+    /// The forgotten snapshots with their marks. A mark that cannot be
+    /// read is noted in [`Repository::skipped`] and counts as forgotten
+    /// (hiding a snapshot is safer than showing one meant to be gone).
+    pub fn forgotten(&self) -> Result<Vec<(SnapshotId, Forgotten)>> {
+        let mut out = Vec::new();
+        for file in self.backend.list(FileKind::Forgotten)? {
+            let mark = self
+                .load_file(FileKind::Forgotten, &file.id)
+                .and_then(|json| {
+                    serde_json::from_slice(&json)
+                        .map_err(|e| Error::format(format!("forgotten mark {}", file.id), e))
+                });
+            match mark {
+                Ok(mark) => out.push((SnapshotId(file.id), mark)),
+                Err(e) if is_damage(&e) => {
+                    self.skipped.note(FileKind::Forgotten, file.id, &e);
+                    out.push((
+                        SnapshotId(file.id),
+                        Forgotten {
+                            time: crate::host::now(),
+                            reason: format!("unreadable mark: {e}"),
+                        },
+                    ));
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks snapshot `id` forgotten: it stays in the repository, hidden
+    /// from every listing, until `recall` brings it back or `clean`
+    /// removes it.
+    pub fn forget(&self, id: &SnapshotId, reason: &str) -> Result<()> {
+        let mark = Forgotten {
+            time: crate::host::now(),
+            reason: reason.to_string(),
+        };
+        let json = serde_json::to_vec(&mark).expect("serializable");
+        let sealed = self
+            .keys
+            .cipher
+            .encrypt(ObjectKind::Forgotten, &id.0, &json);
+        self.backend.write(FileKind::Forgotten, &id.0, &sealed)
+    }
+
+    /// Brings forgotten snapshot `id` back.
+    pub fn recall(&self, id: &SnapshotId) -> Result<()> {
+        self.backend.remove(FileKind::Forgotten, &id.0)
     }
 
     /// Finds a snapshot by `latest`, a unique id prefix, or a full id.
@@ -253,7 +343,7 @@ impl Repository {
 
     /// Reads and decodes one index file.
     pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
-        IndexFile::decode(id, &self.load_file(FileKind::Index, id)?)
+        self.load(id)
     }
 
     /// Reads every index file that is in force: damaged ones are noted in

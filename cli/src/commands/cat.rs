@@ -4,7 +4,6 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use mapache_store::backend::FileKind;
-use mapache_store::index::IndexFile;
 use mapache_store::tree::Tree;
 use mapache_store::{BlobId, Id, PackId};
 
@@ -87,7 +86,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         }
         ObjectKind::Index => {
             let id: Id = id_arg()?.parse()?;
-            let file = IndexFile::decode(&id, &repo.load_file(FileKind::Index, &id)?)?;
+            let file = repo.load_index_file(&id)?;
             let packs: Vec<_> = file
                 .packs
                 .iter()
@@ -115,8 +114,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 )
                 .into());
             }
-            let (blob_type, blobs) =
-                mapache_store::pack::read_footer(&repo.keys().cipher, &id, &data)?;
+            let (blob_type, blobs) = repo.pack_footer(&id, &data)?;
             let blobs: Vec<_> = blobs
                 .iter()
                 .map(|b| serde_json::json!({"id": b.id.to_hex(), "offset": b.offset, "length": b.length, "raw_length": b.raw_length}))

@@ -16,12 +16,25 @@ pub struct Args {
     /// Only snapshots with this tag
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
+
+    /// List the forgotten snapshots instead (`recall` brings one back)
+    #[arg(long)]
+    forgotten: bool,
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?;
-    let snapshots: Vec<_> = repo
-        .snapshots()?
+    let listed = if args.forgotten {
+        let mut forgotten = Vec::new();
+        for (id, _) in repo.forgotten()? {
+            forgotten.push((id, repo.load_snapshot(&id)?));
+        }
+        forgotten.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        forgotten
+    } else {
+        repo.snapshots()?
+    };
+    let snapshots: Vec<_> = listed
         .into_iter()
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
         .filter(|(_, s)| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))

@@ -9,6 +9,7 @@ mod log;
 mod ls;
 mod mount;
 mod rebuild_index;
+mod recall;
 mod restore;
 mod snapshot;
 mod stage;
@@ -37,6 +38,7 @@ pub enum Command {
     #[command(alias = "check")]
     Verify(verify::Args),
     RebuildIndex(rebuild_index::Args),
+    Recall(recall::Args),
     Completion(completion::Args),
 }
 
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Unlock(args) => unlock::run(global, args),
         Command::Verify(args) => verify::run(global, args),
         Command::RebuildIndex(args) => rebuild_index::run(global, args),
+        Command::Recall(args) => recall::run(global, args),
         Command::Completion(args) => completion::run(args),
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use mapache_store::rebuild_index::{rebuild_index, RebuildProgress};
+use mapache_store::repair::repair_snapshots;
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
@@ -23,6 +24,12 @@ pub struct Args {
     /// after `verify --read-data` reported damaged blobs)
     #[arg(long)]
     read_data: bool,
+
+    /// Then write every snapshot that refers to lost data again without
+    /// what cannot be restored (named), tagged `repaired`; the original is
+    /// forgotten (`log --forgotten` lists it, `recall` brings it back)
+    #[arg(long)]
+    repair_snapshots: bool,
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
@@ -42,9 +49,32 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let report = rebuild_index(&repo, args.read_data, global.threads(), &progress);
     drop(display);
     let report = report?;
+    let repaired = if args.repair_snapshots {
+        let repo = std::sync::Arc::new(repo.load_index()?);
+        repair_snapshots(&repo, global.threads())?
+    } else {
+        Vec::new()
+    };
     if global.json {
-        print_json(&report)?;
+        print_json(&serde_json::json!({ "index": report, "repaired_snapshots": repaired }))?;
         return Ok(Outcome::Success);
+    }
+    for snapshot in &repaired {
+        match snapshot.repaired {
+            Some(new) => println!(
+                "snapshot {} repaired as {} ({} paths left out; the original is forgotten):",
+                snapshot.original.short(),
+                new.short(),
+                snapshot.removed.len()
+            ),
+            None => println!(
+                "snapshot {} cannot be repaired, its root folder is lost; left as it is",
+                snapshot.original.short()
+            ),
+        }
+        for removed in &snapshot.removed {
+            println!("  {}: {}", removed.path, removed.cause);
+        }
     }
     for dropped in &report.packs_dropped {
         eprintln!(

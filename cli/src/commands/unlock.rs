@@ -15,8 +15,7 @@ pub struct Args {
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?;
-    let removed =
-        mapache_store::lock::remove_locks(repo.backend().as_ref(), &repo.keys().cipher, args.all)?;
+    let removed = repo.remove_locks(args.all)?;
     if !global.quiet {
         println!("removed {removed} lock(s)");
     }

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use mapache_store::archiver::{BlobSaver, StreamError};
+use mapache_store::saver::{BlobSaver, StreamError};
 use mapache_store::BlobId;
 use parking_lot::MutexGuard;
 

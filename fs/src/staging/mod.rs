@@ -30,9 +30,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mapache_store::archiver::{BlobSaver, StreamError};
 use mapache_store::blob::BlobType;
 use mapache_store::host::now;
+use mapache_store::saver::{BlobSaver, StreamError};
 use mapache_store::snapshot::{Snapshot, SnapshotSource};
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
 use mapache_store::{BlobId, IndexedRepository, SnapshotId};

@@ -7,14 +7,13 @@
 //!    did not change keeps its old content without being read) and queues
 //!    the files that must be read;
 //! 2. **readers** chunk and hash those files and hand new blobs to the
-//!    [`BlobSaver`], whose workers compress, encrypt and pack them;
+//!    [`BlobSaver`](crate::saver::BlobSaver), whose workers compress, encrypt and pack them;
 //! 3. the **assembler** (the calling thread) consumes the walker's events in
 //!    order, waits for each file's blob list, and writes a tree blob as each
 //!    directory ends.
 //!
 //! Memory stays bounded by the channel sizes, whatever the tree's size.
 
-mod saver;
 mod walker;
 
 use std::os::unix::fs::MetadataExt;
@@ -25,8 +24,6 @@ use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
-pub use saver::{BlobSaver, SaverStats, StreamError};
-
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::host::now;
@@ -34,6 +31,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::metadata::OwnerNames;
 use crate::patterns::Patterns;
 use crate::repository::IndexedRepository;
+use crate::saver::BlobSaver;
 use crate::snapshot::{Snapshot, SnapshotSource, Summary};
 use crate::tree::{Node, Tree};
 use walker::{Event, FileJob, FileOutcome, FileStatus, Walker};

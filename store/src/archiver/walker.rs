@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::{ArchiveOptions, BlobSaver, StreamError};
+use super::ArchiveOptions;
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::metadata::{node_from_metadata, OwnerNames};
 use crate::repository::IndexedRepository;
+use crate::saver::{BlobSaver, StreamError};
 use crate::tree::{Node, NodeKind, Tree};
 
 /// How a file compares with the parent snapshot.

@@ -102,6 +102,16 @@ impl LocalBackend {
     fn put(&self, kind: FileKind, id: &Id, data: &[u8], exclusive: bool) -> Result<bool> {
         let path = self.path(kind, id);
         let dir = path.parent().expect("repository paths have a parent");
+        if kind == FileKind::Forgotten && !dir.exists() {
+            DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(dir)
+                .or_else(|e| match e.kind() {
+                    ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|e| Error::io(dir, e))?;
+        }
         let mut suffix = [0u8; 8];
         crate::crypto::fill_random(&mut suffix);
         let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(suffix)));
@@ -202,6 +212,7 @@ impl Backend for LocalBackend {
             FileKind::Snapshot,
             FileKind::Index,
             FileKind::Lock,
+            FileKind::Forgotten,
         ] {
             make_dir(&self.root.join(kind.dir_name()))?;
         }
@@ -230,6 +241,12 @@ impl Backend for LocalBackend {
                         &self.root.join("packs").join(format!("{byte:02x}")),
                         &mut out,
                     )?;
+                }
+            }
+            // Repositories made before forgetting existed lack the folder.
+            FileKind::Forgotten if !self.root.join(kind.dir_name()).exists() => {
+                if !self.root.is_dir() {
+                    list_ids(&self.root.join(kind.dir_name()), &mut out)?;
                 }
             }
             _ => list_ids(&self.root.join(kind.dir_name()), &mut out)?,

@@ -36,6 +36,8 @@ pub enum FileKind {
     Pack,
     /// Lock files.
     Lock,
+    /// Marks of forgotten snapshots, named by the snapshot's id.
+    Forgotten,
 }
 
 impl FileKind {
@@ -48,6 +50,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Pack => "packs",
             FileKind::Lock => "locks",
+            FileKind::Forgotten => "forgotten",
         }
     }
 }
@@ -61,6 +64,7 @@ impl fmt::Display for FileKind {
             FileKind::Index => "index",
             FileKind::Pack => "pack",
             FileKind::Lock => "lock",
+            FileKind::Forgotten => "forgotten mark",
         };
         f.write_str(name)
     }

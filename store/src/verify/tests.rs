@@ -324,3 +324,41 @@ fn an_interrupted_rebuild_leaves_a_usable_index() {
     assert!(fixture.snapshot().unwrap().snapshot.summary.blobs_added > 0);
     assert!(!fixture.verify(true).is_damaged());
 }
+
+#[test]
+fn snapshots_that_refer_to_lost_data_are_repaired_and_the_originals_forgotten() {
+    let fixture = Fixture::new();
+    std::fs::write(fixture.path().join("later"), b"a later file").unwrap();
+    fixture.snapshot().unwrap();
+    let pack = fixture.data_pack();
+    fixture.backend.delete(FileKind::Pack, &pack.0).unwrap();
+    let before = fixture.verify(false);
+    let lost = damaged_paths(&before);
+    assert!(!lost.is_empty());
+
+    fixture.rebuild(false);
+    let repo = fixture.indexed();
+    let repaired = crate::repair::repair_snapshots(&repo, 2).unwrap();
+    assert_eq!(repaired.len(), 2);
+    for snapshot in &repaired {
+        let removed: Vec<&String> = snapshot.removed.iter().map(|r| &r.path).collect();
+        assert_eq!(removed.len(), lost.len() / 2, "{removed:?}");
+        assert!(snapshot.repaired.is_some());
+    }
+    // The repaired snapshots are whole; the originals are forgotten but
+    // still there, and come back when recalled.
+    let report = fixture.verify(true);
+    assert!(!report.is_damaged(), "{:?}", report.problems);
+    assert_eq!(report.snapshots, 2);
+    let repo = fixture.open();
+    let forgotten = repo.forgotten().unwrap();
+    assert_eq!(forgotten.len(), 2);
+    assert!(repo
+        .snapshots()
+        .unwrap()
+        .iter()
+        .all(|(_, s)| s.tags.contains(&crate::repair::REPAIRED_TAG.to_string())));
+    repo.recall(&repaired[0].original).unwrap();
+    assert_eq!(repo.snapshots().unwrap().len(), 3);
+    assert!(fixture.verify(false).is_damaged());
+}

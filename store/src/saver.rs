@@ -1,4 +1,5 @@
-//! The blob saver: de-duplicates blobs, seals them into packs on worker
+//! The blob saver, the one write path of blobs (snapshots, staging,
+//! repairs): de-duplicates blobs, seals them into packs on worker
 //! threads, uploads full packs, and writes index files in pieces.
 //!
 //! Durability order: a pack is uploaded (atomic, fsynced) before any index
@@ -390,6 +391,6 @@ fn flush_index(shared: &Shared, force: bool) -> Result<()> {
         supersedes: Vec::new(),
         packs,
     };
-    shared.repo.save_file(FileKind::Index, &file.encode())?;
+    shared.repo.save(&file)?;
     Ok(())
 }
