@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use mapache_store::blob::BlobType;
+use mapache_store::BlobType;
 
 use crate::util::{assert_same_tree, write_random_file, Env};
 

@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::Duration;
 
-use mapache_store::blob::BlobType;
+use mapache_store::BlobType;
 
 use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env};
 

@@ -4,7 +4,7 @@ use std::fs;
 use std::sync::Arc;
 
 use mapache_store::backend::LocalBackend;
-use mapache_store::blob::BlobType;
+use mapache_store::BlobType;
 use mapache_store::Repository;
 
 use crate::util::{assert_same_tree, make_rich_tree, Env, PASSWORD};

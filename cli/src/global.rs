@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser};
 use mapache_store::backend::{Backend, LocalBackend};
-use mapache_store::lock::LockGuard;
+use mapache_store::LockGuard;
 use mapache_store::{IndexedRepository, Repository};
 
 use crate::commands::Command;

@@ -34,7 +34,7 @@ pub(crate) fn install_handler() {
                 return;
             }
         }
-        mapache_store::lock::release_all_held();
+        mapache_store::release_all_held();
         eprintln!("\ninterrupted");
         std::process::exit(crate::exit::INTERRUPTED as i32);
     });

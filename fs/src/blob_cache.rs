@@ -13,9 +13,9 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use lru::LruCache;
 use mapache_store::backend::Access;
-use mapache_store::blob::BlobDecoder;
-use mapache_store::index::BlobLocation;
-use mapache_store::pack::ranged_reads;
+use mapache_store::ranged_reads;
+use mapache_store::BlobDecoder;
+use mapache_store::BlobLocation;
 use mapache_store::{BlobId, IndexedRepository};
 use parking_lot::{Condvar, Mutex};
 

@@ -3,8 +3,8 @@
 //! the same size parameters (512 KiB / 1 MiB / 8 MiB).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mapache_store::chunker::{Chunker, ChunkerParams};
 use mapache_store::crypto::SecretKey;
+use mapache_store::{Chunker, ChunkerParams};
 
 fn data(len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];

@@ -186,6 +186,7 @@ impl BlobDecoder {
 
 /// Decrypts and decompresses one sealed blob with a fresh decoder; see
 /// [`BlobDecoder::open`].
+#[cfg(test)]
 pub fn open_blob(
     cipher: &Cipher,
     hasher: &crate::crypto::IdHasher,

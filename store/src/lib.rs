@@ -5,36 +5,52 @@
 //! locks, and the operations built on them (snapshot, restore).
 //! It knows nothing of terminals or command lines.
 
+// Operations, each with its own options and report types.
 pub mod archiver;
-pub mod backend;
-pub mod blob;
-pub mod buffer_pool;
-pub mod chunker;
-pub mod config;
-pub mod crypto;
-mod error;
-pub mod host;
-pub mod id;
-pub mod index;
-pub mod keys;
-pub mod lock;
-pub mod metadata;
-pub mod pack;
-pub mod patterns;
 pub mod rebuild_index;
 pub mod repair;
-mod repo_file;
-pub mod repository;
 pub mod restorer;
-pub mod saver;
-pub mod size;
-mod skipped;
+pub mod verify;
+// Where files live, and the data model they hold.
+pub mod backend;
 pub mod snapshot;
 pub mod tree;
-pub mod verify;
+// Primitives, public for the benches and for tools that read the format.
+pub mod crypto;
 
+mod blob;
+mod buffer_pool;
+mod chunker;
+mod config;
+mod error;
+mod host;
+mod id;
+mod index;
+mod keys;
+mod lock;
+mod metadata;
+mod pack;
+mod patterns;
+mod repo_file;
+mod repository;
+mod saver;
+mod size;
+mod skipped;
+
+pub use blob::{BlobDecoder, BlobType};
+pub use chunker::{Chunker, ChunkerParams};
+pub use config::Config;
 pub use error::{Error, Result};
+pub use host::{hostname, now, username};
 pub use id::{BlobId, Id, PackId, SnapshotId};
+pub use index::{BlobLocation, Index, IndexFile, IndexedPack};
+pub use keys::{key_file_json, key_file_params, KdfParams, KeyInfo};
+pub use lock::{release_all_held, LockGuard, LockInfo};
+pub use metadata::{node_from_metadata, OwnerNames};
+pub use pack::{decode_footer, ranged_reads, PackedBlob};
+pub use patterns::Patterns;
 pub use repo_file::RepoFile;
-pub use repository::{IndexedRepository, Repository};
+pub use repository::{Forgotten, IndexFiles, IndexedRepository, Repository};
+pub use saver::{BlobSaver, SaverStats, StreamError};
+pub use size::parse_size;
 pub use skipped::{is_damage, SkipLog, Skipped};

@@ -96,6 +96,7 @@ pub struct FinishedPack {
 
 impl PackWriter {
     /// An empty pack for blobs of `blob_type`, with room for `capacity` bytes.
+    #[cfg(test)]
     pub fn new(blob_type: BlobType, capacity: usize) -> PackWriter {
         PackWriter {
             blob_type,
@@ -118,11 +119,6 @@ impl PackWriter {
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.data.len()
-    }
-
-    /// Whether no blob was added.
-    pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
     }
 
     /// Appends a blob, sealing it with `seal`, which appends the sealed

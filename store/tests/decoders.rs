@@ -10,12 +10,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mapache_store::id::{BlobId, Id, PackId, SnapshotId};
-use mapache_store::index::IndexFile;
-use mapache_store::keys::key_file_params;
-use mapache_store::pack::decode_footer;
+use mapache_store::decode_footer;
+use mapache_store::key_file_params;
 use mapache_store::snapshot::Snapshot;
 use mapache_store::tree::Tree;
+use mapache_store::IndexFile;
+use mapache_store::{BlobId, Id, PackId, SnapshotId};
 use proptest::prelude::*;
 
 /// Passes every allocation to the system allocator and, while the

@@ -73,10 +73,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         ObjectKind::Config => print_json(repo.config())?,
         ObjectKind::Key => {
             let id: Id = id_arg()?.parse()?;
-            print_json(&mapache_store::keys::key_file_json(
-                repo.backend().as_ref(),
-                &id,
-            )?)?
+            print_json(&mapache_store::key_file_json(repo.backend().as_ref(), &id)?)?
         }
         ObjectKind::Snapshot => {
             let (id, snapshot) = repo.find_snapshot(id_arg()?)?;

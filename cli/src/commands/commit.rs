@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
-    let host = args.host.unwrap_or_else(mapache_store::host::hostname);
+    let host = args.host.unwrap_or_else(mapache_store::hostname);
     let repo = global.open()?;
     let request = ControlRequest::Commit {
         message: args.message.clone(),

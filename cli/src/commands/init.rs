@@ -1,9 +1,9 @@
 //! `mapache init`
 
 use anyhow::Result;
-use mapache_store::chunker::ChunkerParams;
-use mapache_store::config::Config;
-use mapache_store::keys::KdfParams;
+use mapache_store::ChunkerParams;
+use mapache_store::Config;
+use mapache_store::KdfParams;
 use mapache_store::Repository;
 
 use crate::exit::Outcome;

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Result;
-use mapache_store::patterns::Patterns;
 use mapache_store::restorer::{self, RestoreOptions, RestoreProgress};
+use mapache_store::Patterns;
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use mapache_store::archiver::{self, ArchiveOptions, ParentChoice, Progress};
 use mapache_store::backend::{Backend, DryRunBackend};
-use mapache_store::patterns::Patterns;
 use mapache_store::rebuild_index::index_unindexed_packs;
+use mapache_store::Patterns;
 use mapache_store::SnapshotId;
 
 use crate::exit::Outcome;

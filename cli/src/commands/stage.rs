@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use mapache_fs::staging::{meta_now, Change, Meta, Staging};
 use mapache_fs::FsError;
-use mapache_store::metadata::{node_from_metadata, OwnerNames};
 use mapache_store::tree::{Node, NodeKind};
+use mapache_store::{node_from_metadata, OwnerNames};
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;

@@ -38,7 +38,7 @@ pub(super) fn from_kernel_time(t: SystemTime) -> Timestamp {
 pub(super) fn time_or_now(t: TimeOrNow) -> Timestamp {
     match t {
         TimeOrNow::SpecificTime(t) => from_kernel_time(t),
-        TimeOrNow::Now => mapache_store::host::now(),
+        TimeOrNow::Now => mapache_store::now(),
     }
 }
 
@@ -82,7 +82,7 @@ pub(super) fn errno(error: &FsError) -> Errno {
 /// mode the one asked for (the umask is applied later, unless the folder
 /// has a default ACL: see `acl::inherit`).
 pub(super) fn meta_for(req: &Request, mode: u32) -> Meta {
-    let now = mapache_store::host::now();
+    let now = mapache_store::now();
     Meta {
         mode: mode & 0o7777,
         uid: req.uid(),

@@ -313,7 +313,7 @@ impl Namespace {
             staging: None,
             uid,
             gid,
-            mounted_at: mapache_store::host::now(),
+            mounted_at: mapache_store::now(),
         }
     }
 

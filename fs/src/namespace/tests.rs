@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use mapache_store::archiver::{self, ArchiveOptions, Progress};
 use mapache_store::backend::{Backend, MemoryBackend};
-use mapache_store::config::Config;
-use mapache_store::keys::KdfParams;
+use mapache_store::Config;
+use mapache_store::KdfParams;
 use mapache_store::Repository;
 
 use super::*;
@@ -14,7 +14,7 @@ use crate::{BlobCache, FileContent};
 fn repo_with_snapshot(dir: &std::path::Path) -> Arc<IndexedRepository> {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let mut config = Config::new();
-    config.chunker = mapache_store::chunker::ChunkerParams {
+    config.chunker = mapache_store::ChunkerParams {
         min_size: 4096,
         avg_size: 16384,
         max_size: 65536,

@@ -10,8 +10,8 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use mapache_store::saver::{BlobSaver, StreamError};
 use mapache_store::BlobId;
+use mapache_store::{BlobSaver, StreamError};
 use parking_lot::MutexGuard;
 
 use super::journal::Op;

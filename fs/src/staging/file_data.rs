@@ -8,7 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use mapache_store::host::now;
+use mapache_store::now;
 use mapache_store::BlobId;
 use parking_lot::MutexGuard;
 

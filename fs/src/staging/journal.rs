@@ -298,7 +298,7 @@ impl Journal {
             Replayed::Whole { ops, end } => (ops, end),
             Replayed::Damaged { ops, at } => (ops, at),
         };
-        let stamp = mapache_store::host::now().secs;
+        let stamp = mapache_store::now().secs;
         let copy = path.with_extension(format!("damaged-{stamp}"));
         std::fs::copy(path, &copy).map_err(|e| io(&copy, e))?;
         let file = OpenOptions::new()

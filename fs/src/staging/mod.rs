@@ -30,12 +30,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mapache_store::blob::BlobType;
-use mapache_store::host::now;
-use mapache_store::saver::{BlobSaver, StreamError};
+use mapache_store::now;
 use mapache_store::snapshot::{Snapshot, SnapshotSource};
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
+use mapache_store::BlobType;
 use mapache_store::{BlobId, IndexedRepository, SnapshotId};
+use mapache_store::{BlobSaver, StreamError};
 use parking_lot::Mutex;
 
 pub use journal::Meta;

@@ -121,7 +121,7 @@ pub fn components(path: &[u8]) -> Vec<&[u8]> {
 }
 
 fn now() -> mapache_store::tree::Timestamp {
-    mapache_store::host::now()
+    mapache_store::now()
 }
 
 /// A folder node with the given metadata.

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mapache_store::backend::{Backend, MemoryBackend};
-use mapache_store::chunker::ChunkerParams;
-use mapache_store::config::Config;
-use mapache_store::keys::KdfParams;
 use mapache_store::restorer::{self, RestoreOptions, RestoreProgress};
+use mapache_store::ChunkerParams;
+use mapache_store::Config;
+use mapache_store::KdfParams;
 use mapache_store::{IndexedRepository, Repository};
 
 use super::{meta_now, RenameMode, Staging, INLINE_MAX};
