@@ -18,10 +18,11 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, FileKind};
-use crate::crypto::{Cipher, ObjectKind};
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::host::{hostname, now, username};
 use crate::id::Id;
+use crate::repo_file;
 use crate::tree::Timestamp;
 
 /// How often a held lock is rewritten.
@@ -82,12 +83,7 @@ impl LockInfo {
 }
 
 fn write_lock(backend: &dyn Backend, cipher: &Cipher, id: &Id, info: &LockInfo) -> Result<()> {
-    let json = serde_json::to_vec(info).expect("serializable");
-    backend.write(
-        FileKind::Lock,
-        id,
-        &cipher.encrypt(ObjectKind::Lock, id, &json),
-    )
+    backend.write(FileKind::Lock, id, &repo_file::seal(cipher, id, info))
 }
 
 /// Reads every lock file. Unreadable ones are returned as errors in place.
@@ -95,13 +91,7 @@ pub fn list_locks(backend: &dyn Backend, cipher: &Cipher) -> Result<Vec<(Id, Res
     let mut out = Vec::new();
     for file in backend.list(FileKind::Lock)? {
         let info = match backend.read(FileKind::Lock, &file.id) {
-            Ok(bytes) => cipher
-                .decrypt(ObjectKind::Lock, &file.id, &bytes)
-                .map_err(|_| Error::integrity(FileKind::Lock, file.id, "failed authentication"))
-                .and_then(|plain| {
-                    serde_json::from_slice(&plain)
-                        .map_err(|e| Error::format(format!("lock {}", file.id), e))
-                }),
+            Ok(bytes) => repo_file::open(cipher, &file.id, &bytes),
             // Removed between listing and reading: released meanwhile.
             Err(Error::NotFound { .. }) => continue,
             Err(e) => Err(e),

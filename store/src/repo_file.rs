@@ -1,15 +1,24 @@
-//! Repository files that are sealed whole and named by the keyed hash of
-//! their plaintext (snapshots and index files): one trait says how each
-//! encodes, so that `Repository::save` and `Repository::load` are typed
-//! and a snapshot can never be stored as, or read from, an index file.
+//! Repository files that are sealed whole: the config, snapshots, index
+//! files, locks and forgotten marks. One trait says how each encodes and
+//! which kind it is, so that sealing and opening are typed: a snapshot can
+//! never be stored as, or read from, an index file, and the seal binds the
+//! kind and the name (the AAD) the same way for all. Snapshots and index
+//! files are named by the keyed hash of their plaintext
+//! (`Repository::save`); the config, locks and marks have fixed or random
+//! names. Key files are not sealed whole (their KDF settings must be
+//! readable first) and have their own module.
 
 use crate::backend::FileKind;
-use crate::error::Result;
+use crate::config::{Config, FORMAT_VERSION};
+use crate::crypto::{Cipher, ObjectKind};
+use crate::error::{Error, Result};
 use crate::id::{Id, SnapshotId};
 use crate::index::IndexFile;
+use crate::lock::LockInfo;
+use crate::repository::Forgotten;
 use crate::snapshot::Snapshot;
 
-/// A file kind stored sealed under the keyed hash of its plaintext.
+/// A file kind sealed whole.
 pub trait RepoFile: Sized {
     /// Where files of this type live, and the object kind of their seal.
     const KIND: FileKind;
@@ -44,4 +53,85 @@ impl RepoFile for IndexFile {
     fn decode(id: &Id, plaintext: &[u8]) -> Result<Self> {
         IndexFile::decode(id, plaintext)
     }
+}
+
+impl RepoFile for Config {
+    const KIND: FileKind = FileKind::Config;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serializable")
+    }
+
+    fn decode(_: &Id, plaintext: &[u8]) -> Result<Self> {
+        let config: Config =
+            serde_json::from_slice(plaintext).map_err(|e| Error::format("config", e))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::format(
+                "config",
+                format!(
+                    "repository format {} is not supported by this build (it knows {FORMAT_VERSION})",
+                    config.version
+                ),
+            ));
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::format("config", e))?;
+        Ok(config)
+    }
+}
+
+impl RepoFile for LockInfo {
+    const KIND: FileKind = FileKind::Lock;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serializable")
+    }
+
+    fn decode(id: &Id, plaintext: &[u8]) -> Result<Self> {
+        serde_json::from_slice(plaintext).map_err(|e| Error::format(format!("lock {id}"), e))
+    }
+}
+
+impl RepoFile for Forgotten {
+    const KIND: FileKind = FileKind::Forgotten;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serializable")
+    }
+
+    fn decode(id: &Id, plaintext: &[u8]) -> Result<Self> {
+        serde_json::from_slice(plaintext)
+            .map_err(|e| Error::format(format!("forgotten mark {id}"), e))
+    }
+}
+
+fn object_kind(kind: FileKind) -> ObjectKind {
+    match kind {
+        FileKind::Config => ObjectKind::Config,
+        FileKind::Snapshot => ObjectKind::Snapshot,
+        FileKind::Index => ObjectKind::Index,
+        FileKind::Lock => ObjectKind::Lock,
+        FileKind::Forgotten => ObjectKind::Forgotten,
+        FileKind::Key | FileKind::Pack => unreachable!("{kind} files are not sealed whole"),
+    }
+}
+
+/// The stored bytes of `file` named `id`.
+pub(crate) fn seal<F: RepoFile>(cipher: &Cipher, id: &Id, file: &F) -> Vec<u8> {
+    cipher.encrypt(object_kind(F::KIND), id, &file.encode())
+}
+
+/// Opens and decodes the stored bytes of the `F` named `id`.
+pub(crate) fn open<F: RepoFile>(cipher: &Cipher, id: &Id, sealed: &[u8]) -> Result<F> {
+    let plaintext =
+        cipher
+            .decrypt(object_kind(F::KIND), id, sealed)
+            .map_err(|_| match F::KIND {
+                // The config's name is fixed: its all-zero id says nothing.
+                FileKind::Config => Error::integrity(F::KIND, "file", "failed authentication"),
+                _ => Error::integrity(F::KIND, id, "failed authentication"),
+            })?;
+    F::decode(id, &plaintext)
 }

@@ -13,14 +13,13 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::backend::{Access, Backend, FileKind, CONFIG_ID};
 use crate::blob::{BlobDecoder, BlobType};
 use crate::chunker::Chunker;
-use crate::config::{Config, FORMAT_VERSION};
-use crate::crypto::ObjectKind;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, SnapshotId};
 use crate::index::{BlobLocation, Index, IndexFile};
 use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
 use crate::lock::LockGuard;
-use crate::repo_file::RepoFile;
+use crate::repo_file::{self, RepoFile};
 use crate::skipped::{is_damage, SkipLog};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
@@ -54,17 +53,6 @@ pub struct Repository {
     skipped: SkipLog,
 }
 
-fn object_kind(kind: FileKind) -> ObjectKind {
-    match kind {
-        FileKind::Config => ObjectKind::Config,
-        FileKind::Snapshot => ObjectKind::Snapshot,
-        FileKind::Index => ObjectKind::Index,
-        FileKind::Lock => ObjectKind::Lock,
-        FileKind::Forgotten => ObjectKind::Forgotten,
-        FileKind::Key | FileKind::Pack => unreachable!("{kind} files are not sealed whole"),
-    }
-}
-
 impl Repository {
     /// Creates a new repository with one key for `password`.
     ///
@@ -87,8 +75,7 @@ impl Repository {
         // The config is written last, exclusively: its presence is what
         // makes the folder a repository, so a failed init leaves nothing
         // that looks like one, and of two racing inits exactly one wins.
-        let json = serde_json::to_vec(&config).expect("serializable");
-        let sealed = keys.cipher.encrypt(ObjectKind::Config, &CONFIG_ID, &json);
+        let sealed = repo_file::seal(&keys.cipher, &CONFIG_ID, &config);
         if !backend.write_new(FileKind::Config, &CONFIG_ID, &sealed)? {
             backend.remove(FileKind::Key, &key)?;
             return Err(Error::RepositoryExists(backend.location()));
@@ -115,22 +102,7 @@ impl Repository {
         }
         let (keys, key_info) = open_keys(backend.as_ref(), password)?;
         let sealed = backend.read(FileKind::Config, &CONFIG_ID)?;
-        let json = keys
-            .cipher
-            .decrypt(ObjectKind::Config, &CONFIG_ID, &sealed)
-            .map_err(|_| Error::integrity(FileKind::Config, "config", "failed authentication"))?;
-        let config: Config =
-            serde_json::from_slice(&json).map_err(|e| Error::format("config", e))?;
-        if config.version != FORMAT_VERSION {
-            return Err(Error::format(
-                "config",
-                format!("repository format {} is not supported by this build (it knows {FORMAT_VERSION})", config.version),
-            ));
-        }
-        config
-            .chunker
-            .validate()
-            .map_err(|e| Error::format("config", e))?;
+        let config: Config = repo_file::open(&keys.cipher, &CONFIG_ID, &sealed)?;
         let chunker = Chunker::new(config.chunker, &keys.chunker_key);
         Ok(Repository {
             backend,
@@ -202,28 +174,20 @@ impl Repository {
     /// Seals `file` and stores it under the keyed hash of its plaintext.
     /// Returns the id.
     pub fn save<F: RepoFile>(&self, file: &F) -> Result<Id> {
-        let plaintext = file.encode();
-        let id = self.keys.hasher.hash(&plaintext);
-        let sealed = self
-            .keys
-            .cipher
-            .encrypt(object_kind(F::KIND), &id, &plaintext);
-        self.backend.write(F::KIND, &id, &sealed)?;
+        let id = self.keys.hasher.hash(&file.encode());
+        self.save_as(&id, file)?;
         Ok(id)
+    }
+
+    /// Seals `file` and stores it under the name `id`.
+    fn save_as<F: RepoFile>(&self, id: &Id, file: &F) -> Result<()> {
+        let sealed = repo_file::seal(&self.keys.cipher, id, file);
+        self.backend.write(F::KIND, id, &sealed)
     }
 
     /// Reads, opens and decodes the file `id` of type `F`.
     pub fn load<F: RepoFile>(&self, id: &Id) -> Result<F> {
-        F::decode(id, &self.load_file(F::KIND, id)?)
-    }
-
-    /// Reads and opens a sealed file.
-    fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
-        let sealed = self.backend.read(kind, id)?;
-        self.keys
-            .cipher
-            .decrypt(object_kind(kind), id, &sealed)
-            .map_err(|_| Error::integrity(kind, id, "failed authentication"))
+        repo_file::open(&self.keys.cipher, id, &self.backend.read(F::KIND, id)?)
     }
 
     /// Stores a snapshot record.
@@ -264,13 +228,7 @@ impl Repository {
     pub fn forgotten(&self) -> Result<Vec<(SnapshotId, Forgotten)>> {
         let mut out = Vec::new();
         for file in self.backend.list(FileKind::Forgotten)? {
-            let mark = self
-                .load_file(FileKind::Forgotten, &file.id)
-                .and_then(|json| {
-                    serde_json::from_slice(&json)
-                        .map_err(|e| Error::format(format!("forgotten mark {}", file.id), e))
-                });
-            match mark {
+            match self.load::<Forgotten>(&file.id) {
                 Ok(mark) => out.push((SnapshotId(file.id), mark)),
                 Err(e) if is_damage(&e) => {
                     self.skipped.note(FileKind::Forgotten, file.id, &e);
@@ -297,12 +255,7 @@ impl Repository {
             time: crate::host::now(),
             reason: reason.to_string(),
         };
-        let json = serde_json::to_vec(&mark).expect("serializable");
-        let sealed = self
-            .keys
-            .cipher
-            .encrypt(ObjectKind::Forgotten, &id.0, &json);
-        self.backend.write(FileKind::Forgotten, &id.0, &sealed)
+        self.save_as(&id.0, &mark)
     }
 
     /// Brings forgotten snapshot `id` back.
