@@ -33,6 +33,10 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// What a lock file says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// Format version of the record (absent in the first version's
+    /// records, which are version 1).
+    #[serde(default = "crate::repo_file::first_version")]
+    pub version: u32,
     /// Host of the holder.
     pub host: String,
     /// Process id of the holder.
@@ -48,6 +52,7 @@ pub struct LockInfo {
 impl LockInfo {
     fn current(exclusive: bool) -> LockInfo {
         LockInfo {
+            version: 1,
             host: hostname(),
             pid: std::process::id(),
             user: username(),

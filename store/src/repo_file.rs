@@ -90,7 +90,10 @@ impl RepoFile for LockInfo {
     }
 
     fn decode(id: &Id, plaintext: &[u8]) -> Result<Self> {
-        serde_json::from_slice(plaintext).map_err(|e| Error::format(format!("lock {id}"), e))
+        let lock: LockInfo = serde_json::from_slice(plaintext)
+            .map_err(|e| Error::format(format!("lock {id}"), e))?;
+        known_version(lock.version, &format!("lock {id}"))?;
+        Ok(lock)
     }
 }
 
@@ -102,9 +105,28 @@ impl RepoFile for Forgotten {
     }
 
     fn decode(id: &Id, plaintext: &[u8]) -> Result<Self> {
-        serde_json::from_slice(plaintext)
-            .map_err(|e| Error::format(format!("forgotten mark {id}"), e))
+        let what = format!("forgotten mark {id}");
+        let mark: Forgotten =
+            serde_json::from_slice(plaintext).map_err(|e| Error::format(&what, e))?;
+        known_version(mark.version, &what)?;
+        Ok(mark)
     }
+}
+
+/// The version of records that were written before they had one.
+pub(crate) fn first_version() -> u32 {
+    1
+}
+
+/// Refuses a record version this build does not know (it knows 1).
+fn known_version(version: u32, what: &str) -> Result<()> {
+    if version == 1 {
+        return Ok(());
+    }
+    Err(Error::format(
+        what,
+        format!("record version {version} is not known to this build (it knows 1)"),
+    ))
 }
 
 fn object_kind(kind: FileKind) -> ObjectKind {

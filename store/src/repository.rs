@@ -28,6 +28,9 @@ use crate::tree::Tree;
 /// named by the snapshot's id).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Forgotten {
+    /// Format version of the mark.
+    #[serde(default = "crate::repo_file::first_version")]
+    pub version: u32,
     /// When.
     pub time: crate::tree::Timestamp,
     /// Why, for people.
@@ -235,6 +238,7 @@ impl Repository {
                     out.push((
                         SnapshotId(file.id),
                         Forgotten {
+                            version: 1,
                             time: crate::host::now(),
                             reason: format!("unreadable mark: {e}"),
                         },
@@ -252,6 +256,7 @@ impl Repository {
     /// removes it.
     pub fn forget(&self, id: &SnapshotId, reason: &str) -> Result<()> {
         let mark = Forgotten {
+            version: 1,
             time: crate::host::now(),
             reason: reason.to_string(),
         };

@@ -362,3 +362,44 @@ fn snapshots_that_refer_to_lost_data_are_repaired_and_the_originals_forgotten() 
     assert_eq!(repo.snapshots().unwrap().len(), 3);
     assert!(fixture.verify(false).is_damaged());
 }
+
+#[test]
+fn a_slow_restore_meeting_a_lost_pack_names_those_files_and_restores_the_rest() {
+    let fixture = Fixture::new();
+    let lost = fixture.large_blob().pack;
+    fixture.backend.delete(FileKind::Pack, &lost.0).unwrap();
+    // Every read is slow too: the restore must not time out or give up.
+    fixture
+        .backend
+        .set_delay(std::time::Duration::from_millis(1));
+    let repo = fixture.indexed();
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let report = crate::restorer::restore(
+        &repo,
+        &snapshot.tree,
+        target.path(),
+        &crate::restorer::RestoreOptions::default(),
+        &crate::restorer::RestoreProgress::default(),
+    )
+    .unwrap();
+    assert!(!report.damaged.is_empty());
+    let restored = target
+        .path()
+        .join(fixture.path().strip_prefix("/").unwrap());
+    let mut whole = 0;
+    for entry in std::fs::read_dir(fixture.path()).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_type().unwrap().is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let named = report.damaged.iter().any(|d| d.contains(&name));
+        if !named {
+            let got = std::fs::read(restored.join(&name)).unwrap();
+            assert_eq!(got, std::fs::read(entry.path()).unwrap(), "{name}");
+            whole += 1;
+        }
+    }
+    assert!(whole >= 8, "{:?}", report.damaged);
+}
