@@ -62,6 +62,17 @@ impl PackedBlob {
     }
 }
 
+/// A made-up entry numbered `n`, for tests of the index.
+#[cfg(test)]
+pub(crate) fn test_blob(n: u8) -> PackedBlob {
+    PackedBlob {
+        id: BlobId(Id([n; 32])),
+        offset: u32::from(n) * 100,
+        length: 100,
+        raw_length: 90,
+    }
+}
+
 /// The smallest size a pack holding `blobs` can have: up to the end of its
 /// last blob, then the sealed footer listing them and the footer length.
 pub fn min_pack_size(blobs: &[PackedBlob]) -> u64 {

@@ -24,7 +24,7 @@ use crate::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::id::{Id, PackId};
 use crate::index::{IndexFile, IndexedPack};
-use crate::pack::{fetch_footer, read_footer, PackedBlob};
+use crate::pack::{fetch_footer, read_footer};
 use crate::repository::{IndexFiles, IndexedRepository, Repository};
 
 /// Blobs per index file written.
@@ -332,22 +332,11 @@ fn keep_opening(
     data: &[u8],
     decoder: &mut BlobDecoder,
 ) -> Outcome {
-    let keys = repo.keys();
     let before = entry.blobs.len();
-    entry.blobs.retain(|blob: &PackedBlob| {
-        data.get(blob.offset as usize..blob.end() as usize)
-            .is_some_and(|sealed| {
-                decoder
-                    .open_ref(
-                        &keys.cipher,
-                        &keys.hasher,
-                        entry.blob_type,
-                        &blob.id,
-                        sealed,
-                        blob.raw_length,
-                    )
-                    .is_ok()
-            })
+    let blob_type = entry.blob_type;
+    entry.blobs.retain(|blob| {
+        repo.check_packed_blob(decoder, blob_type, blob, data)
+            .is_ok()
     });
     let dropped = (before - entry.blobs.len()) as u64;
     if entry.blobs.is_empty() {

@@ -169,6 +169,33 @@ impl Repository {
         crate::pack::read_footer(&self.keys.cipher, id, data)
     }
 
+    /// Opens `blob` of a pack of `blob_type` whose whole bytes are `data`
+    /// (authentication, decompression, keyed id), to check it; says why
+    /// it does not open.
+    pub(crate) fn check_packed_blob(
+        &self,
+        decoder: &mut BlobDecoder,
+        blob_type: BlobType,
+        blob: &crate::pack::PackedBlob,
+        data: &[u8],
+    ) -> std::result::Result<(), String> {
+        let sealed = data
+            .get(blob.offset as usize..blob.end() as usize)
+            .ok_or("lies beyond the end of its pack")?;
+        let keys = &self.keys;
+        decoder
+            .open_ref(
+                &keys.cipher,
+                &keys.hasher,
+                blob_type,
+                &blob.id,
+                sealed,
+                blob.raw_length,
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Takes a shared or exclusive lock.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
         LockGuard::acquire(self.backend.clone(), &self.keys.cipher, exclusive)

@@ -127,16 +127,7 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::BlobId;
-
-    fn blob(n: u8) -> PackedBlob {
-        PackedBlob {
-            id: BlobId(Id([n; 32])),
-            offset: n as u32 * 100,
-            length: 100,
-            raw_length: 90,
-        }
-    }
+    use crate::pack::test_blob as blob;
 
     #[test]
     fn encode_decode() {

@@ -42,6 +42,18 @@ struct Slot {
     raw_length: u32,
 }
 
+impl Slot {
+    /// Where `blob` is in pack number `pack`.
+    fn of(pack: u32, blob: &PackedBlob) -> Slot {
+        Slot {
+            pack,
+            offset: blob.offset,
+            length: blob.length,
+            raw_length: blob.raw_length,
+        }
+    }
+}
+
 /// The in-memory index of every blob in the repository.
 #[derive(Default)]
 pub struct Index {
@@ -63,15 +75,7 @@ impl Index {
         let number = self.pack_number(id, blob_type);
         for blob in blobs {
             if self.find_slot(&blob.id).is_none() {
-                self.recent.insert(
-                    blob.id,
-                    Slot {
-                        pack: number,
-                        offset: blob.offset,
-                        length: blob.length,
-                        raw_length: blob.raw_length,
-                    },
-                );
+                self.recent.insert(blob.id, Slot::of(number, blob));
             }
         }
     }
@@ -83,17 +87,11 @@ impl Index {
         for file in files {
             for pack in file.packs {
                 let number = index.pack_number(pack.id, pack.blob_type);
-                index.sorted.extend(pack.blobs.iter().map(|blob| {
-                    (
-                        blob.id,
-                        Slot {
-                            pack: number,
-                            offset: blob.offset,
-                            length: blob.length,
-                            raw_length: blob.raw_length,
-                        },
-                    )
-                }));
+                index.sorted.extend(
+                    pack.blobs
+                        .iter()
+                        .map(|blob| (blob.id, Slot::of(number, blob))),
+                );
             }
         }
         index.sorted.sort_unstable_by_key(|entry| entry.0);
@@ -204,14 +202,7 @@ mod tests {
     use super::*;
     use crate::id::Id;
 
-    fn blob(n: u8) -> PackedBlob {
-        PackedBlob {
-            id: BlobId(Id([n; 32])),
-            offset: n as u32 * 100,
-            length: 100,
-            raw_length: 90,
-        }
-    }
+    use crate::pack::test_blob as blob;
 
     #[test]
     fn lookups_before_and_after_compaction() {

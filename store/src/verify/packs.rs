@@ -242,23 +242,8 @@ fn read_pack(
         }
     }
     let mut damaged = Vec::new();
-    let keys = repo.keys();
     for blob in &entry.blobs {
-        let sealed = data.get(blob.offset as usize..blob.end() as usize);
-        let opened = match sealed {
-            None => Err("lies beyond the end of its pack".to_string()),
-            Some(sealed) => decoder
-                .open_ref(
-                    &keys.cipher,
-                    &keys.hasher,
-                    entry.blob_type,
-                    &blob.id,
-                    sealed,
-                    blob.raw_length,
-                )
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        };
+        let opened = repo.check_packed_blob(decoder, entry.blob_type, blob, data);
         if let Err(reason) = opened {
             problems.push(Problem::DamagedBlob {
                 blob: blob.id,
