@@ -253,9 +253,17 @@ fn restore_to_full_or_read_only_filesystem() {
     write_random_file(&source.join("big.bin"), 8 * 1024 * 1024, 4);
     env.snapshot(&source);
 
+    // A full disk fails the file it hits: named, and not left under its
+    // name looking complete.
     let full = TmpfsMount::new(&env.path("full"), "size=1m");
     let out = env.run(&["restore", "latest", "--target", full.path.to_str().unwrap()]);
-    assert_one_line_error(&out, 1, "No space left on device");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("big.bin") && err.contains("No space left on device"), "{err}");
+    let restored = full.path.join(source.strip_prefix("/").unwrap());
+    assert!(!restored.join("big.bin").exists());
+    let leftovers: Vec<_> = fs::read_dir(&restored).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     let read_only = TmpfsMount::new(&env.path("ro"), "ro,size=1m");
     let out = env.run(&[

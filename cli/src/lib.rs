@@ -13,6 +13,7 @@ mod interrupt;
 mod output;
 mod password;
 mod progress;
+mod selection;
 mod skipped;
 
 use clap::Parser;

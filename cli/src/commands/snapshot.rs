@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mapache_store::archiver::{self, ArchiveOptions, ParentChoice, Progress};
 use mapache_store::backend::{Backend, DryRunBackend};
 use mapache_store::rebuild_index::index_unindexed_packs;
@@ -68,12 +68,7 @@ pub struct Args {
 }
 
 fn patterns(args: &Args) -> Result<Patterns> {
-    let mut all = args.exclude.clone();
-    for file in &args.exclude_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read exclude file {}", file.display()))?;
-        all.extend(text.lines().map(str::to_string));
-    }
+    let all = crate::selection::with_pattern_files(&args.exclude, &args.exclude_file)?;
     Ok(Patterns::new(&all)?)
 }
 

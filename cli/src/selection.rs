@@ -1,0 +1,78 @@
+//! Choosing snapshots and entries on the command line: `latest` narrowed
+//! by host, tag and path, `SNAPSHOT:/sub/path`, and pattern files.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use mapache_store::snapshot::Snapshot;
+use mapache_store::{Repository, SnapshotId};
+
+/// Options that narrow which snapshot `latest` means.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatestFilter {
+    /// With `latest`: the newest snapshot of this host
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+
+    /// With `latest`: the newest snapshot with this tag (repeatable: all
+    /// of them)
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+
+    /// With `latest`: the newest snapshot of this source path (repeatable:
+    /// all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+impl LatestFilter {
+    fn accepts(&self, snapshot: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &snapshot.host == h)
+            && self.tag.iter().all(|t| snapshot.tags.contains(t))
+            && self.paths.iter().all(|p| snapshot.paths.contains(p))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.host.is_none() && self.tag.is_empty() && self.paths.is_empty()
+    }
+
+    /// The snapshot `spec` names: `latest` (narrowed by this filter), an
+    /// id or a unique prefix.
+    pub fn find(&self, repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec != "latest" {
+            if !self.is_empty() {
+                bail!(
+                    "--host, --tag and --path narrow `latest`; {spec} names one snapshot already"
+                );
+            }
+            return Ok(repo.find_snapshot(spec)?);
+        }
+        if self.is_empty() {
+            return Ok(repo.find_snapshot(spec)?);
+        }
+        repo.snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| self.accepts(s))
+            .context("no snapshot matches --host/--tag/--path, so there is no `latest`")
+    }
+}
+
+/// `SNAPSHOT` or `SNAPSHOT:/sub/path`: the snapshot and the path inside it.
+pub fn split_sub_path(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(':') {
+        Some((snapshot, path)) if path.starts_with('/') => (snapshot, Some(path)),
+        _ => (spec, None),
+    }
+}
+
+/// The lines of pattern files, after the patterns given directly.
+pub fn with_pattern_files(patterns: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut all = patterns.to_vec();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read pattern file {}", file.display()))?;
+        all.extend(text.lines().map(str::to_string));
+    }
+    Ok(all)
+}
