@@ -259,7 +259,10 @@ fn restore_to_full_or_read_only_filesystem() {
     let out = env.run(&["restore", "latest", "--target", full.path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("big.bin") && err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("big.bin") && err.contains("No space left on device"),
+        "{err}"
+    );
     let restored = full.path.join(source.strip_prefix("/").unwrap());
     assert!(!restored.join("big.bin").exists());
     let leftovers: Vec<_> = fs::read_dir(&restored).unwrap().collect();

@@ -14,5 +14,6 @@ mod mount_modes;
 #[cfg(feature = "fuse")]
 mod mount_staging;
 mod plaintext;
+mod restore_safety;
 mod roundtrip;
 mod staging;
