@@ -378,3 +378,42 @@ fn patterns_that_match_nothing_are_warned_about_and_sub_paths_restore_alone() {
         "a"
     );
 }
+
+#[test]
+fn a_restore_killed_midway_leaves_no_incomplete_file_under_its_name_and_a_rerun_finishes() {
+    let scene = Scene::new();
+    for i in 0..24 {
+        crate::util::write_random_file(&scene.source.join(format!("f{i:02}")), 4 << 20, i);
+    }
+    let id = scene.snapshot();
+    let restored = scene.restored();
+    for delay_ms in [150u64, 400] {
+        let _ = fs::remove_dir_all(&scene.target);
+        let mut child = scene
+            .env
+            .command(&["restore", &id, "--target", scene.target.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Whatever carries its own name is complete.
+        if let Ok(entries) = fs::read_dir(&restored) {
+            for entry in entries {
+                let entry = entry.unwrap();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".mapache-restore") {
+                    continue;
+                }
+                assert_eq!(
+                    fs::read(entry.path()).unwrap(),
+                    fs::read(scene.source.join(&name)).unwrap(),
+                    "{name} is under its name but incomplete"
+                );
+            }
+        }
+        let (code, err) = scene.restore(&id, &["--verify"]);
+        assert_eq!(code, Some(0), "{err}");
+        crate::util::assert_same_tree(&scene.source, &restored);
+    }
+}
