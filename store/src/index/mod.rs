@@ -130,16 +130,18 @@ impl Index {
 
     /// Where blob `id` is stored, if anywhere.
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        self.find_slot(id).map(|slot| {
-            let (pack, blob_type) = self.packs[slot.pack as usize];
-            BlobLocation {
-                pack,
-                blob_type,
-                offset: slot.offset,
-                length: slot.length,
-                raw_length: slot.raw_length,
-            }
-        })
+        self.find_slot(id).map(|slot| self.location(slot))
+    }
+
+    fn location(&self, slot: Slot) -> BlobLocation {
+        let (pack, blob_type) = self.packs[slot.pack as usize];
+        BlobLocation {
+            pack,
+            blob_type,
+            offset: slot.offset,
+            length: slot.length,
+            raw_length: slot.raw_length,
+        }
     }
 
     /// Whether blob `id` is stored.
@@ -181,19 +183,7 @@ impl Index {
             .iter()
             .map(|(id, slot)| (*id, *slot))
             .chain(self.recent.iter().map(|(id, slot)| (*id, *slot)))
-            .map(|(id, slot)| {
-                let (pack, blob_type) = self.packs[slot.pack as usize];
-                (
-                    id,
-                    BlobLocation {
-                        pack,
-                        blob_type,
-                        offset: slot.offset,
-                        length: slot.length,
-                        raw_length: slot.raw_length,
-                    },
-                )
-            })
+            .map(|(id, slot)| (id, self.location(slot)))
     }
 }
 
@@ -201,7 +191,6 @@ impl Index {
 mod tests {
     use super::*;
     use crate::id::Id;
-
     use crate::pack::test_blob as blob;
 
     #[test]
