@@ -142,7 +142,12 @@ fn object_kind(kind: FileKind) -> ObjectKind {
 
 /// The stored bytes of `file` named `id`.
 pub(crate) fn seal<F: RepoFile>(cipher: &Cipher, id: &Id, file: &F) -> Vec<u8> {
-    cipher.encrypt(object_kind(F::KIND), id, &file.encode())
+    seal_encoded::<F>(cipher, id, &file.encode())
+}
+
+/// The stored bytes of an `F` named `id` whose encoding is `plaintext`.
+pub(crate) fn seal_encoded<F: RepoFile>(cipher: &Cipher, id: &Id, plaintext: &[u8]) -> Vec<u8> {
+    cipher.encrypt(object_kind(F::KIND), id, plaintext)
 }
 
 /// Opens and decodes the stored bytes of the `F` named `id`.

@@ -204,8 +204,10 @@ impl Repository {
     /// Seals `file` and stores it under the keyed hash of its plaintext.
     /// Returns the id.
     pub fn save<F: RepoFile>(&self, file: &F) -> Result<Id> {
-        let id = self.keys.hasher.hash(&file.encode());
-        self.save_as(&id, file)?;
+        let plaintext = file.encode();
+        let id = self.keys.hasher.hash(&plaintext);
+        let sealed = repo_file::seal_encoded::<F>(&self.keys.cipher, &id, &plaintext);
+        self.backend.write(F::KIND, &id, &sealed)?;
         Ok(id)
     }
 
