@@ -7,6 +7,7 @@ mod corruption;
 mod crash;
 mod errors;
 mod hardening;
+mod lifecycle;
 #[cfg(feature = "fuse")]
 mod mount;
 #[cfg(feature = "fuse")]

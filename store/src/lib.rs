@@ -10,6 +10,7 @@ pub mod archiver;
 pub mod rebuild_index;
 pub mod repair;
 pub mod restorer;
+pub mod retention;
 pub mod verify;
 // Where files live, and the data model they hold.
 pub mod backend;

@@ -4,6 +4,7 @@
 mod cat;
 mod commit;
 mod completion;
+mod forget;
 mod init;
 mod log;
 mod ls;
@@ -38,6 +39,7 @@ pub enum Command {
     #[command(alias = "check")]
     Verify(verify::Args),
     RebuildIndex(rebuild_index::Args),
+    Forget(forget::Args),
     Recall(recall::Args),
     Completion(completion::Args),
 }
@@ -58,6 +60,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Unlock(args) => unlock::run(global, args),
         Command::Verify(args) => verify::run(global, args),
         Command::RebuildIndex(args) => rebuild_index::run(global, args),
+        Command::Forget(args) => forget::run(global, args),
         Command::Recall(args) => recall::run(global, args),
         Command::Completion(args) => completion::run(args),
     }
