@@ -80,3 +80,80 @@ fn forget_by_policy_and_by_id_then_recall() {
     let out = env.run(&["forget"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn diff_names_added_removed_changed_and_metadata_only() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("keep/deep")).unwrap();
+    fs::create_dir_all(src.join("gone")).unwrap();
+    fs::write(src.join("keep/deep/same"), "same").unwrap();
+    fs::write(src.join("keep/edit"), "before").unwrap();
+    fs::write(src.join("keep/chmod"), "mode").unwrap();
+    fs::write(src.join("gone/a"), "aaaa").unwrap();
+    let first = env.snapshot(&src)["id"].as_str().unwrap().to_string();
+    fs::write(src.join("keep/edit"), "after!").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(src.join("keep/chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_dir_all(src.join("gone")).unwrap();
+    fs::write(src.join("new"), "123456789").unwrap();
+    let second = env.snapshot(&src)["id"].as_str().unwrap().to_string();
+
+    let out = env.json(&["diff", &first, &second]);
+    let lines: Vec<(String, String)> = out["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["change"].as_str().unwrap().to_string(),
+                d["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(_, p)| p.contains("/src/"))
+        .collect();
+    let has =
+        |change: &str, tail: &str| lines.iter().any(|(c, p)| c == change && p.ends_with(tail));
+    assert!(has("added", "/src/new"), "{lines:?}");
+    assert!(has("removed", "/src/gone/"), "{lines:?}");
+    assert!(has("removed", "/src/gone/a"), "{lines:?}");
+    assert!(has("modified", "/src/keep/edit"), "{lines:?}");
+    assert!(has("metadata", "/src/keep/chmod"), "{lines:?}");
+    assert!(!lines.iter().any(|(_, p)| p.contains("same")), "{lines:?}");
+    assert_eq!(out["totals"]["added_bytes"], 9);
+    assert_eq!(out["totals"]["removed_bytes"], 4);
+
+    // A folder inside each, in text.
+    let sub = format!("{}/keep", src.display());
+    let text = env.ok(&[
+        "diff",
+        &format!("{first}:{sub}"),
+        &format!("{second}:{sub}"),
+    ]);
+    assert!(text.contains("M    ") && text.contains("/edit"), "{text}");
+    assert!(!text.contains("/new"), "{text}");
+}
+
+#[test]
+fn stats_count_files_and_unique_data() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    crate::util::write_random_file(&src.join("a"), 100_000, 1);
+    fs::copy(src.join("a"), src.join("copy-of-a")).unwrap();
+    fs::write(src.join("text"), "x".repeat(50_000)).unwrap();
+    let id = env.snapshot(&src)["id"].as_str().unwrap().to_string();
+    env.snapshot(&src);
+    let one = env.json(&["stats", &id]);
+    assert_eq!(one["files"], 3);
+    assert_eq!(one["restore_bytes"], 250_000);
+    // The copy is stored once; the text compresses.
+    assert_eq!(one["raw_bytes"], 150_000);
+    assert!(one["stored_bytes"].as_u64().unwrap() < 110_000);
+    assert!(one["dedup_ratio"].as_f64().unwrap() > 1.6);
+    let all = env.json(&["stats"]);
+    assert_eq!(all["snapshots"], 2);
+    assert_eq!(all["files"], 6);
+    assert_eq!(all["raw_bytes"], 150_000);
+    assert!(all["repository"]["packs"].as_u64().unwrap() >= 2);
+}

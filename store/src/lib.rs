@@ -7,6 +7,7 @@
 
 // Operations, each with its own options and report types.
 pub mod archiver;
+pub mod diff;
 pub mod rebuild_index;
 pub mod repair;
 pub mod restorer;

@@ -4,6 +4,7 @@
 mod cat;
 mod commit;
 mod completion;
+mod diff;
 mod forget;
 mod init;
 mod log;
@@ -14,6 +15,7 @@ mod recall;
 mod restore;
 mod snapshot;
 mod stage;
+mod stats;
 mod unlock;
 mod verify;
 
@@ -39,7 +41,9 @@ pub enum Command {
     #[command(alias = "check")]
     Verify(verify::Args),
     RebuildIndex(rebuild_index::Args),
+    Diff(diff::Args),
     Forget(forget::Args),
+    Stats(stats::Args),
     Recall(recall::Args),
     Completion(completion::Args),
 }
@@ -60,7 +64,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Unlock(args) => unlock::run(global, args),
         Command::Verify(args) => verify::run(global, args),
         Command::RebuildIndex(args) => rebuild_index::run(global, args),
+        Command::Diff(args) => diff::run(global, args),
         Command::Forget(args) => forget::run(global, args),
+        Command::Stats(args) => stats::run(global, args),
         Command::Recall(args) => recall::run(global, args),
         Command::Completion(args) => completion::run(args),
     }
