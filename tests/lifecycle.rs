@@ -157,3 +157,61 @@ fn stats_count_files_and_unique_data() {
     assert_eq!(all["raw_bytes"], 150_000);
     assert!(all["repository"]["packs"].as_u64().unwrap() >= 2);
 }
+
+#[test]
+fn find_by_name_path_time_and_object() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("docs/old")).unwrap();
+    fs::write(src.join("docs/report.pdf"), "pdf").unwrap();
+    fs::write(src.join("docs/old/report.pdf"), "older pdf").unwrap();
+    fs::write(src.join("notes.txt"), "notes").unwrap();
+    let first = env.snapshot(&src)["id"].as_str().unwrap().to_string();
+    fs::write(src.join("later.pdf"), "later").unwrap();
+    env.snapshot(&src);
+
+    let paths = |args: &[&str]| -> Vec<Vec<String>> {
+        let mut all = vec!["find"];
+        all.extend_from_slice(args);
+        env.json(&all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s["found"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["path"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    // By name, in both snapshots (the first lacks later.pdf).
+    let found = paths(&["*.pdf"]);
+    assert_eq!(found.len(), 2);
+    assert_eq!(found.iter().map(Vec::len).collect::<Vec<_>>(), [2, 3]);
+    assert!(found[0]
+        .iter()
+        .all(|p| p.starts_with(&*src.to_string_lossy())));
+    // By path, in one snapshot.
+    let pattern = format!("{}/docs/*/*.pdf", src.display());
+    let found = paths(&[&pattern, "--snapshot", &first[..8]]);
+    assert_eq!(found, [[format!("{}/docs/old/report.pdf", src.display())]]);
+    // Nothing modified after the future.
+    assert!(paths(&["*.pdf", "--newer", "2999-01-01"]).is_empty());
+    // The files that use a blob.
+    let repo = env.open_repo();
+    let blob = {
+        let (_, snapshot) = repo.find_snapshot(&first).unwrap();
+        let mut tree = repo.load_tree(&snapshot.tree).unwrap();
+        for part in src.join("docs").iter().skip(1) {
+            let node = tree.find(part.as_encoded_bytes()).unwrap().clone();
+            tree = repo.load_tree(&node.subtree.unwrap()).unwrap();
+        }
+        tree.find(b"report.pdf").unwrap().content[0]
+    };
+    let found = paths(&["--blob", &blob.to_hex()[..12]]);
+    assert_eq!(found.len(), 2);
+    assert!(found[0][0].ends_with("/docs/report.pdf"), "{found:?}");
+}

@@ -5,6 +5,7 @@ mod cat;
 mod commit;
 mod completion;
 mod diff;
+mod find;
 mod forget;
 mod init;
 mod log;
@@ -42,6 +43,7 @@ pub enum Command {
     Verify(verify::Args),
     RebuildIndex(rebuild_index::Args),
     Diff(diff::Args),
+    Find(find::Args),
     Forget(forget::Args),
     Stats(stats::Args),
     Recall(recall::Args),
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Verify(args) => verify::run(global, args),
         Command::RebuildIndex(args) => rebuild_index::run(global, args),
         Command::Diff(args) => diff::run(global, args),
+        Command::Find(args) => find::run(global, args),
         Command::Forget(args) => forget::run(global, args),
         Command::Stats(args) => stats::run(global, args),
         Command::Recall(args) => recall::run(global, args),
