@@ -324,7 +324,9 @@ fn snapshots_referring_to_lost_data_are_repaired_and_the_originals_recallable() 
     assert_eq!(env.run(&["verify"]).status.code(), Some(4));
 
     let out = env.ok(&["rebuild-index", "--repair-snapshots"]);
-    assert!(out.contains("repaired as"), "{out}");
+    // The lost pack may hold data of one snapshot or of both.
+    let repaired = out.matches("repaired as").count();
+    assert!(repaired >= 1, "{out}");
     assert!(out.contains("is lost"), "{out}");
     // What is live now verifies and restores without error; each restored
     // file is exactly the source's.
@@ -332,8 +334,12 @@ fn snapshots_referring_to_lost_data_are_repaired_and_the_originals_recallable() 
     let live = env.json(&["log"]);
     let live = live.as_array().unwrap();
     assert_eq!(live.len(), 2);
+    let tagged = live
+        .iter()
+        .filter(|s| s["tags"].to_string().contains("repaired"))
+        .count();
+    assert_eq!(tagged, repaired);
     for (n, snapshot) in live.iter().enumerate() {
-        assert!(snapshot["tags"].to_string().contains("repaired"));
         let target = env.path(&format!("repaired-{n}"));
         let id = snapshot["id"].as_str().unwrap();
         env.ok(&["restore", id, "--target", target.to_str().unwrap()]);
@@ -349,9 +355,10 @@ fn snapshots_referring_to_lost_data_are_repaired_and_the_originals_recallable() 
     // The originals are forgotten, listed, and come back when recalled.
     let forgotten = env.json(&["log", "--forgotten"]);
     let forgotten = forgotten.as_array().unwrap();
-    assert_eq!(forgotten.len(), 2);
+    assert_eq!(forgotten.len(), repaired);
     let original = forgotten[0]["short_id"].as_str().unwrap();
     env.ok(&["recall", original]);
     assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 3);
+    // verify noted the forgotten one; recalled, it is damage again.
     assert_eq!(env.run(&["verify"]).status.code(), Some(4));
 }

@@ -305,3 +305,30 @@ fn one_file_system_stays_on_the_source_filesystem() {
         .ok(&["ls", "latest", src, "-R"])
         .contains("elsewhere.txt"));
 }
+
+#[test]
+fn remote_repository_strings_are_refused_not_made_local_folders() {
+    let env = Env::new();
+    let cwd = env.path("cwd");
+    fs::create_dir_all(&cwd).unwrap();
+    for location in [
+        "sftp://root@host:22/path",
+        "sftp:user@host:/srv/repo",
+        "s3:https://host/bucket",
+        "rest:http://host/",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mapache"))
+            .current_dir(&cwd)
+            .args(["-r", location, "--password-file"])
+            .arg(&env.password_file)
+            .args(["init", "--kdf-memory", "8192", "--kdf-iterations", "1"])
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, 1, "not supported yet");
+    }
+    assert_eq!(
+        fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "a local folder was made"
+    );
+}

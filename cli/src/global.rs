@@ -12,6 +12,20 @@ use mapache_store::{IndexedRepository, Repository};
 use crate::commands::Command;
 use crate::password::{self, PasswordSource};
 
+/// The scheme of a repository location that names a remote store
+/// (`sftp://host/path`, restic's `sftp:host:/path`, `s3:...`), which must
+/// not be taken for a local folder of that odd name.
+fn remote_scheme(location: &std::path::Path) -> Option<String> {
+    const REMOTE: [&str; 10] = [
+        "sftp", "s3", "rest", "b2", "azure", "gs", "rclone", "swift", "http", "https",
+    ];
+    let text = location.to_str()?;
+    let (scheme, _) = text.split_once(':')?;
+    let scheme = scheme.to_ascii_lowercase();
+    (REMOTE.contains(&scheme.as_str()) || (text.contains("://") && scheme != "file"))
+        .then_some(scheme)
+}
+
 /// The lock a reading command holds, if any.
 pub struct ReadLock {
     /// The shared lock; none with `--no-lock` or on read-only storage.
@@ -99,7 +113,17 @@ impl GlobalOptions {
             .repo
             .as_ref()
             .context("no repository given: use -r/--repo or set MAPACHE_REPOSITORY")?;
-        Ok(Arc::new(LocalBackend::new(path.clone())))
+        if let Some(scheme) = remote_scheme(path) {
+            anyhow::bail!(
+                "{}: {scheme} repositories are not supported yet; give a local folder",
+                path.display()
+            );
+        }
+        let path = match path.to_str().and_then(|p| p.strip_prefix("file://")) {
+            Some(local) => PathBuf::from(local),
+            None => path.clone(),
+        };
+        Ok(Arc::new(LocalBackend::new(path)))
     }
 
     /// Where the password comes from.

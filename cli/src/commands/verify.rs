@@ -79,8 +79,13 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
 fn print_report(report: &VerifyReport, quiet: bool, secs: f64) {
     if !quiet {
         let mut line = format!(
-            "checked {} snapshots, {} trees, {} data blobs, {} index files, {} packs",
-            report.snapshots, report.trees, report.data_blobs, report.index_files, report.packs
+            "checked {} snapshots ({} forgotten), {} trees, {} data blobs, {} index files, {} packs",
+            report.snapshots + report.forgotten_snapshots,
+            report.forgotten_snapshots,
+            report.trees,
+            report.data_blobs,
+            report.index_files,
+            report.packs
         );
         if report.packs_read > 0 {
             line.push_str(&format!(
@@ -96,6 +101,18 @@ fn print_report(report: &VerifyReport, quiet: bool, secs: f64) {
                 report.unindexed_packs.len()
             );
         }
+    }
+    if !report.damaged_forgotten.is_empty() || !report.forgotten_problems.is_empty() {
+        println!(
+            "note: {} forgotten snapshots refer to damaged or lost data (they would restore incompletely if recalled): {}",
+            report.damaged_forgotten.len(),
+            report
+                .damaged_forgotten
+                .iter()
+                .map(|s| s.snapshot.short())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if !report.is_damaged() {
         if !quiet {

@@ -230,6 +230,13 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// The snapshots that reach damage, with what cannot be restored.
     pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// Forgotten snapshots checked.
+    pub forgotten_snapshots: u64,
+    /// What only forgotten snapshots reach (not counted as damage: it
+    /// breaks nothing live, but a recalled snapshot would meet it).
+    pub forgotten_problems: Vec<Problem>,
+    /// Forgotten snapshots that reach damage.
+    pub damaged_forgotten: Vec<DamagedSnapshot>,
 }
 
 impl VerifyReport {

@@ -350,6 +350,9 @@ fn snapshots_that_refer_to_lost_data_are_repaired_and_the_originals_forgotten() 
     let report = fixture.verify(true);
     assert!(!report.is_damaged(), "{:?}", report.problems);
     assert_eq!(report.snapshots, 2);
+    // The forgotten originals are checked too, and reported apart.
+    assert_eq!(report.forgotten_snapshots, 2);
+    assert_eq!(report.damaged_forgotten.len(), 2);
     let repo = fixture.open();
     let forgotten = repo.forgotten().unwrap();
     assert_eq!(forgotten.len(), 2);

@@ -8,8 +8,9 @@ use super::{DamagedPath, DamagedSnapshot, Problem, VerifyProgress, VerifyReport}
 use crate::backend::FileKind;
 use crate::blob::BlobType;
 use crate::error::Result;
-use crate::id::BlobId;
+use crate::id::{BlobId, SnapshotId};
 use crate::repository::IndexedRepository;
+use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
 /// Checks every snapshot and every tree reachable from one, then names
@@ -43,20 +44,34 @@ pub(super) fn check_snapshots(
     for (_, snapshot) in &snapshots {
         checker.check_tree(snapshot.tree);
     }
-    for (id, snapshot) in &snapshots {
-        if checker.reaches_damage.get(&snapshot.tree) == Some(&true) {
-            let mut paths = Vec::new();
-            checker.collect(snapshot.tree, "", &mut paths);
-            report.damaged_snapshots.push(DamagedSnapshot {
-                snapshot: *id,
-                time: snapshot.local_time(),
-                paths,
-            });
+    report.damaged_snapshots = checker.damaged_snapshots(&snapshots);
+    report.problems.append(&mut checker.problems);
+
+    // Forgotten snapshots can be recalled: they are checked too, and what
+    // only they reach is reported apart, as notes, since it breaks nothing
+    // live (the originals of repaired snapshots refer to lost data).
+    let mut forgotten = Vec::new();
+    for (id, _) in repo.forgotten()? {
+        match repo.load_snapshot(&id) {
+            Ok(snapshot) => forgotten.push((id, snapshot)),
+            Err(e) if crate::skipped::is_damage(&e) => {
+                report.forgotten_problems.push(Problem::DamagedSnapshot {
+                    snapshot: id,
+                    reason: e.to_string(),
+                })
+            }
+            Err(crate::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
+    report.forgotten_snapshots = forgotten.len() as u64;
+    for (_, snapshot) in &forgotten {
+        checker.check_tree(snapshot.tree);
+    }
+    report.damaged_forgotten = checker.damaged_snapshots(&forgotten);
+    report.forgotten_problems.append(&mut checker.problems);
     report.trees = checker.reaches_damage.len() as u64;
     report.data_blobs = checker.data_blobs.len() as u64;
-    report.problems.append(&mut checker.problems);
     Ok(())
 }
 
@@ -76,6 +91,24 @@ struct TreeChecker<'a> {
 }
 
 impl TreeChecker<'_> {
+    /// The snapshots of `snapshots` that reach damage, with what in them
+    /// cannot be restored.
+    fn damaged_snapshots(&mut self, snapshots: &[(SnapshotId, Snapshot)]) -> Vec<DamagedSnapshot> {
+        let mut out = Vec::new();
+        for (id, snapshot) in snapshots {
+            if self.reaches_damage.get(&snapshot.tree) == Some(&true) {
+                let mut paths = Vec::new();
+                self.collect(snapshot.tree, "", &mut paths);
+                out.push(DamagedSnapshot {
+                    snapshot: *id,
+                    time: snapshot.local_time(),
+                    paths,
+                });
+            }
+        }
+        out
+    }
+
     /// Why blob `id` of `blob_type` cannot be read, if it cannot.
     fn blob_trouble(&mut self, id: &BlobId, blob_type: BlobType) -> Option<String> {
         if let Some(reason) = self.damaged.get(id) {
