@@ -215,3 +215,22 @@ fn find_by_name_path_time_and_object() {
     assert_eq!(found.len(), 2);
     assert!(found[0][0].ends_with("/docs/report.pdf"), "{found:?}");
 }
+
+#[test]
+fn log_narrows_and_restic_words_work() {
+    let env = Env::with_repo();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    // restic's words: `backup` and `snapshots`.
+    env.ok(&["backup", a.to_str().unwrap(), "--description", "first of a"]);
+    env.ok(&["backup", b.to_str().unwrap()]);
+    env.ok(&["snapshot", a.to_str().unwrap()]);
+    assert_eq!(ids(&env, &[]).len(), 3);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
+    assert_eq!(ids(&env, &["--latest", "2"]).len(), 2);
+    assert_eq!(ids(&env, &["--path", a.to_str().unwrap()]).len(), 2);
+    let compact = env.ok(&["log", "--compact"]);
+    assert_eq!(compact.lines().count(), 3, "{compact}");
+    assert!(env.ok(&["log"]).contains("first of a"));
+}

@@ -17,6 +17,18 @@ pub struct Args {
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
 
+    /// Only snapshots of this source path (repeatable: all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+
+    /// Only the N newest snapshots
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
+
+    /// One line per snapshot: id, time, host and paths
+    #[arg(long)]
+    compact: bool,
+
     /// List the forgotten snapshots instead (`recall` brings one back)
     #[arg(long)]
     forgotten: bool,
@@ -34,11 +46,27 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     } else {
         repo.snapshots()?
     };
-    let snapshots: Vec<_> = listed
+    let mut snapshots: Vec<_> = listed
         .into_iter()
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
         .filter(|(_, s)| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .filter(|(_, s)| args.paths.iter().all(|p| s.paths.contains(p)))
         .collect();
+    if let Some(n) = args.latest {
+        snapshots.drain(..snapshots.len().saturating_sub(n));
+    }
+    if args.compact && !global.json {
+        for (id, s) in &snapshots {
+            println!(
+                "{}  {}  {}  {}",
+                id.short(),
+                s.local_time(),
+                s.host,
+                s.paths.join(" ")
+            );
+        }
+        return Ok(Outcome::Success);
+    }
     if global.json {
         let list: Vec<_> = snapshots
             .iter()
@@ -65,12 +93,16 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                     mapache_store::snapshot::SnapshotSource::Scan => bytes(s.summary.total_bytes),
                 },
                 s.paths.join(" "),
+                s.description.lines().next().unwrap_or("").to_string(),
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["ID", "Time", "Host", "Tags", "Size", "Paths"], &rows)
+        table(
+            &["ID", "Time", "Host", "Tags", "Size", "Paths", "Description"],
+            &rows
+        )
     );
     if !global.quiet {
         let noun = if snapshots.len() == 1 {

@@ -30,8 +30,10 @@ use crate::global::Cli;
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Args),
+    #[command(alias = "backup")]
     Snapshot(snapshot::Args),
     Restore(restore::Args),
+    #[command(alias = "snapshots")]
     Log(log::Args),
     Ls(ls::Args),
     Cat(cat::Args),
