@@ -234,3 +234,59 @@ fn log_narrows_and_restic_words_work() {
     assert_eq!(compact.lines().count(), 3, "{compact}");
     assert!(env.ok(&["log"]).contains("first of a"));
 }
+
+#[test]
+fn snapshot_options_restic_users_reach_for() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(src.join("fake-cache")).unwrap();
+    fs::create_dir_all(src.join("marked")).unwrap();
+    let listed = env.path("elsewhere");
+    fs::create_dir_all(&listed).unwrap();
+    fs::write(
+        src.join("cache/CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    fs::write(src.join("cache/blob"), "cached").unwrap();
+    fs::write(src.join("fake-cache/CACHEDIR.TAG"), "not a real tag").unwrap();
+    fs::write(src.join("marked/.nobackup"), "").unwrap();
+    fs::write(src.join("marked/secret"), "s").unwrap();
+    fs::write(src.join("big"), vec![1u8; 300_000]).unwrap();
+    fs::write(src.join("small"), "small").unwrap();
+    fs::write(src.join("Upper.TMP"), "tmp").unwrap();
+    fs::write(listed.join("one"), "1").unwrap();
+    let list = env.path("list.txt");
+    fs::write(&list, format!("# paths\n{}\n", listed.display())).unwrap();
+    let out = env.json(&[
+        "snapshot",
+        src.join("cache").parent().unwrap().to_str().unwrap(),
+        "--files-from",
+        list.to_str().unwrap(),
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "100K",
+        "--iexclude",
+        "*.tmp",
+        "--time",
+        "2020-02-03 04:05:06",
+    ]);
+    let id = out["id"].as_str().unwrap();
+    let listing = env.ok(&["ls", id, src.to_str().unwrap(), "-R"]);
+    for gone in ["/src/cache", "/src/marked", "/src/big", "Upper.TMP"] {
+        assert!(!listing.contains(gone), "{gone} in {listing}");
+    }
+    for kept in ["fake-cache", "small"] {
+        assert!(listing.contains(kept), "{kept} not in {listing}");
+    }
+    let log = env.json(&["log"]);
+    assert!(log[0]["paths"].to_string().contains("elsewhere"), "{log}");
+    assert!(env
+        .ok(&["ls", id, listed.to_str().unwrap()])
+        .contains("one"));
+    let when = env.ok(&["log", "--compact"]);
+    assert!(when.contains("2020-02-03 04:05:06"), "{when}");
+}

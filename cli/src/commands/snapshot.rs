@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mapache_store::archiver::{self, ArchiveOptions, ParentChoice, Progress};
 use mapache_store::backend::{Backend, DryRunBackend};
 use mapache_store::rebuild_index::index_unindexed_packs;
@@ -25,7 +25,7 @@ use crate::progress::ProgressLine;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Files and folders to back up
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "files_from", value_name = "PATH")]
     paths: Vec<PathBuf>,
 
     /// Skip entries matching a pattern (a name like `*.tmp`, or an absolute
@@ -36,6 +36,31 @@ pub struct Args {
     /// Read exclude patterns from a file, one per line (`#` starts a comment)
     #[arg(long, value_name = "FILE")]
     exclude_file: Vec<PathBuf>,
+
+    /// Like --exclude, ignoring case
+    #[arg(long, value_name = "PATTERN")]
+    iexclude: Vec<String>,
+
+    /// Leave out files larger than this (such as 500M or 2G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    exclude_larger_than: Option<u64>,
+
+    /// Leave out folders holding a file of this name; repeatable
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+
+    /// Leave out folders marked as caches (a CACHEDIR.TAG file with its
+    /// signature)
+    #[arg(long)]
+    exclude_caches: bool,
+
+    /// Also back up the paths listed in this file, one per line
+    #[arg(long, value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+
+    /// Record this time instead of now (YYYY-MM-DD HH:MM:SS, local)
+    #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+    time: Option<mapache_store::tree::Timestamp>,
 
     /// Stay on the filesystem of each path; do not enter mount points
     #[arg(short = 'x', long)]
@@ -69,7 +94,42 @@ pub struct Args {
 
 fn patterns(args: &Args) -> Result<Patterns> {
     let all = crate::selection::with_pattern_files(&args.exclude, &args.exclude_file)?;
-    Ok(Patterns::new(&all)?)
+    Ok(Patterns::with_ignored_case(&all, &args.iexclude)?)
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    mapache_store::parse_size(text)
+        .ok_or_else(|| format!("{text:?} is not a size such as 500M or 2G"))
+}
+
+fn parse_time_arg(text: &str) -> Result<mapache_store::tree::Timestamp, String> {
+    use chrono::TimeZone;
+    let time = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+        .map_err(|_| format!("{text:?} is not a time: use YYYY-MM-DD HH:MM:SS"))?;
+    let local = chrono::Local
+        .from_local_datetime(&time)
+        .earliest()
+        .ok_or_else(|| format!("{text} does not exist in the local time zone"))?;
+    Ok(mapache_store::tree::Timestamp {
+        secs: local.timestamp(),
+        nanos: 0,
+    })
+}
+
+/// The paths to back up: those given and those listed in --files-from.
+fn sources(args: &Args) -> Result<Vec<PathBuf>> {
+    let mut paths = args.paths.clone();
+    for file in &args.files_from {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        paths.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(PathBuf::from),
+        );
+    }
+    Ok(paths)
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
@@ -107,6 +167,19 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             .cloned()
             .chain(global.state_root().ok())
             .collect(),
+        exclude_larger_than: args.exclude_larger_than,
+        exclude_if_present: args
+            .exclude_if_present
+            .iter()
+            .map(|name| (name.clone(), None))
+            .chain(args.exclude_caches.then(|| {
+                (
+                    "CACHEDIR.TAG".to_string(),
+                    Some(archiver::CACHEDIR_TAG_SIGNATURE.to_vec()),
+                )
+            }))
+            .collect(),
+        time: args.time,
         ..ArchiveOptions::default()
     };
     if let Some(host) = &args.host {
@@ -124,7 +197,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             )
         })
     };
-    let archived = archiver::snapshot(repo.clone(), &args.paths, &options, &progress);
+    let paths = sources(&args)?;
+    let archived = archiver::snapshot(repo.clone(), &paths, &options, &progress);
     drop(display);
     let archived = archived?;
     for warning in &archived.warnings {

@@ -67,7 +67,17 @@ pub struct ArchiveOptions {
     /// Folders never to back up, such as the repository itself when it
     /// lies inside a source; left out with a note.
     pub skip_dirs: Vec<PathBuf>,
+    /// Leave out files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
+    /// Leave out folders that hold a file of one of these names, with
+    /// the marker's required first bytes (CACHEDIR.TAG's signature) if any.
+    pub exclude_if_present: Vec<(String, Option<Vec<u8>>)>,
+    /// The time to record instead of now.
+    pub time: Option<crate::tree::Timestamp>,
 }
+
+/// The first bytes of a CACHEDIR.TAG file (bford.info/cachedir).
+pub const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 impl Default for ArchiveOptions {
     fn default() -> Self {
@@ -80,6 +90,9 @@ impl Default for ArchiveOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             host: crate::host::hostname(),
             skip_dirs: Vec::new(),
+            exclude_larger_than: None,
+            exclude_if_present: Vec::new(),
+            time: None,
         }
     }
 }
@@ -145,7 +158,7 @@ pub fn snapshot(
     progress: &Progress,
 ) -> Result<Archived> {
     let started = Instant::now();
-    let time = now();
+    let time = options.time.unwrap_or_else(now);
     if paths.is_empty() {
         return Err(Error::InvalidInput("no paths to back up".into()));
     }

@@ -196,6 +196,12 @@ impl Walker<'_> {
             }
         };
         match node.kind {
+            NodeKind::Dir if self.marked_excluded(path) => {}
+            NodeKind::File
+                if self
+                    .options
+                    .exclude_larger_than
+                    .is_some_and(|limit| meta.len() > limit) => {}
             NodeKind::Dir => {
                 let subtree = self.parent_subtree(parent, path)?;
                 self.send(Event::EnterDir(node))?;
@@ -237,6 +243,25 @@ impl Walker<'_> {
             })?,
         }
         Ok(())
+    }
+
+    /// Whether folder `path` holds a marker file that excludes it.
+    fn marked_excluded(&self, path: &Path) -> bool {
+        self.options
+            .exclude_if_present
+            .iter()
+            .any(|(name, signature)| {
+                let marker = path.join(name);
+                match signature {
+                    None => std::fs::symlink_metadata(&marker).is_ok(),
+                    Some(signature) => {
+                        let mut start = vec![0u8; signature.len()];
+                        File::open(&marker)
+                            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut start))
+                            .is_ok_and(|()| &start == signature)
+                    }
+                }
+            })
     }
 
     fn unchanged(&self, old: &Node, new: &Node) -> bool {
