@@ -290,3 +290,36 @@ fn snapshot_options_restic_users_reach_for() {
     let when = env.ok(&["log", "--compact"]);
     assert!(when.contains("2020-02-03 04:05:06"), "{when}");
 }
+
+#[test]
+fn ls_human_sizes_raw_names_and_json_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), vec![0u8; 3 << 20]).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    fs::write(src.join(odd), "latin-1 name").unwrap();
+    env.snapshot(&src);
+    let long = env.ok(&["ls", "latest", src.to_str().unwrap(), "-l", "-H"]);
+    assert!(long.contains("3.0 MiB"), "{long}");
+    let list = env.json(&["ls", "latest", src.to_str().unwrap()]);
+    let odd_entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("path_bytes").is_some())
+        .expect("the non-UTF-8 name carries its bytes");
+    let bytes: Vec<u8> = odd_entry["path_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert!(bytes.ends_with(b"/caf\xe9"));
+    let out = env.run(&["--json", "ls", "nonexistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["exit_code"], 1);
+    assert!(error["error"].as_str().unwrap().contains("nonexistent"));
+}

@@ -24,6 +24,7 @@ pub use global::Cli;
 /// Runs mapache with the process arguments and returns the exit code.
 pub fn main_with_args() -> u8 {
     let cli = Cli::parse();
+    let json = cli.global.json;
     interrupt::install_handler();
     match commands::run(cli) {
         Ok(outcome) => skipped::report(outcome).code(),
@@ -32,8 +33,16 @@ pub fn main_with_args() -> u8 {
                 return 0;
             }
             skipped::report(Outcome::Failed);
-            eprintln!("error: {}", exit::one_line(&error));
-            exit_code(&error)
+            let code = exit_code(&error);
+            if json {
+                // A program reading --json output reads errors the same way.
+                let message =
+                    serde_json::json!({ "error": exit::one_line(&error), "exit_code": code });
+                eprintln!("{message}");
+            } else {
+                eprintln!("error: {}", exit::one_line(&error));
+            }
+            code
         }
     }
 }

@@ -29,6 +29,13 @@ pub struct Args {
     /// Descend into folders
     #[arg(short = 'R', long)]
     recursive: bool,
+
+    /// Sizes in KiB, MiB, GiB
+    #[arg(short = 'H', long)]
+    human_readable: bool,
+
+    #[command(flatten)]
+    latest: crate::selection::LatestFilter,
 }
 
 #[derive(Serialize)]
@@ -45,6 +52,10 @@ struct Entry {
     mtime: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     link_target: Option<String>,
+    /// The path's bytes, when it is not UTF-8 (`path` then has
+    /// replacement characters and cannot be used to address the entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<Vec<u8>>,
 }
 
 fn kind_name(kind: NodeKind) -> &'static str {
@@ -88,8 +99,9 @@ fn time_string(t: Timestamp) -> String {
         .unwrap_or_else(|| t.secs.to_string())
 }
 
-fn entry(path: &str, node: &Node) -> Entry {
+fn entry(path: &str, raw: &[u8], node: &Node) -> Entry {
     Entry {
+        path_bytes: std::str::from_utf8(raw).is_err().then(|| raw.to_vec()),
         path: path.to_string(),
         kind: kind_name(node.kind),
         mode: node.mode,
@@ -107,15 +119,16 @@ fn entry(path: &str, node: &Node) -> Entry {
 struct Lister<'a> {
     repo: &'a IndexedRepository,
     long: bool,
+    human: bool,
     recursive: bool,
     json: Option<Vec<Entry>>,
     out: std::io::StdoutLock<'static>,
 }
 
 impl Lister<'_> {
-    fn emit(&mut self, path: &str, node: &Node) -> Result<()> {
+    fn emit(&mut self, path: &str, raw: &[u8], node: &Node) -> Result<()> {
         if let Some(list) = &mut self.json {
-            list.push(entry(path, node));
+            list.push(entry(path, raw, node));
             return Ok(());
         }
         if self.long {
@@ -129,12 +142,17 @@ impl Lister<'_> {
             } else {
                 node.group.clone()
             };
+            let size = if self.human {
+                crate::output::bytes(node.size)
+            } else {
+                node.size.to_string()
+            };
             let mut line = format!(
                 "{} {:>8} {:>8} {:>12} {} {path}",
                 mode_string(node),
                 owner,
                 group,
-                node.size,
+                size,
                 time_string(node.mtime)
             );
             if node.kind == NodeKind::Symlink {
@@ -150,14 +168,19 @@ impl Lister<'_> {
         Ok(())
     }
 
-    fn list_dir(&mut self, dir: &str, nodes: &[Node]) -> Result<()> {
+    fn list_dir(&mut self, dir: &str, dir_raw: &[u8], nodes: &[Node]) -> Result<()> {
         for node in nodes {
             let path = format!("{}/{}", dir.trim_end_matches('/'), node.name_lossy());
-            self.emit(&path, node)?;
+            let mut raw = dir_raw.to_vec();
+            if raw.last() != Some(&b'/') {
+                raw.push(b'/');
+            }
+            raw.extend_from_slice(&node.name);
+            self.emit(&path, &raw, node)?;
             if self.recursive && node.kind == NodeKind::Dir {
                 if let Some(id) = node.subtree {
                     let tree = self.repo.load_tree(&id)?;
-                    self.list_dir(&path, &tree.nodes)?;
+                    self.list_dir(&path, &raw, &tree.nodes)?;
                 }
             }
         }
@@ -198,20 +221,22 @@ fn resolve(
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open_indexed()?;
-    let (_, snapshot) = repo.find_snapshot(&args.snapshot)?;
+    let (_, snapshot) = args.latest.find(&repo, &args.snapshot)?;
     let root = repo.load_tree(&snapshot.tree)?;
     let (node, children) = resolve(&repo, root.nodes, &args.path)?;
     let mut lister = Lister {
         repo: &repo,
         long: args.long,
+        human: args.human_readable,
         recursive: args.recursive,
         json: global.json.then(Vec::new),
         out: std::io::stdout().lock(),
     };
     let shown = args.path.to_string_lossy().into_owned();
+    let raw = args.path.as_os_str().as_encoded_bytes();
     match node {
-        Some(node) if node.kind != NodeKind::Dir => lister.emit(&shown, &node)?,
-        _ => lister.list_dir(&shown, &children)?,
+        Some(node) if node.kind != NodeKind::Dir => lister.emit(&shown, raw, &node)?,
+        _ => lister.list_dir(&shown, raw, &children)?,
     }
     if let Some(list) = lister.json.take() {
         drop(lister);
