@@ -323,3 +323,20 @@ fn ls_human_sizes_raw_names_and_json_errors() {
     assert_eq!(error["exit_code"], 1);
     assert!(error["error"].as_str().unwrap().contains("nonexistent"));
 }
+
+#[test]
+fn list_names_the_files_of_each_kind() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "data").unwrap();
+    let id = env.snapshot(&src)["id"].as_str().unwrap().to_string();
+    assert_eq!(env.ok(&["list", "snapshots"]).trim(), id);
+    let packs = env.ok(&["list", "packs"]);
+    assert_eq!(packs.lines().count(), env.pack_files().len());
+    for pack in packs.lines() {
+        env.ok(&["cat", "pack", pack]);
+    }
+    assert_eq!(env.json(&["list", "keys"]).as_array().unwrap().len(), 1);
+    assert!(env.ok(&["list", "locks"]).is_empty());
+}

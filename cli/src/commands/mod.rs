@@ -8,6 +8,7 @@ mod diff;
 mod find;
 mod forget;
 mod init;
+mod list;
 mod log;
 mod ls;
 mod mount;
@@ -37,6 +38,7 @@ pub enum Command {
     Log(log::Args),
     Ls(ls::Args),
     Cat(cat::Args),
+    List(list::Args),
     Mount(mount::Args),
     Stage(stage::Args),
     Commit(commit::Args),
@@ -62,6 +64,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Log(args) => log::run(global, args),
         Command::Ls(args) => ls::run(global, args),
         Command::Cat(args) => cat::run(global, args),
+        Command::List(args) => list::run(global, args),
         Command::Mount(args) => mount::run(global, args),
         Command::Stage(args) => stage::run(global, args),
         Command::Commit(args) => commit::run(global, args),
