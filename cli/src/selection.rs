@@ -7,26 +7,25 @@ use anyhow::{bail, Context, Result};
 use mapache_store::snapshot::Snapshot;
 use mapache_store::{Repository, SnapshotId};
 
-/// Options that narrow which snapshot `latest` means.
+/// Options that select snapshots (and narrow which one `latest` means).
 #[derive(Debug, Clone, clap::Args)]
-pub struct LatestFilter {
-    /// With `latest`: the newest snapshot of this host
+pub struct SnapshotFilter {
+    /// Only snapshots of this host (`latest`: the newest of them)
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
 
-    /// With `latest`: the newest snapshot with this tag (repeatable: all
-    /// of them)
+    /// Only snapshots with this tag; repeatable: all of them
     #[arg(long, value_name = "TAG")]
     pub tag: Vec<String>,
 
-    /// With `latest`: the newest snapshot of this source path (repeatable:
-    /// all of them)
+    /// Only snapshots of this source path; repeatable: all of them
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
 }
 
-impl LatestFilter {
-    fn accepts(&self, snapshot: &Snapshot) -> bool {
+impl SnapshotFilter {
+    /// Whether `snapshot` is selected.
+    pub fn accepts(&self, snapshot: &Snapshot) -> bool {
         self.host.as_ref().is_none_or(|h| &snapshot.host == h)
             && self.tag.iter().all(|t| snapshot.tags.contains(t))
             && self.paths.iter().all(|p| snapshot.paths.contains(p))

@@ -8,7 +8,7 @@ use mapache_store::{IndexedRepository, SnapshotId};
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json};
-use crate::selection::{split_sub_path, LatestFilter};
+use crate::selection::{split_sub_path, SnapshotFilter};
 
 /// Show what differs between two snapshots
 ///
@@ -22,13 +22,13 @@ pub struct Args {
     /// The second snapshot[:/path]
     second: String,
     #[command(flatten)]
-    latest: LatestFilter,
+    filter: SnapshotFilter,
 }
 
 /// The entries at `spec` (`SNAPSHOT[:/path]`).
 fn entries(
     indexed: &IndexedRepository,
-    filter: &LatestFilter,
+    filter: &SnapshotFilter,
     spec: &str,
 ) -> Result<(SnapshotId, Vec<Node>)> {
     let (snapshot, path) = split_sub_path(spec);
@@ -50,8 +50,8 @@ fn entries(
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let indexed = global.open()?.load_index()?;
     let (_, first_path) = split_sub_path(&args.first);
-    let (first_id, first) = entries(&indexed, &args.latest, &args.first)?;
-    let (second_id, second) = entries(&indexed, &args.latest, &args.second)?;
+    let (first_id, first) = entries(&indexed, &args.filter, &args.first)?;
+    let (second_id, second) = entries(&indexed, &args.filter, &args.second)?;
     let mut differences = Vec::new();
     let root = first_path.unwrap_or("").trim_end_matches('/');
     diff::diff(&indexed, &first, &second, root, &mut differences)?;

@@ -26,15 +26,8 @@ pub struct Args {
     /// Only in these snapshots (ids or prefixes; repeatable)
     #[arg(long = "snapshot", value_name = "ID")]
     snapshots: Vec<String>,
-    /// Only in snapshots of this host
-    #[arg(long, value_name = "NAME")]
-    host: Option<String>,
-    /// Only in snapshots with this tag (repeatable: all of them)
-    #[arg(long, value_name = "TAG")]
-    tag: Vec<String>,
-    /// Only in snapshots of this source path (repeatable: all of them)
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: crate::selection::SnapshotFilter,
     /// Only entries modified after this time (YYYY-MM-DD[ HH:MM[:SS]], local)
     #[arg(long, value_name = "TIME")]
     newer: Option<String>,
@@ -242,10 +235,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     };
     let mut results = Vec::new();
     for (id, snapshot) in snapshots {
-        let selected = args.host.as_ref().is_none_or(|h| &snapshot.host == h)
-            && args.tag.iter().all(|t| snapshot.tags.contains(t))
-            && args.paths.iter().all(|p| snapshot.paths.contains(p));
-        if !selected {
+        if !args.filter.accepts(&snapshot) {
             continue;
         }
         let found = finder.below(snapshot.tree, "")?;

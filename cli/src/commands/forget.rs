@@ -63,15 +63,9 @@ pub struct Args {
     #[arg(long, value_name = "TAG")]
     keep_tag: Vec<String>,
 
-    /// Apply the policy only to snapshots of this host
-    #[arg(long, value_name = "NAME")]
-    host: Option<String>,
-    /// Only to snapshots with this tag (repeatable: all of them)
-    #[arg(long, value_name = "TAG")]
-    tag: Vec<String>,
-    /// Only to snapshots of this source path (repeatable: all of them)
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    /// The policy looks only at the snapshots these select
+    #[command(flatten)]
+    filter: crate::selection::SnapshotFilter,
     /// Group snapshots by these, comma-separated: host, paths, tags
     /// (empty: one group)
     #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
@@ -104,12 +98,6 @@ impl Args {
             policy.keep_within(period, span);
         }
         policy
-    }
-
-    fn selected(&self, snapshot: &Snapshot) -> bool {
-        self.host.as_ref().is_none_or(|h| &snapshot.host == h)
-            && self.tag.iter().all(|t| snapshot.tags.contains(t))
-            && self.paths.iter().all(|p| snapshot.paths.contains(p))
     }
 
     fn group_key(&self, snapshot: &Snapshot) -> Result<String> {
@@ -152,7 +140,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     } else {
         let mut groups: BTreeMap<String, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
         for (id, snapshot) in repo.snapshots()? {
-            if args.selected(&snapshot) {
+            if args.filter.accepts(&snapshot) {
                 groups
                     .entry(args.group_key(&snapshot)?)
                     .or_default()

@@ -35,7 +35,7 @@ pub struct Args {
     human_readable: bool,
 
     #[command(flatten)]
-    latest: crate::selection::LatestFilter,
+    filter: crate::selection::SnapshotFilter,
 }
 
 #[derive(Serialize)]
@@ -221,7 +221,7 @@ fn resolve(
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open_indexed()?;
-    let (_, snapshot) = args.latest.find(&repo, &args.snapshot)?;
+    let (_, snapshot) = args.filter.find(&repo, &args.snapshot)?;
     let root = repo.load_tree(&snapshot.tree)?;
     let (node, children) = resolve(&repo, root.nodes, &args.path)?;
     let mut lister = Lister {

@@ -14,7 +14,7 @@ use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json};
 use crate::progress::ProgressLine;
-use crate::selection::{split_sub_path, with_pattern_files, LatestFilter};
+use crate::selection::{split_sub_path, with_pattern_files, SnapshotFilter};
 
 /// Restore a snapshot into a folder
 ///
@@ -80,7 +80,7 @@ pub struct Args {
     verify: bool,
 
     #[command(flatten)]
-    latest: LatestFilter,
+    filter: SnapshotFilter,
 }
 
 /// The entries to restore: the snapshot's root, or what is at a path in it
@@ -155,7 +155,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?;
     let _lock = global.lock_shared(&repo)?;
     let (spec, sub_path) = split_sub_path(&args.snapshot);
-    let (id, snapshot) = args.latest.find(&repo, spec)?;
+    let (id, snapshot) = args.filter.find(&repo, spec)?;
     let repo = repo.load_index()?;
     let tree = tree_at(&repo, &snapshot.tree, sub_path)?;
     announce(&args.target, args.delete, args.dry_run)?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json};
-use crate::selection::LatestFilter;
+use crate::selection::SnapshotFilter;
 
 /// Show sizes: of snapshots, or of the whole repository
 ///
@@ -24,7 +24,7 @@ pub struct Args {
     /// Snapshots (ids, prefixes or `latest`); default: every live snapshot
     snapshots: Vec<String>,
     #[command(flatten)]
-    latest: LatestFilter,
+    filter: SnapshotFilter,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -117,11 +117,13 @@ fn walk(
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?.load_index()?;
     let snapshots = if args.snapshots.is_empty() {
-        repo.snapshots()?
+        let mut all = repo.snapshots()?;
+        all.retain(|(_, s)| args.filter.accepts(s));
+        all
     } else {
         args.snapshots
             .iter()
-            .map(|spec| args.latest.find(&repo, spec))
+            .map(|spec| args.filter.find(&repo, spec))
             .collect::<Result<Vec<_>>>()?
     };
     let mut stats = Stats {
