@@ -340,3 +340,50 @@ fn list_names_the_files_of_each_kind() {
     assert_eq!(env.json(&["list", "keys"]).as_array().unwrap().len(), 1);
     assert!(env.ok(&["list", "locks"]).is_empty());
 }
+
+#[test]
+fn id_prefixes_work_for_every_kind_and_ambiguity_lists_candidates() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i}")), format!("file {i}")).unwrap();
+        env.snapshot(&src);
+    }
+    // 40 snapshots: some one-digit prefix is shared.
+    let snapshots = env.ok(&["list", "snapshots"]);
+    let mut by_digit = std::collections::HashMap::new();
+    for id in snapshots.lines() {
+        *by_digit.entry(&id[..1]).or_insert(0) += 1;
+    }
+    let shared = by_digit
+        .iter()
+        .find(|(_, n)| **n > 1)
+        .unwrap()
+        .0
+        .to_string();
+    let out = env.run(&["cat", "snapshot", &shared]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ambiguous") && stderr(&out).contains(", "),
+        "{}",
+        stderr(&out)
+    );
+    // Prefixes of packs, index files and keys.
+    let pack = env
+        .ok(&["list", "packs"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    env.ok(&["cat", "pack", &pack[..12]]);
+    let index = env
+        .ok(&["list", "index"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    env.ok(&["cat", "index", &index[..12]]);
+    let key = env.ok(&["list", "keys"]).trim().to_string();
+    env.ok(&["cat", "key", &key[..8]]);
+}

@@ -75,3 +75,37 @@ pub fn with_pattern_files(patterns: &[String], files: &[PathBuf]) -> Result<Vec<
     }
     Ok(all)
 }
+
+/// The one id among `candidates` that starts with the hex prefix `spec`;
+/// an ambiguous prefix is an error that lists the candidates.
+pub fn resolve_prefix<T: Copy + std::fmt::Display>(
+    spec: &str,
+    candidates: impl IntoIterator<Item = T>,
+    what: &str,
+) -> Result<T> {
+    let prefix = spec.to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{spec:?} is not a {what} id: give hex digits");
+    }
+    let found: Vec<T> = candidates
+        .into_iter()
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!("no {what} {spec}"),
+        many => {
+            let shown: Vec<String> = many
+                .iter()
+                .take(10)
+                .map(|id| id.to_string()[..16].to_string())
+                .collect();
+            let more = if many.len() > 10 {
+                format!(" and {} more", many.len() - 10)
+            } else {
+                String::new()
+            };
+            bail!("{what} id {spec} is ambiguous: {}{more}", shown.join(", "))
+        }
+    }
+}

@@ -47,8 +47,9 @@ pub enum Error {
         what: String,
     },
 
-    /// A snapshot id prefix matched more than one snapshot.
-    #[error("snapshot id {0} is ambiguous")]
+    /// A snapshot id prefix matched more than one snapshot (the text names
+    /// the prefix and the candidates).
+    #[error("snapshot id {0}")]
     Ambiguous(String),
 
     /// Decoding a stored structure failed after authentication succeeded:

@@ -313,18 +313,31 @@ impl Repository {
                 "{spec:?} is not a snapshot id: use hex digits of an id, or `latest`"
             )));
         }
-        let mut matches = self
+        let matches: Vec<Id> = self
             .backend
             .list(FileKind::Snapshot)?
             .into_iter()
-            .filter(|f| f.id.to_hex().starts_with(&spec_lower));
-        let first = matches.next().ok_or_else(|| Error::NotFound {
-            what: format!("snapshot {spec} not found"),
-        })?;
-        if matches.next().is_some() {
-            return Err(Error::Ambiguous(spec.to_string()));
-        }
-        let id = SnapshotId(first.id);
+            .map(|f| f.id)
+            .filter(|id| id.to_hex().starts_with(&spec_lower))
+            .collect();
+        let first = match matches.as_slice() {
+            [] => {
+                return Err(Error::NotFound {
+                    what: format!("snapshot {spec} not found"),
+                })
+            }
+            [one] => *one,
+            many => {
+                let shown: Vec<String> = many.iter().take(10).map(Id::short).collect();
+                return Err(Error::Ambiguous(format!(
+                    "{spec} is ambiguous: it starts {} snapshots ({}{})",
+                    many.len(),
+                    shown.join(", "),
+                    if many.len() > 10 { ", ..." } else { "" }
+                )));
+            }
+        };
+        let id = SnapshotId(first);
         Ok((id, self.load_snapshot(&id)?))
     }
 

@@ -10,6 +10,7 @@ use mapache_store::{BlobId, Id, PackId};
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::print_json;
+use crate::selection::resolve_prefix;
 
 /// Print a repository object, decrypted: config, key, snapshot, index,
 /// pack (its footer), tree, or blob (raw bytes)
@@ -19,7 +20,7 @@ pub struct Args {
     #[arg(value_enum)]
     kind: ObjectKind,
 
-    /// Its id (for snapshots also a unique prefix or `latest`)
+    /// Its id, or a unique prefix of it (for snapshots also `latest`)
     id: Option<String>,
 }
 
@@ -61,6 +62,24 @@ fn tree_json(tree: &Tree) -> serde_json::Value {
     serde_json::json!({ "nodes": nodes })
 }
 
+/// The indexed blob of `blob_type` whose id starts with `spec`.
+fn blob_by_prefix(
+    repo: &mapache_store::IndexedRepository,
+    spec: &str,
+    blob_type: mapache_store::BlobType,
+) -> Result<BlobId> {
+    let index = repo.index();
+    let candidates = index
+        .iter()
+        .filter(|(_, l)| l.blob_type == blob_type)
+        .map(|(id, _)| id);
+    let what = match blob_type {
+        mapache_store::BlobType::Tree => "tree",
+        mapache_store::BlobType::Data => "blob",
+    };
+    resolve_prefix(spec, candidates, what)
+}
+
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?;
     let id_arg = || -> Result<&str> {
@@ -72,7 +91,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     match args.kind {
         ObjectKind::Config => print_json(repo.config())?,
         ObjectKind::Key => {
-            let id: Id = id_arg()?.parse()?;
+            let keys = repo
+                .backend()
+                .list(FileKind::Key)?
+                .into_iter()
+                .map(|f| f.id);
+            let id: Id = resolve_prefix(id_arg()?, keys, "key")?;
             print_json(&mapache_store::key_file_json(repo.backend().as_ref(), &id)?)?
         }
         ObjectKind::Snapshot => {
@@ -82,7 +106,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             print_json(&value)?
         }
         ObjectKind::Index => {
-            let id: Id = id_arg()?.parse()?;
+            let files = repo
+                .backend()
+                .list(FileKind::Index)?
+                .into_iter()
+                .map(|f| f.id);
+            let id: Id = resolve_prefix(id_arg()?, files, "index file")?;
             let file = repo.load_index_file(&id)?;
             let packs: Vec<_> = file
                 .packs
@@ -101,7 +130,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             print_json(&serde_json::json!({ "supersedes": supersedes, "packs": packs }))?
         }
         ObjectKind::Pack => {
-            let id: PackId = id_arg()?.parse()?;
+            let packs = repo
+                .backend()
+                .list(FileKind::Pack)?
+                .into_iter()
+                .map(|f| PackId(f.id));
+            let id: PackId = resolve_prefix(id_arg()?, packs, "pack")?;
             let data = repo.backend().read(FileKind::Pack, &id.0)?;
             if Id::hash_of(&data) != id.0 {
                 return Err(mapache_store::Error::integrity(
@@ -121,13 +155,13 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             }))?
         }
         ObjectKind::Tree => {
-            let id: BlobId = id_arg()?.parse()?;
             let repo = repo.load_index()?;
+            let id = blob_by_prefix(&repo, id_arg()?, mapache_store::BlobType::Tree)?;
             print_json(&tree_json(&repo.load_tree(&id)?))?
         }
         ObjectKind::Blob => {
-            let id: BlobId = id_arg()?.parse()?;
             let repo = repo.load_index()?;
+            let id = blob_by_prefix(&repo, id_arg()?, mapache_store::BlobType::Data)?;
             let data = repo.read_blob(&id)?;
             let mut out = std::io::stdout().lock();
             out.write_all(&data)?;
