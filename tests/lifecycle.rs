@@ -232,6 +232,18 @@ fn log_narrows_and_restic_words_work() {
     assert_eq!(ids(&env, &["--path", a.to_str().unwrap()]).len(), 2);
     let compact = env.ok(&["log", "--compact"]);
     assert_eq!(compact.lines().count(), 3, "{compact}");
+    let groups = env.json(&["log", "--group-by", "paths"]);
+    let sizes: Vec<usize> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["snapshots"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 3);
+    assert!(sizes.contains(&2) && sizes.contains(&1), "{groups}");
+    assert!(env
+        .ok(&["log", "--group-by", "host,paths"])
+        .contains("paths "));
     assert!(env.ok(&["log"]).contains("first of a"));
 }
 

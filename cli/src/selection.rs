@@ -109,3 +109,22 @@ pub fn resolve_prefix<T: Copy + std::fmt::Display>(
         }
     }
 }
+
+/// The group `snapshot` belongs to when grouping by `fields`
+/// (comma-separated: host, paths, tags; empty: one group), as a label.
+pub fn group_key(fields: &str, snapshot: &Snapshot) -> Result<String> {
+    let mut key = Vec::new();
+    for field in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        match field {
+            "host" => key.push(format!("host {}", snapshot.host)),
+            "paths" => key.push(format!("paths {}", snapshot.paths.join(" "))),
+            "tags" => {
+                let mut tags = snapshot.tags.clone();
+                tags.sort();
+                key.push(format!("tags {}", tags.join(",")));
+            }
+            other => bail!("--group-by {other:?}: use host, paths and tags"),
+        }
+    }
+    Ok(key.join(", "))
+}

@@ -10,6 +10,7 @@ use mapache_store::SnapshotId;
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{print_json, table};
+use crate::selection::group_key;
 
 /// Forget snapshots, by id or by a retention policy
 ///
@@ -99,28 +100,6 @@ impl Args {
         }
         policy
     }
-
-    fn group_key(&self, snapshot: &Snapshot) -> Result<String> {
-        let mut key = Vec::new();
-        for field in self
-            .group_by
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        {
-            match field {
-                "host" => key.push(format!("host {}", snapshot.host)),
-                "paths" => key.push(format!("paths {}", snapshot.paths.join(" "))),
-                "tags" => {
-                    let mut tags = snapshot.tags.clone();
-                    tags.sort();
-                    key.push(format!("tags {}", tags.join(",")));
-                }
-                other => bail!("--group-by {other:?}: use host, paths and tags"),
-            }
-        }
-        Ok(key.join(", "))
-    }
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
@@ -142,7 +121,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         for (id, snapshot) in repo.snapshots()? {
             if args.filter.accepts(&snapshot) {
                 groups
-                    .entry(args.group_key(&snapshot)?)
+                    .entry(group_key(&args.group_by, &snapshot)?)
                     .or_default()
                     .push((id, snapshot));
             }

@@ -1,10 +1,15 @@
 //! `mapache log`
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
+use mapache_store::snapshot::Snapshot;
+use mapache_store::SnapshotId;
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json, table};
+use crate::selection::group_key;
 
 /// List snapshots, oldest first
 #[derive(Debug, clap::Args)]
@@ -28,6 +33,10 @@ pub struct Args {
     /// One line per snapshot: id, time, host and paths
     #[arg(long)]
     compact: bool,
+
+    /// List in groups: comma-separated host, paths, tags
+    #[arg(long, value_name = "FIELDS")]
+    group_by: Option<String>,
 
     /// List the forgotten snapshots instead (`recall` brings one back)
     #[arg(long)]
@@ -67,18 +76,54 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
-    if global.json {
-        let list: Vec<_> = snapshots
-            .iter()
+    let json_of = |list: &[(SnapshotId, Snapshot)]| -> Vec<serde_json::Value> {
+        list.iter()
             .map(|(id, s)| {
                 let mut value = serde_json::to_value(s).expect("serializable");
                 value["id"] = serde_json::Value::String(id.to_hex());
                 value["short_id"] = serde_json::Value::String(id.short());
                 value
             })
-            .collect();
-        return print_json(&list).map(|()| Outcome::Success);
+            .collect()
+    };
+    if let Some(fields) = &args.group_by {
+        let mut groups: BTreeMap<String, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+        for (id, s) in snapshots {
+            groups
+                .entry(group_key(fields, &s)?)
+                .or_default()
+                .push((id, s));
+        }
+        if global.json {
+            let list: Vec<_> = groups
+                .iter()
+                .map(|(key, list)| serde_json::json!({ "group": key, "snapshots": json_of(list) }))
+                .collect();
+            return print_json(&list).map(|()| Outcome::Success);
+        }
+        for (key, list) in &groups {
+            println!("{key}:");
+            print!("{}", snapshot_table(list));
+        }
+        return Ok(Outcome::Success);
     }
+    if global.json {
+        return print_json(&json_of(&snapshots)).map(|()| Outcome::Success);
+    }
+    print!("{}", snapshot_table(&snapshots));
+    if !global.quiet {
+        let noun = if snapshots.len() == 1 {
+            "snapshot"
+        } else {
+            "snapshots"
+        };
+        println!("{} {noun}", snapshots.len());
+    }
+    Ok(Outcome::Success)
+}
+
+/// The table `log` prints.
+fn snapshot_table(snapshots: &[(SnapshotId, Snapshot)]) -> String {
     let rows: Vec<Vec<String>> = snapshots
         .iter()
         .map(|(id, s)| {
@@ -97,20 +142,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &["ID", "Time", "Host", "Tags", "Size", "Paths", "Description"],
-            &rows
-        )
-    );
-    if !global.quiet {
-        let noun = if snapshots.len() == 1 {
-            "snapshot"
-        } else {
-            "snapshots"
-        };
-        println!("{} {noun}", snapshots.len());
-    }
-    Ok(Outcome::Success)
+    table(
+        &["ID", "Time", "Host", "Tags", "Size", "Paths", "Description"],
+        &rows,
+    )
 }

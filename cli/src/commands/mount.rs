@@ -35,6 +35,10 @@ pub struct Args {
     #[arg(long, value_name = "SNAPSHOT")]
     base: Option<String>,
 
+    /// With `--base latest`: which snapshots `latest` is the newest of
+    #[command(flatten)]
+    filter: crate::selection::SnapshotFilter,
+
     /// Return once mounted and keep serving in the background until
     /// `umount`; messages go to the log file
     #[arg(long)]
@@ -131,7 +135,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
         let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
         if let Some(spec) = &args.base {
-            choose_base(&repo, &staging, spec)?;
+            choose_base(&repo, &staging, spec, &args.filter)?;
         }
         namespace = namespace.with_staging(staging);
     }
@@ -192,10 +196,11 @@ fn choose_base(
     repo: &mapache_store::IndexedRepository,
     staging: &mapache_fs::staging::Staging,
     spec: &str,
+    filter: &crate::selection::SnapshotFilter,
 ) -> Result<()> {
     let wanted = match spec {
         "empty" => None,
-        spec => Some(repo.find_snapshot(spec)?.0),
+        spec => Some(filter.find(repo, spec)?.0),
     };
     let current = staging.base();
     if wanted == current {

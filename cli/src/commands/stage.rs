@@ -75,6 +75,9 @@ enum StageCommand {
         /// the current base
         #[arg(long)]
         base: Option<String>,
+        /// With `--base latest`: which snapshots `latest` is the newest of
+        #[command(flatten)]
+        filter: crate::selection::SnapshotFilter,
     },
     /// Make a damaged staging journal usable: keep the changes recorded
     /// before the damage, drop those after it (a copy of the journal is
@@ -370,11 +373,11 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 )?;
             }
         }
-        StageCommand::Reset { base } => {
+        StageCommand::Reset { base, filter } => {
             let base = match base.as_deref() {
                 None => staging.base(),
                 Some("empty") => None,
-                Some(spec) => Some(repo.find_snapshot(spec)?.0),
+                Some(spec) => Some(filter.find(&repo, spec)?.0),
             };
             staging.reset(base)?;
             if !global.quiet {
