@@ -216,6 +216,27 @@ pub fn fetch_footer(
     open_footer(cipher, id, &sealed)
 }
 
+/// Reads pack `id` of `size` bytes whole into `buffer` (once, around the
+/// page cache) and returns its bytes.
+pub(crate) fn read_whole<'b>(
+    backend: &dyn Backend,
+    id: &PackId,
+    size: u64,
+    buffer: &'b mut Vec<u8>,
+) -> Result<&'b [u8]> {
+    let len = u32::try_from(size)
+        .map_err(|_| Error::integrity(FileKind::Pack, id, "larger than a pack can be"))?;
+    let start = backend.read_range_into(
+        FileKind::Pack,
+        &id.0,
+        0,
+        len,
+        crate::backend::Access::Once,
+        buffer,
+    )?;
+    Ok(&buffer[start..start + len as usize])
+}
+
 fn open_footer(cipher: &Cipher, id: &PackId, sealed: &[u8]) -> Result<(BlobType, Vec<PackedBlob>)> {
     let footer = cipher
         .decrypt(ObjectKind::PackFooter, &Id::default(), sealed)

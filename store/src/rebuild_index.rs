@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::{Access, FileKind};
+use crate::backend::FileKind;
 use crate::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::id::{Id, PackId};
 use crate::index::{IndexFile, IndexedPack};
-use crate::pack::{fetch_footer, read_footer};
+use crate::pack::{self, fetch_footer, read_footer};
 use crate::repository::{IndexFiles, IndexedRepository, Repository};
 
 /// Blobs per index file written.
@@ -118,7 +118,7 @@ pub fn rebuild_index(
                 while let Some(file) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let pack = PackId(file.id);
                     let outcome = if read_data {
-                        read_whole(
+                        index_from_whole(
                             repo,
                             pack,
                             file.size,
@@ -127,7 +127,7 @@ pub fn rebuild_index(
                             &mut buffer,
                         )
                     } else {
-                        read_listing(repo, pack, file.size, old.get(&pack), &mut decoder)
+                        index_from_footer(repo, pack, file.size, old.get(&pack), &mut decoder)
                     };
                     progress.packs_done.fetch_add(1, Ordering::Relaxed);
                     match outcome {
@@ -228,7 +228,7 @@ fn is_pack_trouble(error: &Error) -> bool {
 
 /// A pack's entry from its footer alone. A pack whose footer cannot be read
 /// keeps the blobs its old index entry names that still open.
-fn read_listing(
+fn index_from_footer(
     repo: &Repository,
     pack: PackId,
     size: u64,
@@ -251,11 +251,9 @@ fn read_listing(
                 dropped: 0,
             })
         }
+        // Its old description tells where the blobs are: those that open stay.
         Err(e) if is_pack_trouble(&e) => match old {
-            Some(old) => {
-                let mut buffer = Vec::new();
-                salvage(repo, old, size, decoder, &mut buffer, &e.to_string())
-            }
+            Some(old) => index_from_whole(repo, pack, size, Some(old), decoder, &mut Vec::new()),
             None => Ok(Outcome::Dropped(e.to_string())),
         },
         Err(e) => Err(e),
@@ -263,7 +261,7 @@ fn read_listing(
 }
 
 /// A pack's entry after reading it whole: only blobs that open are kept.
-fn read_whole(
+fn index_from_whole(
     repo: &Repository,
     pack: PackId,
     size: u64,
@@ -271,19 +269,11 @@ fn read_whole(
     decoder: &mut BlobDecoder,
     buffer: &mut Vec<u8>,
 ) -> Result<Outcome> {
-    let Ok(len) = u32::try_from(size) else {
-        return Ok(Outcome::Dropped("larger than a pack can be".into()));
+    let data = match pack::read_whole(repo.backend().as_ref(), &pack, size, buffer) {
+        Ok(data) => data,
+        Err(e) if is_pack_trouble(&e) => return Ok(Outcome::Dropped(e.to_string())),
+        Err(e) => return Err(e),
     };
-    let start =
-        match repo
-            .backend()
-            .read_range_into(FileKind::Pack, &pack.0, 0, len, Access::Once, buffer)
-        {
-            Ok(start) => start,
-            Err(e) if is_pack_trouble(&e) => return Ok(Outcome::Dropped(e.to_string())),
-            Err(e) => return Err(e),
-        };
-    let data = &buffer[start..start + len as usize];
     let entry = match read_footer(&repo.keys().cipher, &pack, data) {
         Ok((blob_type, blobs)) => IndexedPack {
             id: pack,
@@ -296,33 +286,6 @@ fn read_whole(
         },
     };
     Ok(keep_opening(repo, entry, data, decoder))
-}
-
-/// Reads pack `old.id` whole and keeps the blobs of `old` that open.
-fn salvage(
-    repo: &Repository,
-    old: &IndexedPack,
-    size: u64,
-    decoder: &mut BlobDecoder,
-    buffer: &mut Vec<u8>,
-    why: &str,
-) -> Result<Outcome> {
-    let Ok(len) = u32::try_from(size) else {
-        return Ok(Outcome::Dropped(why.into()));
-    };
-    match repo
-        .backend()
-        .read_range_into(FileKind::Pack, &old.id.0, 0, len, Access::Once, buffer)
-    {
-        Ok(start) => Ok(keep_opening(
-            repo,
-            old.clone(),
-            &buffer[start..start + len as usize],
-            decoder,
-        )),
-        Err(e) if is_pack_trouble(&e) => Ok(Outcome::Dropped(why.into())),
-        Err(e) => Err(e),
-    }
 }
 
 /// `entry` without the blobs that do not open from `data`.
@@ -364,22 +327,11 @@ pub fn index_unindexed_packs(repo: &IndexedRepository) -> Result<Vec<PackId>> {
     let mut buffer = Vec::new();
     for file in unindexed {
         let pack = PackId(file.id);
-        let Ok(len) = u32::try_from(file.size) else {
-            continue;
-        };
-        let start = match repo.backend().read_range_into(
-            FileKind::Pack,
-            &pack.0,
-            0,
-            len,
-            Access::Once,
-            &mut buffer,
-        ) {
-            Ok(start) => start,
+        let data = match pack::read_whole(repo.backend().as_ref(), &pack, file.size, &mut buffer) {
+            Ok(data) => data,
             Err(e) if is_pack_trouble(&e) => continue,
             Err(e) => return Err(e),
         };
-        let data = &buffer[start..start + len as usize];
         if Id::hash_of(data) != pack.0 {
             continue; // damaged: `verify` names it
         }

@@ -75,11 +75,6 @@ impl FaultyBackend {
         self.inner.write(kind, id, &data)
     }
 
-    /// Replaces a stored file's bytes.
-    pub fn replace(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()> {
-        self.inner.write(kind, id, data)
-    }
-
     /// Deletes a stored file.
     pub fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
         self.inner.remove(kind, id)

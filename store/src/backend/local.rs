@@ -103,14 +103,7 @@ impl LocalBackend {
         let path = self.path(kind, id);
         let dir = path.parent().expect("repository paths have a parent");
         if kind == FileKind::Forgotten && !dir.exists() {
-            DirBuilder::new()
-                .mode(DIR_MODE)
-                .create(dir)
-                .or_else(|e| match e.kind() {
-                    ErrorKind::AlreadyExists => Ok(()),
-                    _ => Err(e),
-                })
-                .map_err(|e| Error::io(dir, e))?;
+            make_dir(dir)?;
         }
         let mut suffix = [0u8; 8];
         crate::crypto::fill_random(&mut suffix);
@@ -145,6 +138,16 @@ impl LocalBackend {
             }
         }
     }
+}
+
+/// Makes folder `dir` (and missing parents) private; one that exists is
+/// left as it is.
+fn make_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -191,22 +194,9 @@ impl Backend for LocalBackend {
                     )));
                 }
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(DIR_MODE)
-                    .create(&self.root)
-                    .map_err(|e| Error::io(&self.root, e))?;
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => make_dir(&self.root)?,
             Err(e) => return Err(Error::io(&self.root, e)),
         }
-        let make_dir = |dir: &Path| {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(dir)
-                .map_err(|e| Error::io(dir, e))
-        };
         for kind in [
             FileKind::Key,
             FileKind::Snapshot,
@@ -243,12 +233,10 @@ impl Backend for LocalBackend {
                     )?;
                 }
             }
-            // Repositories made before forgetting existed lack the folder.
-            FileKind::Forgotten if !self.root.join(kind.dir_name()).exists() => {
-                if !self.root.is_dir() {
-                    list_ids(&self.root.join(kind.dir_name()), &mut out)?;
-                }
-            }
+            // Repositories made before forgetting existed lack the folder
+            // (a missing repository is still an error, from list_ids).
+            FileKind::Forgotten
+                if self.root.is_dir() && !self.root.join(kind.dir_name()).exists() => {}
             _ => list_ids(&self.root.join(kind.dir_name()), &mut out)?,
         }
         Ok(out)

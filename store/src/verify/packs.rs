@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use super::{Problem, VerifyProgress, VerifyReport};
-use crate::backend::{Access, FileKind};
+use crate::backend::FileKind;
 use crate::blob::BlobDecoder;
 use crate::error::Result;
 use crate::id::{BlobId, Id, PackId};
 use crate::index::{IndexFile, IndexedPack};
-use crate::pack::{min_pack_size, read_footer, PackedBlob};
+use crate::pack::{self, min_pack_size, read_footer, PackedBlob};
 use crate::repository::{IndexFiles, IndexedRepository, Repository};
 
 /// Why each damaged blob cannot be read, by blob.
@@ -200,24 +200,16 @@ fn read_pack(
             .map(|b| (b.id, reason.to_string()))
             .collect()
     };
-    let read = u32::try_from(size)
-        .map_err(|_| "larger than a pack can be".to_string())
-        .and_then(|len| {
-            repo.backend()
-                .read_range_into(FileKind::Pack, &pack.0, 0, len, Access::Once, buffer)
-                .map_err(|e| format!("cannot be read: {e}"))
-        });
-    let start = match read {
-        Ok(start) => start,
-        Err(reason) => {
+    let data = match pack::read_whole(repo.backend().as_ref(), &pack, size, buffer) {
+        Ok(data) => data,
+        Err(e) => {
             problems.push(Problem::PackFooter {
                 pack,
-                reason: reason.clone(),
+                reason: format!("cannot be read: {e}"),
             });
             return (problems, all_damaged(&format!("its pack {}", pack.short())));
         }
     };
-    let data = &buffer[start..start + size as usize];
     let actual = Id::hash_of(data);
     if actual != pack.0 {
         problems.push(Problem::PackHashMismatch { pack, actual });
