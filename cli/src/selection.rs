@@ -1,11 +1,13 @@
 //! Choosing snapshots and entries on the command line: `latest` narrowed
-//! by host, tag and path, `SNAPSHOT:/sub/path`, and pattern files.
+//! by host, tag and path, `SNAPSHOT:/sub/path` and paths in snapshots, id
+//! prefixes, times, groups, and pattern files.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mapache_store::snapshot::Snapshot;
-use mapache_store::{Repository, SnapshotId};
+use mapache_store::tree::{Node, NodeKind};
+use mapache_store::{IndexedRepository, Repository, SnapshotId};
 
 /// Options that select snapshots (and narrow which one `latest` means).
 #[derive(Debug, Clone, clap::Args)]
@@ -127,4 +129,52 @@ pub fn group_key(fields: &str, snapshot: &Snapshot) -> Result<String> {
         }
     }
     Ok(key.join(", "))
+}
+
+/// `YYYY-MM-DD[ HH:MM[:SS]]` in local time, as seconds since the epoch.
+pub fn parse_local_time(text: &str) -> Result<i64> {
+    use chrono::TimeZone;
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return chrono::Local
+                .from_local_datetime(&t)
+                .earliest()
+                .map(|t| t.timestamp())
+                .with_context(|| format!("{text} does not exist in the local time zone"));
+        }
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .with_context(|| format!("{text:?} is not a time: use YYYY-MM-DD[ HH:MM[:SS]]"))?;
+    parse_local_time(&format!("{day} 00:00:00"))
+}
+
+/// Follows `path` from the entries of a snapshot's root tree; returns the
+/// node it names (None for the root itself) and the entries below it.
+pub fn resolve_path(
+    repo: &IndexedRepository,
+    root: Vec<Node>,
+    path: &Path,
+) -> Result<(Option<Node>, Vec<Node>)> {
+    let mut nodes = root;
+    let mut current: Option<Node> = None;
+    for component in path.components() {
+        let name = match component {
+            Component::Normal(name) => name,
+            Component::RootDir | Component::CurDir => continue,
+            _ => bail!(
+                "{}: use an absolute path inside the snapshot, without `..`",
+                path.display()
+            ),
+        };
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(name);
+        let Some(node) = nodes.iter().find(|n| n.name == name).cloned() else {
+            bail!("{}: no such file or folder in the snapshot", path.display());
+        };
+        nodes = match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(id)) => repo.load_tree(&id)?.nodes,
+            _ => Vec::new(),
+        };
+        current = Some(node);
+    }
+    Ok((current, nodes))
 }

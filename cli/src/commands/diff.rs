@@ -1,14 +1,16 @@
 //! `mapache diff`
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::Result;
 use mapache_store::diff::{self, Change};
-use mapache_store::tree::{Node, NodeKind, Tree};
+use mapache_store::tree::{Node, NodeKind};
 use mapache_store::{IndexedRepository, SnapshotId};
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json};
-use crate::selection::{split_sub_path, SnapshotFilter};
+use crate::selection::{resolve_path, split_sub_path, SnapshotFilter};
 
 /// Show what differs between two snapshots
 ///
@@ -33,18 +35,12 @@ fn entries(
 ) -> Result<(SnapshotId, Vec<Node>)> {
     let (snapshot, path) = split_sub_path(spec);
     let (id, snapshot) = filter.find(indexed, snapshot)?;
-    let mut tree: Tree = indexed.load_tree(&snapshot.tree)?;
-    for part in path.unwrap_or("/").split('/').filter(|p| !p.is_empty()) {
-        let node = tree
-            .find(part.as_bytes())
-            .with_context(|| format!("{spec}: no such folder in the snapshot"))?;
-        if node.kind != NodeKind::Dir {
-            anyhow::bail!("{spec}: /{part} is not a folder");
-        }
-        let subtree = node.subtree.context("folder without a tree")?;
-        tree = indexed.load_tree(&subtree)?;
+    let root = indexed.load_tree(&snapshot.tree)?.nodes;
+    let (node, nodes) = resolve_path(indexed, root, Path::new(path.unwrap_or("/")))?;
+    if node.is_some_and(|n| n.kind != NodeKind::Dir) {
+        anyhow::bail!("{spec}: not a folder");
     }
-    Ok((id, tree.nodes))
+    Ok((id, nodes))
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {

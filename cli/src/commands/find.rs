@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use mapache_store::tree::{Node, NodeKind, Timestamp};
 use mapache_store::{BlobId, IndexedRepository, PackId, Patterns};
 use serde::Serialize;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json};
+use crate::selection::parse_local_time;
 
 /// Find files by name or path across snapshots, or the files that use an
 /// object
@@ -66,41 +67,17 @@ struct Query {
     tree: Option<BlobId>,
 }
 
-fn parse_time(text: &str) -> Result<i64> {
-    use chrono::TimeZone;
-    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return chrono::Local
-                .from_local_datetime(&t)
-                .earliest()
-                .map(|t| t.timestamp())
-                .context("no such local time");
-        }
-    }
-    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .with_context(|| format!("{text:?} is not a time: use YYYY-MM-DD[ HH:MM[:SS]]"))?;
-    parse_time(&format!("{day} 00:00:00"))
-}
-
-/// An id prefix (at least 8 hex digits) matched against `candidates`.
-fn by_prefix<T: Copy>(
+/// An id prefix of at least 8 hex digits (fewer would match too much in a
+/// large index), resolved among `candidates`.
+fn by_prefix<T: Copy + std::fmt::Display>(
     spec: &str,
-    candidates: impl Iterator<Item = (String, T)>,
+    candidates: impl IntoIterator<Item = T>,
     what: &str,
 ) -> Result<T> {
-    let spec = spec.to_ascii_lowercase();
-    if spec.len() < 8 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if spec.len() < 8 {
         bail!("{spec:?}: give at least 8 hex digits of the {what} id");
     }
-    let found: Vec<T> = candidates
-        .filter(|(hex, _)| hex.starts_with(&spec))
-        .map(|(_, v)| v)
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => bail!("no {what} {spec} in the index"),
-        _ => bail!("{what} id {spec} is ambiguous"),
-    }
+    crate::selection::resolve_prefix(spec, candidates, what)
 }
 
 impl Query {
@@ -185,22 +162,14 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     {
         let index = repo.index();
         if let Some(spec) = &args.blob {
-            blobs.insert(by_prefix(
-                spec,
-                index.iter().map(|(id, _)| (id.to_hex(), id)),
-                "blob",
-            )?);
+            blobs.insert(by_prefix(spec, index.iter().map(|(id, _)| id), "blob")?);
         }
         if let Some(spec) = &args.tree {
-            tree = Some(by_prefix(
-                spec,
-                index.iter().map(|(id, _)| (id.to_hex(), id)),
-                "tree",
-            )?);
+            tree = Some(by_prefix(spec, index.iter().map(|(id, _)| id), "tree")?);
         }
         if let Some(spec) = &args.pack {
             let packs: HashSet<PackId> = index.iter().map(|(_, l)| l.pack).collect();
-            let pack = by_prefix(spec, packs.into_iter().map(|p| (p.to_hex(), p)), "pack")?;
+            let pack = by_prefix(spec, packs, "pack")?;
             blobs.extend(
                 index
                     .iter()
@@ -215,8 +184,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             .iter()
             .any(|p| p.trim_end_matches('/').contains('/')),
         patterns: Patterns::new(&args.patterns)?,
-        newer: args.newer.as_deref().map(parse_time).transpose()?,
-        older: args.older.as_deref().map(parse_time).transpose()?,
+        newer: args.newer.as_deref().map(parse_local_time).transpose()?,
+        older: args.older.as_deref().map(parse_local_time).transpose()?,
         blobs,
         tree,
     };

@@ -1,9 +1,9 @@
 //! `mapache ls`
 
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use mapache_store::tree::{Node, NodeKind, Timestamp};
 use mapache_store::IndexedRepository;
 use serde::Serialize;
@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::print_json;
+use crate::selection::resolve_path;
 
 /// List the files in a snapshot
 #[derive(Debug, clap::Args)]
@@ -188,42 +189,11 @@ impl Lister<'_> {
     }
 }
 
-/// Follows `path` from the root tree; returns the node it names (None for
-/// the root itself) and the entries below it.
-fn resolve(
-    repo: &IndexedRepository,
-    root: Vec<Node>,
-    path: &Path,
-) -> Result<(Option<Node>, Vec<Node>)> {
-    let mut nodes = root;
-    let mut current: Option<Node> = None;
-    for component in path.components() {
-        let name = match component {
-            Component::Normal(name) => name,
-            Component::RootDir | Component::CurDir => continue,
-            _ => bail!(
-                "{}: use an absolute path inside the snapshot, without `..`",
-                path.display()
-            ),
-        };
-        let name = std::os::unix::ffi::OsStrExt::as_bytes(name);
-        let Some(node) = nodes.iter().find(|n| n.name == name).cloned() else {
-            bail!("{}: no such file or folder in the snapshot", path.display());
-        };
-        nodes = match (node.kind, node.subtree) {
-            (NodeKind::Dir, Some(id)) => repo.load_tree(&id)?.nodes,
-            _ => Vec::new(),
-        };
-        current = Some(node);
-    }
-    Ok((current, nodes))
-}
-
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open_indexed()?;
     let (_, snapshot) = args.filter.find(&repo, &args.snapshot)?;
     let root = repo.load_tree(&snapshot.tree)?;
-    let (node, children) = resolve(&repo, root.nodes, &args.path)?;
+    let (node, children) = resolve_path(&repo, root.nodes, &args.path)?;
     let mut lister = Lister {
         repo: &repo,
         long: args.long,

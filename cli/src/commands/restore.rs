@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use mapache_store::restorer::{self, Overwrite, RestoreOptions, RestoreProgress, RestoreReport};
 use mapache_store::tree::{NodeKind, Tree};
 use mapache_store::{IndexedRepository, Patterns};
@@ -14,7 +14,7 @@ use crate::exit::Outcome;
 use crate::global::GlobalOptions;
 use crate::output::{bytes, print_json};
 use crate::progress::ProgressLine;
-use crate::selection::{split_sub_path, with_pattern_files, SnapshotFilter};
+use crate::selection::{resolve_path, split_sub_path, with_pattern_files, SnapshotFilter};
 
 /// Restore a snapshot into a folder
 ///
@@ -90,25 +90,15 @@ fn tree_at(
     root: &mapache_store::BlobId,
     path: Option<&str>,
 ) -> Result<Tree> {
-    let mut tree = repo.load_tree(root)?;
+    let root = repo.load_tree(root)?;
     let Some(path) = path else {
-        return Ok(tree);
+        return Ok(root);
     };
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        let node = tree
-            .find(part.as_bytes())
-            .with_context(|| format!("{path} is not in the snapshot"))?
-            .clone();
-        if i + 1 == parts.len() && node.kind != NodeKind::Dir {
-            return Ok(Tree { nodes: vec![node] });
-        }
-        let subtree = node
-            .subtree
-            .with_context(|| format!("{path}: /{} is not a folder", parts[..=i].join("/")))?;
-        tree = repo.load_tree(&subtree)?;
-    }
-    Ok(tree)
+    let (node, nodes) = resolve_path(repo, root.nodes, Path::new(path))?;
+    Ok(match node {
+        Some(node) if node.kind != NodeKind::Dir => Tree { nodes: vec![node] },
+        _ => Tree { nodes },
+    })
 }
 
 /// On a terminal, says so when the target already holds something, and

@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     files_from: Vec<PathBuf>,
 
-    /// Record this time instead of now (YYYY-MM-DD HH:MM:SS, local)
+    /// Record this time instead of now (YYYY-MM-DD[ HH:MM[:SS]], local)
     #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
     time: Option<mapache_store::tree::Timestamp>,
 
@@ -103,17 +103,8 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
 }
 
 fn parse_time_arg(text: &str) -> Result<mapache_store::tree::Timestamp, String> {
-    use chrono::TimeZone;
-    let time = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
-        .map_err(|_| format!("{text:?} is not a time: use YYYY-MM-DD HH:MM:SS"))?;
-    let local = chrono::Local
-        .from_local_datetime(&time)
-        .earliest()
-        .ok_or_else(|| format!("{text} does not exist in the local time zone"))?;
-    Ok(mapache_store::tree::Timestamp {
-        secs: local.timestamp(),
-        nanos: 0,
-    })
+    let secs = crate::selection::parse_local_time(text).map_err(|e| e.to_string())?;
+    Ok(mapache_store::tree::Timestamp { secs, nanos: 0 })
 }
 
 /// The paths to back up: those given and those listed in --files-from.
