@@ -161,8 +161,11 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let snap_path = snap_dir.join(node.name_os());
-            // What is excluded is neither restored nor deleted.
-            names.insert(node.name.clone());
+            // What is excluded is neither restored nor deleted; the names
+            // are only needed to know what to delete.
+            if self.options.delete {
+                names.insert(node.name.clone());
+            }
             if self.excluded(&snap_path, &node.name) {
                 continue;
             }
