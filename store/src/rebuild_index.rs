@@ -91,9 +91,8 @@ pub fn rebuild_index(
     // reported as skipped.
     let damaged_index_files: Vec<Id> = repo
         .skipped()
-        .take()
+        .take_kind(FileKind::Index)
         .into_iter()
-        .filter(|s| s.kind == FileKind::Index)
         .map(|s| s.id)
         .collect();
     let old: HashMap<PackId, IndexedPack> = old_files

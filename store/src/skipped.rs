@@ -47,6 +47,17 @@ impl SkipLog {
     pub fn take(&self) -> Vec<Skipped> {
         std::mem::take(&mut *self.0.lock())
     }
+
+    /// The notes about files of `kind`, taken out of the log; the others
+    /// stay for whoever reports the rest.
+    pub fn take_kind(&self, kind: FileKind) -> Vec<Skipped> {
+        let mut notes = self.0.lock();
+        let (taken, kept) = std::mem::take(&mut *notes)
+            .into_iter()
+            .partition(|note| note.kind == kind);
+        *notes = kept;
+        taken
+    }
 }
 
 /// Whether `error` says a stored file is damaged (it failed authentication

@@ -68,13 +68,11 @@ pub(super) fn check_index(repo: &Repository, report: &mut VerifyReport) -> Resul
     report.packs = pack_sizes.len() as u64;
     let IndexFiles { in_force, listed } = repo.read_index_files()?;
     report.index_files = listed.len() as u64;
-    for skipped in repo.skipped().take() {
-        if skipped.kind == FileKind::Index {
-            report.problems.push(Problem::DamagedIndexFile {
-                index: skipped.id,
-                reason: skipped.reason,
-            });
-        }
+    for skipped in repo.skipped().take_kind(FileKind::Index) {
+        report.problems.push(Problem::DamagedIndexFile {
+            index: skipped.id,
+            reason: skipped.reason,
+        });
     }
     let mut checked = CheckedIndex {
         files: in_force,

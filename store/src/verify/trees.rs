@@ -23,13 +23,11 @@ pub(super) fn check_snapshots(
 ) -> Result<()> {
     let snapshots = repo.snapshots()?;
     report.snapshots = snapshots.len() as u64;
-    for skipped in repo.skipped().take() {
-        if skipped.kind == FileKind::Snapshot {
-            report.problems.push(Problem::DamagedSnapshot {
-                snapshot: crate::id::SnapshotId(skipped.id),
-                reason: skipped.reason,
-            });
-        }
+    for skipped in repo.skipped().take_kind(FileKind::Snapshot) {
+        report.problems.push(Problem::DamagedSnapshot {
+            snapshot: crate::id::SnapshotId(skipped.id),
+            reason: skipped.reason,
+        });
     }
     let mut checker = TreeChecker {
         repo,
