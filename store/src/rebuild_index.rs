@@ -314,27 +314,28 @@ fn keep_opening(
 /// name: what a run stopped before its index piece had uploaded. Returns
 /// the packs added. Cheap when there are none (one listing).
 pub fn index_unindexed_packs(repo: &IndexedRepository) -> Result<Vec<PackId>> {
-    let unindexed: Vec<_> = {
+    // Only ids: this runs at the start of every snapshot, and a pack's
+    // size is needed only for the rare pack no index lists.
+    let unindexed: Vec<PackId> = {
         let index = repo.index();
         repo.backend()
-            .list(FileKind::Pack)?
+            .list_ids(FileKind::Pack)?
             .into_iter()
-            .filter(|f| !index.has_pack(&PackId(f.id)))
+            .map(PackId)
+            .filter(|pack| !index.has_pack(pack))
             .collect()
     };
     let mut found = Vec::new();
-    let mut buffer = Vec::new();
-    for file in unindexed {
-        let pack = PackId(file.id);
-        let data = match pack::read_whole(repo.backend().as_ref(), &pack, file.size, &mut buffer) {
+    for pack in unindexed {
+        let data = match repo.backend().read(FileKind::Pack, &pack.0) {
             Ok(data) => data,
             Err(e) if is_pack_trouble(&e) => continue,
             Err(e) => return Err(e),
         };
-        if Id::hash_of(data) != pack.0 {
+        if Id::hash_of(&data) != pack.0 {
             continue; // damaged: `verify` names it
         }
-        if let Ok((blob_type, blobs)) = read_footer(&repo.keys().cipher, &pack, data) {
+        if let Ok((blob_type, blobs)) = read_footer(&repo.keys().cipher, &pack, &data) {
             found.push(IndexedPack {
                 id: pack,
                 blob_type,

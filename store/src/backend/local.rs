@@ -96,6 +96,36 @@ impl LocalBackend {
 }
 
 impl LocalBackend {
+    /// Lists the files of `kind`, with sizes when `sizes`.
+    fn list_with(&self, kind: FileKind, sizes: bool) -> Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        match kind {
+            FileKind::Config => {
+                if let Ok(meta) = fs::metadata(self.path(kind, &CONFIG_ID)) {
+                    out.push(FileInfo {
+                        id: CONFIG_ID,
+                        size: meta.len(),
+                    });
+                }
+            }
+            FileKind::Pack => {
+                for byte in 0..=255u8 {
+                    list_ids(
+                        &self.root.join("packs").join(format!("{byte:02x}")),
+                        &mut out,
+                        sizes,
+                    )?;
+                }
+            }
+            // Repositories made before forgetting existed lack the folder
+            // (a missing repository is still an error, from list_ids).
+            FileKind::Forgotten
+                if self.root.is_dir() && !self.root.join(kind.dir_name()).exists() => {}
+            _ => list_ids(&self.root.join(kind.dir_name()), &mut out, sizes)?,
+        }
+        Ok(out)
+    }
+
     /// Writes to a temporary name, fsyncs, and moves it into place: by
     /// rename, or with `exclusive` by a hard link, which fails if the name
     /// exists (then nothing is written and the answer is false).
@@ -156,7 +186,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-fn list_ids(dir: &Path, out: &mut Vec<FileInfo>) -> Result<()> {
+/// The files of `dir` named by an id, with their sizes when `sizes` (one
+/// `stat` each, which a caller that needs only the ids is spared).
+fn list_ids(dir: &Path, out: &mut Vec<FileInfo>, sizes: bool) -> Result<()> {
     // Every folder exists from `init` on: a missing one means the
     // repository is gone (unmounted, moved), not that it is empty.
     let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -166,10 +198,14 @@ fn list_ids(dir: &Path, out: &mut Vec<FileInfo>) -> Result<()> {
         let Some(id) = name.to_str().and_then(|n| n.parse::<Id>().ok()) else {
             continue; // temporary files and strays
         };
-        let size = entry
-            .metadata()
-            .map_err(|e| Error::io(entry.path(), e))?
-            .len();
+        let size = if sizes {
+            entry
+                .metadata()
+                .map_err(|e| Error::io(entry.path(), e))?
+                .len()
+        } else {
+            0
+        };
         out.push(FileInfo { id, size });
     }
     Ok(())
@@ -215,31 +251,15 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
-        let mut out = Vec::new();
-        match kind {
-            FileKind::Config => {
-                if let Ok(meta) = fs::metadata(self.path(kind, &CONFIG_ID)) {
-                    out.push(FileInfo {
-                        id: CONFIG_ID,
-                        size: meta.len(),
-                    });
-                }
-            }
-            FileKind::Pack => {
-                for byte in 0..=255u8 {
-                    list_ids(
-                        &self.root.join("packs").join(format!("{byte:02x}")),
-                        &mut out,
-                    )?;
-                }
-            }
-            // Repositories made before forgetting existed lack the folder
-            // (a missing repository is still an error, from list_ids).
-            FileKind::Forgotten
-                if self.root.is_dir() && !self.root.join(kind.dir_name()).exists() => {}
-            _ => list_ids(&self.root.join(kind.dir_name()), &mut out)?,
-        }
-        Ok(out)
+        self.list_with(kind, true)
+    }
+
+    fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
+        Ok(self
+            .list_with(kind, false)?
+            .into_iter()
+            .map(|f| f.id)
+            .collect())
     }
 
     fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
@@ -309,6 +329,7 @@ mod tests {
         ));
         let listed = backend.list(FileKind::Pack).unwrap();
         assert_eq!(listed, vec![FileInfo { id, size: 10 }]);
+        assert_eq!(backend.list_ids(FileKind::Pack).unwrap(), vec![id]);
         backend.remove(FileKind::Pack, &id).unwrap();
         assert!(matches!(
             backend.read(FileKind::Pack, &id),

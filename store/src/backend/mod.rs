@@ -96,6 +96,12 @@ pub trait Backend: Send + Sync {
     /// Lists every file of `kind`.
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;
 
+    /// Lists the ids of every file of `kind`, which a backend may do more
+    /// cheaply than [`Backend::list`] (no sizes).
+    fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
+        Ok(self.list(kind)?.into_iter().map(|f| f.id).collect())
+    }
+
     /// Reads a whole file. A missing file is `Error::NotFound`.
     fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>>;
 
