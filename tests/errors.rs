@@ -61,10 +61,23 @@ fn lock_held_by_live_process_exits_11() {
     let backend = Arc::new(LocalBackend::new(env.repo.clone()));
     let repo = Repository::open(backend, PASSWORD.as_bytes()).unwrap();
     let guard = repo.lock(true).unwrap();
-    let out = env.run(&["snapshot", env.password_file.to_str().unwrap()]);
+    let source = env.password_file.to_str().unwrap();
+    let out = env.run(&["--retry-lock", "0", "snapshot", source]);
     assert_one_line_error(&out, 11, "locked");
+    // A waiting snapshot goes on once the lock is released.
+    let waiting = env
+        .command(&["--retry-lock", "1m", "snapshot", source])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     drop(guard);
-    env.ok(&["snapshot", env.password_file.to_str().unwrap()]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 1);
 }
 
 #[test]

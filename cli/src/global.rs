@@ -12,6 +12,15 @@ use mapache_store::{IndexedRepository, Repository};
 use crate::commands::Command;
 use crate::password::{self, PasswordSource};
 
+/// An open staging area with its repository, and the lock held for it.
+pub struct OpenStaging {
+    /// The repository, index loaded.
+    pub repo: Arc<IndexedRepository>,
+    /// Its staging area.
+    pub staging: mapache_fs::staging::Staging,
+    _lock: Option<LockGuard>,
+}
+
 /// The scheme of a repository location that names a remote store
 /// (`sftp://host/path`, restic's `sftp:host:/path`, `s3:...`), which must
 /// not be taken for a local folder of that odd name.
@@ -101,6 +110,11 @@ pub struct GlobalOptions {
     #[arg(long, global = true)]
     pub no_lock: bool,
 
+    /// How long to wait for a lock another process holds, as 30s, 5m or
+    /// 1h; 0 fails at once
+    #[arg(long, global = true, value_name = "DURATION", default_value = "1m", value_parser = parse_wait)]
+    pub retry_lock: std::time::Duration,
+
     /// Worker threads (default: one per core)
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
@@ -149,6 +163,12 @@ impl GlobalOptions {
         Ok(repo)
     }
 
+    /// A shared or exclusive lock, waiting up to `--retry-lock` for one
+    /// that another process holds.
+    pub fn lock(&self, repo: &Repository, exclusive: bool) -> Result<LockGuard> {
+        Ok(repo.lock_waiting(exclusive, self.retry_lock, None)?)
+    }
+
     /// A shared lock for a command that only reads: none with `--no-lock`,
     /// and none, with a warning, when the repository cannot be written.
     pub fn lock_shared(&self, repo: &Repository) -> Result<Option<LockGuard>> {
@@ -164,7 +184,7 @@ impl GlobalOptions {
                 read_only: false,
             });
         }
-        match repo.lock(false) {
+        match repo.lock_waiting(false, self.retry_lock, None) {
             Ok(guard) => Ok(ReadLock {
                 guard: Some(guard),
                 read_only: false,
@@ -226,22 +246,26 @@ impl GlobalOptions {
     }
 
     /// Opens the repository and its staging area.
-    pub fn open_staging(&self) -> Result<(Arc<IndexedRepository>, mapache_fs::staging::Staging)> {
+    pub fn open_staging(&self) -> Result<OpenStaging> {
         self.staging_of(self.open()?)
     }
 
-    /// Loads the index of the open repository `repo` and opens its staging
-    /// area.
-    pub fn staging_of(
-        &self,
-        repo: Repository,
-    ) -> Result<(Arc<IndexedRepository>, mapache_fs::staging::Staging)> {
+    /// Takes a shared lock on the open repository `repo`, loads its index
+    /// and opens its staging area. The lock is held while the staging is
+    /// open: staged content is uploaded as it is added, and `clean` must
+    /// not run before the staging's record names it.
+    pub fn staging_of(&self, repo: Repository) -> Result<OpenStaging> {
+        let lock = self.lock_shared(&repo)?;
         let dir = self.staging_dir(&repo)?;
         let repo = Arc::new(repo.load_index()?);
         // What a run stopped before indexing its packs left is used again.
         mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
         let staging = mapache_fs::staging::Staging::open(repo.clone(), &dir)?;
-        Ok((repo, staging))
+        Ok(OpenStaging {
+            repo,
+            staging,
+            _lock: lock,
+        })
     }
 
     /// Threads to use.
@@ -255,4 +279,27 @@ impl GlobalOptions {
     pub fn show_progress(&self) -> bool {
         !self.json && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
     }
+}
+
+/// Parses a wait such as `30s`, `5m`, `1h` or `0`.
+fn parse_wait(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a wait: use for example 30s, 5m or 1h"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a wait: use for example 30s, 5m or 1h"))?;
+    Ok(std::time::Duration::from_secs(n * seconds))
 }

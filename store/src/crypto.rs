@@ -49,6 +49,8 @@ pub enum ObjectKind {
     PackFooter = 8,
     /// The mark that a snapshot is forgotten.
     Forgotten = 9,
+    /// A record of an uncommitted staging area.
+    StagingRecord = 10,
 }
 
 /// A 256-bit secret key. Never printed, wiped on drop.

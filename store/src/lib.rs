@@ -7,6 +7,7 @@
 
 // Operations, each with its own options and report types.
 pub mod archiver;
+pub mod clean;
 pub mod diff;
 pub mod rebuild_index;
 pub mod repair;
@@ -38,6 +39,7 @@ mod repository;
 mod saver;
 mod size;
 mod skipped;
+mod staging_record;
 
 pub use blob::{BlobDecoder, BlobType};
 pub use chunker::{Chunker, ChunkerParams};
@@ -56,3 +58,4 @@ pub use repository::{Forgotten, IndexFiles, IndexedRepository, Repository};
 pub use saver::{BlobSaver, SaverStats, StreamError};
 pub use size::parse_size;
 pub use skipped::{is_damage, SkipLog, Skipped};
+pub use staging_record::StagingRecord;

@@ -106,14 +106,16 @@ pub fn list_locks(backend: &dyn Backend, cipher: &Cipher) -> Result<Vec<(Id, Res
     Ok(out)
 }
 
+/// Describes a lock other than `own` that conflicts with taking one
+/// (`exclusive` or not).
 fn find_conflict(
     backend: &dyn Backend,
     cipher: &Cipher,
-    own: Option<&Id>,
+    own: &[Id],
     exclusive: bool,
 ) -> Result<Option<String>> {
     for (id, info) in list_locks(backend, cipher)? {
-        if Some(&id) == own {
+        if own.contains(&id) {
             continue;
         }
         match info {
@@ -160,12 +162,51 @@ impl LockGuard {
         cipher: &Cipher,
         exclusive: bool,
     ) -> Result<LockGuard> {
-        if let Some(holder) = find_conflict(backend.as_ref(), cipher, None, exclusive)? {
+        LockGuard::acquire_waiting(backend, cipher, exclusive, Duration::ZERO, None)
+    }
+
+    /// Like [`LockGuard::acquire`], trying again for up to `wait` while a
+    /// conflicting lock is held. `upgrading` is a lock of this process
+    /// that does not conflict: the shared lock that an exclusive one
+    /// replaces.
+    pub fn acquire_waiting(
+        backend: Arc<dyn Backend>,
+        cipher: &Cipher,
+        exclusive: bool,
+        wait: Duration,
+        upgrading: Option<&LockGuard>,
+    ) -> Result<LockGuard> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match LockGuard::try_acquire(backend.clone(), cipher, exclusive, upgrading) {
+                Err(Error::LockConflict(holder)) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return Err(Error::LockConflict(holder));
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(
+        backend: Arc<dyn Backend>,
+        cipher: &Cipher,
+        exclusive: bool,
+        upgrading: Option<&LockGuard>,
+    ) -> Result<LockGuard> {
+        let mut own: Vec<Id> = upgrading.map(|lock| lock.id).into_iter().collect();
+        if let Some(holder) = find_conflict(backend.as_ref(), cipher, &own, exclusive)? {
             return Err(Error::LockConflict(holder));
         }
         let id = Id::random();
         write_lock(backend.as_ref(), cipher, &id, &LockInfo::current(exclusive))?;
-        if let Some(holder) = find_conflict(backend.as_ref(), cipher, Some(&id), exclusive)? {
+        own.push(id);
+        if let Some(holder) = find_conflict(backend.as_ref(), cipher, &own, exclusive)? {
             backend.remove(FileKind::Lock, &id)?;
             return Err(Error::LockConflict(holder));
         }
@@ -270,6 +311,31 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_lock_upgrades_and_a_waiter_gets_the_lock_once_it_is_free() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let cipher = Cipher::new(&SecretKey::random());
+        let shared = LockGuard::acquire(backend.clone(), &cipher, false).unwrap();
+        let other = LockGuard::acquire(backend.clone(), &cipher, false).unwrap();
+        let short = Duration::from_millis(300);
+        assert!(matches!(
+            LockGuard::acquire_waiting(backend.clone(), &cipher, true, short, Some(&shared)),
+            Err(Error::LockConflict(_))
+        ));
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(other);
+        });
+        let long = Duration::from_secs(10);
+        let exclusive =
+            LockGuard::acquire_waiting(backend.clone(), &cipher, true, long, Some(&shared))
+                .unwrap();
+        releaser.join().unwrap();
+        drop(shared);
+        assert_eq!(backend.list(FileKind::Lock).unwrap().len(), 1);
+        drop(exclusive);
+    }
+
+    #[test]
     fn dead_process_and_old_locks_are_stale() {
         let backend = MemoryBackend::new();
         let cipher = Cipher::new(&SecretKey::random());
@@ -284,7 +350,7 @@ mod tests {
         assert!(old.is_stale());
         write_lock(&backend, &cipher, &Id::random(), &info).unwrap();
         write_lock(&backend, &cipher, &Id::random(), &old).unwrap();
-        assert_eq!(find_conflict(&backend, &cipher, None, true).unwrap(), None);
+        assert_eq!(find_conflict(&backend, &cipher, &[], true).unwrap(), None);
         assert_eq!(remove_locks(&backend, &cipher, false).unwrap(), 2);
     }
 }

@@ -28,7 +28,7 @@ use crate::pack::{self, fetch_footer, read_footer};
 use crate::repository::{IndexFiles, IndexedRepository, Repository};
 
 /// Blobs per index file written.
-const BLOBS_PER_INDEX_FILE: usize = 65_536;
+pub(crate) const BLOBS_PER_INDEX_FILE: usize = 65_536;
 
 /// Counters a progress display can poll.
 #[derive(Debug, Default)]
@@ -202,7 +202,7 @@ pub fn rebuild_index(
 
 /// Writes `packs` as index files of about [`BLOBS_PER_INDEX_FILE`] blobs;
 /// returns their ids.
-fn write_index_files(repo: &Repository, packs: Vec<IndexedPack>) -> Result<HashSet<Id>> {
+pub(crate) fn write_index_files(repo: &Repository, packs: Vec<IndexedPack>) -> Result<HashSet<Id>> {
     let mut ids = HashSet::new();
     let mut file = IndexFile::default();
     let mut blobs = 0;

@@ -1,5 +1,5 @@
 //! Repository files that are sealed whole: the config, snapshots, index
-//! files, locks and forgotten marks. One trait says how each encodes and
+//! files, locks, forgotten marks and staging records. One trait says how each encodes and
 //! which kind it is, so that sealing and opening are typed: a snapshot can
 //! never be stored as, or read from, an index file, and the seal binds the
 //! kind and the name (the AAD) the same way for all. Snapshots and index
@@ -17,6 +17,7 @@ use crate::index::IndexFile;
 use crate::lock::LockInfo;
 use crate::repository::Forgotten;
 use crate::snapshot::Snapshot;
+use crate::staging_record::StagingRecord;
 
 /// A file kind sealed whole.
 pub trait RepoFile: Sized {
@@ -113,6 +114,22 @@ impl RepoFile for Forgotten {
     }
 }
 
+impl RepoFile for StagingRecord {
+    const KIND: FileKind = FileKind::Staging;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serializable")
+    }
+
+    fn decode(id: &Id, plaintext: &[u8]) -> Result<Self> {
+        let what = format!("staging record {id}");
+        let record: StagingRecord =
+            serde_json::from_slice(plaintext).map_err(|e| Error::format(&what, e))?;
+        known_version(record.version, &what)?;
+        Ok(record)
+    }
+}
+
 /// The version of records that were written before they had one.
 pub(crate) fn first_version() -> u32 {
     1
@@ -136,6 +153,7 @@ fn object_kind(kind: FileKind) -> ObjectKind {
         FileKind::Index => ObjectKind::Index,
         FileKind::Lock => ObjectKind::Lock,
         FileKind::Forgotten => ObjectKind::Forgotten,
+        FileKind::Staging => ObjectKind::StagingRecord,
         FileKind::Key | FileKind::Pack => unreachable!("{kind} files are not sealed whole"),
     }
 }

@@ -22,6 +22,7 @@ use crate::lock::LockGuard;
 use crate::repo_file::{self, RepoFile};
 use crate::skipped::{is_damage, SkipLog};
 use crate::snapshot::Snapshot;
+use crate::staging_record::StagingRecord;
 use crate::tree::Tree;
 
 /// Why and when a snapshot was forgotten (sealed JSON in `forgotten/`,
@@ -201,6 +202,24 @@ impl Repository {
         LockGuard::acquire(self.backend.clone(), &self.keys.cipher, exclusive)
     }
 
+    /// Like [`Repository::lock`], waiting up to `wait` for a conflicting
+    /// lock to go; with `upgrading`, an exclusive lock that this process's
+    /// shared lock does not hinder.
+    pub fn lock_waiting(
+        &self,
+        exclusive: bool,
+        wait: std::time::Duration,
+        upgrading: Option<&LockGuard>,
+    ) -> Result<LockGuard> {
+        LockGuard::acquire_waiting(
+            self.backend.clone(),
+            &self.keys.cipher,
+            exclusive,
+            wait,
+            upgrading,
+        )
+    }
+
     /// Seals `file` and stores it under the keyed hash of its plaintext.
     /// Returns the id.
     pub fn save<F: RepoFile>(&self, file: &F) -> Result<Id> {
@@ -295,6 +314,41 @@ impl Repository {
     /// Brings forgotten snapshot `id` back.
     pub fn recall(&self, id: &SnapshotId) -> Result<()> {
         self.backend.remove(FileKind::Forgotten, &id.0)
+    }
+
+    /// Stores a staging record under a fresh name; returns it.
+    pub fn save_staging_record(&self, record: &StagingRecord) -> Result<Id> {
+        let id = Id::random();
+        self.save_as(&id, record)?;
+        Ok(id)
+    }
+
+    /// Every staging record, oldest first. Unlike other listings this
+    /// fails on a damaged record: what it protects is unknown, and `clean`
+    /// must not guess.
+    pub fn staging_records(&self) -> Result<Vec<(Id, StagingRecord)>> {
+        let mut out = Vec::new();
+        for file in self.backend.list(FileKind::Staging)? {
+            match self.load::<StagingRecord>(&file.id) {
+                Ok(record) => out.push((file.id, record)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) if is_damage(&e) => {
+                    return Err(Error::InvalidInput(format!(
+                        "{e}; what it protects is unknown: remove it with `mapache stage forget-area {}` \
+                         once no staging area needs it",
+                        file.id.short()
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Removes staging record `id`.
+    pub fn remove_staging_record(&self, id: &Id) -> Result<()> {
+        self.backend.remove(FileKind::Staging, id)
     }
 
     /// Finds a snapshot by `latest`, a unique id prefix, or a full id.

@@ -37,9 +37,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         Ok(ControlResponse::Committed(id)) => id.parse()?,
         Ok(ControlResponse::Failed(message)) => bail!("the mount could not commit: {message}"),
         Err(_) => {
-            let (repo, staging) = global.staging_of(repo)?;
-            let _lock = repo.lock(false)?;
-            staging.commit(&args.message, &args.tag, &host)?.0
+            let open = global.staging_of(repo)?;
+            open.staging.commit(&args.message, &args.tag, &host)?.0
         }
     };
     if global.json {

@@ -108,7 +108,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         bail!("give snapshot ids or a policy (--keep-*), one of the two");
     }
     let repo = global.open()?;
-    let _lock = repo.lock(false)?;
+    let _lock = global.lock(&repo, false)?;
     let mut forget: Vec<(SnapshotId, String)> = Vec::new();
     let mut groups_json = Vec::new();
     if !args.ids.is_empty() {

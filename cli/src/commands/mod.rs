@@ -2,6 +2,7 @@
 //! the help text) and a `run` function.
 
 mod cat;
+mod clean;
 mod commit;
 mod completion;
 mod diff;
@@ -51,6 +52,8 @@ pub enum Command {
     Forget(forget::Args),
     Stats(stats::Args),
     Recall(recall::Args),
+    #[command(alias = "prune")]
+    Clean(clean::Args),
     Completion(completion::Args),
 }
 
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Forget(args) => forget::run(global, args),
         Command::Stats(args) => stats::run(global, args),
         Command::Recall(args) => recall::run(global, args),
+        Command::Clean(args) => clean::run(global, args),
         Command::Completion(args) => completion::run(args),
     }
 }

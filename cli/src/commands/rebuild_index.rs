@@ -34,7 +34,7 @@ pub struct Args {
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?;
-    let _lock = repo.lock(true)?;
+    let _lock = global.lock(&repo, true)?;
     let progress = Arc::new(RebuildProgress::default());
     let display = {
         let progress = progress.clone();

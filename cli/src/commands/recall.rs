@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let repo = global.open()?;
-    let _lock = repo.lock(false)?;
+    let _lock = global.lock(&repo, false)?;
     let forgotten = repo.forgotten()?;
     for spec in &args.snapshots {
         let prefix = spec.to_ascii_lowercase();

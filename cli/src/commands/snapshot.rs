@@ -126,7 +126,7 @@ fn sources(args: &Args) -> Result<Vec<PathBuf>> {
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let excludes = patterns(&args)?;
     let repo = global.open()?;
-    let _lock = repo.lock(false)?;
+    let _lock = global.lock(&repo, false)?;
     let repo = if args.dry_run {
         // Writes go nowhere; reads (parent trees, index) still work.
         let backend: Arc<dyn Backend> = Arc::new(DryRunBackend::new(repo.backend().clone()));

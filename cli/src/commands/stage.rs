@@ -214,13 +214,14 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     if let StageCommand::Recover = args.command {
         return recover(global);
     }
-    let (repo, staging) = global.open_staging()?;
+    let open = global.open_staging()?;
+    let (repo, staging) = (&open.repo, &open.staging);
     match args.command {
         StageCommand::Add { sources, to } => {
             let to = staging_path(&to);
-            mkdir_parents(&staging, &to)?;
+            mkdir_parents(staging, &to)?;
             let mut adder = Adder {
-                staging: &staging,
+                staging,
                 owners: OwnerNames::default(),
                 links: HashMap::new(),
                 warnings: Vec::new(),
@@ -281,7 +282,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             for path in paths {
                 let p = staging_path(&path);
                 if parents {
-                    mkdir_parents(&staging, &p)?;
+                    mkdir_parents(staging, &p)?;
                 } else {
                     staging
                         .mkdir(&p, meta_now(0o755))
@@ -355,7 +356,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 };
                 if with_sizes {
                     let new = staging.stat(path.as_bytes()).map(|n| n.size).ok();
-                    let old = base_root.and_then(|root| base_size(&repo, root, path));
+                    let old = base_root.and_then(|root| base_size(repo, root, path));
                     let fmt = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
                     writeln!(out, "{mark} /{path}  {} -> {}", fmt(old), fmt(new))?;
                 } else {
@@ -377,7 +378,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             let base = match base.as_deref() {
                 None => staging.base(),
                 Some("empty") => None,
-                Some(spec) => Some(filter.find(&repo, spec)?.0),
+                Some(spec) => Some(filter.find(repo, spec)?.0),
             };
             staging.reset(base)?;
             if !global.quiet {

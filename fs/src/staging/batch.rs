@@ -142,6 +142,12 @@ impl Staging {
             Some(StreamError::Store(e)) => return Err(FsError::Store(e)),
             None => {}
         }
+        let blobs = batch
+            .contents
+            .iter()
+            .flat_map(|(content, _)| content.iter().copied())
+            .collect();
+        self.publish(&mut inner, blobs)?;
         for (upload, (content, size)) in batch.uploads.iter().zip(batch.contents) {
             let unchanged = upload.file.lock().version == upload.version;
             if !unchanged {

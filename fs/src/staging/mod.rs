@@ -21,6 +21,7 @@ mod batch;
 mod file_data;
 mod journal;
 mod overlay;
+mod records;
 mod status;
 
 use std::collections::HashMap;
@@ -83,6 +84,10 @@ struct Inner {
     /// Uploads running outside the lock (see `upload_closed_files`).
     uploads_in_flight: usize,
     base: Option<SnapshotId>,
+    /// The base snapshot's root tree.
+    base_tree: Option<BlobId>,
+    /// The area's records in the repository.
+    records: records::Records,
     overlay: Overlay,
     journal: journal::Journal,
     next_local: u64,
@@ -179,6 +184,7 @@ impl Staging {
             _ => None,
         };
         let base_snapshot = base.map(|id| repo.load_snapshot(&id)).transpose()?;
+        let records = records::Records::find(&repo, &dir.display().to_string())?;
         let mut overlay = Overlay::new(
             repo.clone(),
             base_snapshot.as_ref().map(|s| s.tree),
@@ -226,6 +232,8 @@ impl Staging {
             saver: new_saver(&repo),
             uploads_in_flight: 0,
             base,
+            base_tree: base_snapshot.as_ref().map(|s| s.tree),
+            records,
             overlay,
             journal,
             next_local,
@@ -240,14 +248,25 @@ impl Staging {
             inner.journal.append(&Op::Base(None))?;
         }
         let cache = crate::BlobCache::new(repo.clone(), 64 << 20, 1);
-        Ok(Staging {
+        let staging = Staging {
             cache,
             repo,
             dir: dir.to_path_buf(),
             _lock: lock,
             inner: Mutex::new(inner),
             uploads_done: parking_lot::Condvar::new(),
-        })
+        };
+        {
+            // An area from before records existed, or whose records were
+            // forgotten: make what it holds visible again.
+            let mut inner = staging.inner.lock();
+            let holds_something =
+                inner.base.is_some() || inner.overlay.files.values().any(|f| f.lock().fid != 0);
+            if inner.records.is_empty() && holds_something {
+                staging.fold(&mut inner)?;
+            }
+        }
+        Ok(staging)
     }
 
     /// The state folder.
@@ -536,6 +555,16 @@ impl Staging {
         if let Err(e) = inner.saver.flush() {
             return Err(self.saver_failed(inner, e));
         }
+        let blobs = inner
+            .imports
+            .iter()
+            .chain(done.iter().map(|(_, op)| op))
+            .flat_map(|op| match op {
+                Op::Content { content, .. } => content.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        self.publish(inner, blobs)?;
         for op in std::mem::take(&mut inner.imports) {
             self.record(inner, op)?;
         }
@@ -615,6 +644,9 @@ impl Staging {
         // Rebase: what is in memory now equals the new snapshot.
         inner.journal.rewrite(&[Op::Base(Some(id))])?;
         inner.base = Some(id);
+        inner.base_tree = Some(root);
+        // Everything staged is in the new base now.
+        self.replace_records(&mut inner, Vec::new())?;
         Ok((id, snapshot))
     }
 
@@ -650,6 +682,8 @@ impl Staging {
             root_node(snapshot.as_ref()),
         );
         inner.base = base;
+        inner.base_tree = snapshot.as_ref().map(|s| s.tree);
+        self.replace_records(&mut inner, Vec::new())?;
         inner.pending_files = 0;
         inner.pending_bytes = 0;
         inner.open_locals.clear();

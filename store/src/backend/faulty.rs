@@ -19,6 +19,8 @@ pub struct FaultyBackend {
     /// let through (`usize::MAX`: none fails).
     writes_left: AtomicUsize,
     failing_kinds: Mutex<Vec<FileKind>>,
+    /// Whether removals count (and fail) like writes.
+    removals_count: std::sync::atomic::AtomicBool,
     delay_micros: AtomicU64,
 }
 
@@ -29,6 +31,7 @@ impl FaultyBackend {
             inner,
             writes_left: AtomicUsize::new(usize::MAX),
             failing_kinds: Mutex::new(Vec::new()),
+            removals_count: std::sync::atomic::AtomicBool::new(false),
             delay_micros: AtomicU64::new(0),
         }
     }
@@ -41,9 +44,49 @@ impl FaultyBackend {
         self.writes_left.store(allowed, Ordering::SeqCst);
     }
 
-    /// Lets every write through again.
+    /// From now on, after `allowed` more changes (writes and removals of
+    /// any kind) succeed, every further change fails: the repository as a
+    /// process killed at that moment leaves it.
+    pub fn fail_changes_after(&self, allowed: usize) {
+        self.removals_count.store(true, Ordering::SeqCst);
+        self.fail_writes_after(
+            allowed,
+            &[
+                FileKind::Config,
+                FileKind::Key,
+                FileKind::Snapshot,
+                FileKind::Index,
+                FileKind::Pack,
+                FileKind::Lock,
+                FileKind::Forgotten,
+                FileKind::Staging,
+            ],
+        );
+    }
+
+    /// Lets every write and removal through again.
     pub fn heal(&self) {
         self.writes_left.store(usize::MAX, Ordering::SeqCst);
+        self.removals_count.store(false, Ordering::SeqCst);
+    }
+
+    /// Fails when changes of `kind` are failing and the allowance is spent.
+    fn spend(&self, kind: FileKind, id: &Id) -> Result<()> {
+        if !self.failing_kinds.lock().contains(&kind) {
+            return Ok(());
+        }
+        let allowed = self
+            .writes_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != usize::MAX && left > 0).then(|| left - 1)
+            });
+        match allowed {
+            Err(0) => Err(Error::io(
+                format!("{}/{kind}/{id}", self.inner.location()),
+                std::io::Error::other("injected write failure"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Makes every operation wait this long first.
@@ -132,24 +175,15 @@ impl Backend for FaultyBackend {
 
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()> {
         self.wait();
-        if self.failing_kinds.lock().contains(&kind) {
-            let allowed =
-                self.writes_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                        (left != usize::MAX && left > 0).then(|| left - 1)
-                    });
-            if let Err(0) = allowed {
-                return Err(Error::io(
-                    format!("{}/{kind}/{id}", self.inner.location()),
-                    std::io::Error::other("injected write failure"),
-                ));
-            }
-        }
+        self.spend(kind, id)?;
         self.inner.write(kind, id, data)
     }
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
         self.wait();
+        if self.removals_count.load(Ordering::SeqCst) {
+            self.spend(kind, id)?;
+        }
         self.inner.remove(kind, id)
     }
 }

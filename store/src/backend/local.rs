@@ -117,9 +117,9 @@ impl LocalBackend {
                     )?;
                 }
             }
-            // Repositories made before forgetting existed lack the folder
-            // (a missing repository is still an error, from list_ids).
-            FileKind::Forgotten
+            // Repositories made before these kinds existed lack their
+            // folders (a missing repository is still an error, from list_ids).
+            FileKind::Forgotten | FileKind::Staging
                 if self.root.is_dir() && !self.root.join(kind.dir_name()).exists() => {}
             _ => list_ids(&self.root.join(kind.dir_name()), &mut out, sizes)?,
         }
@@ -132,7 +132,7 @@ impl LocalBackend {
     fn put(&self, kind: FileKind, id: &Id, data: &[u8], exclusive: bool) -> Result<bool> {
         let path = self.path(kind, id);
         let dir = path.parent().expect("repository paths have a parent");
-        if kind == FileKind::Forgotten && !dir.exists() {
+        if matches!(kind, FileKind::Forgotten | FileKind::Staging) && !dir.exists() {
             make_dir(dir)?;
         }
         let mut suffix = [0u8; 8];
@@ -239,6 +239,7 @@ impl Backend for LocalBackend {
             FileKind::Index,
             FileKind::Lock,
             FileKind::Forgotten,
+            FileKind::Staging,
         ] {
             make_dir(&self.root.join(kind.dir_name()))?;
         }

@@ -20,6 +20,13 @@ impl MemoryBackend {
         MemoryBackend::default()
     }
 
+    /// A backend holding a copy of every file of this one.
+    pub fn duplicate(&self) -> MemoryBackend {
+        MemoryBackend {
+            files: Mutex::new(self.files.lock().clone()),
+        }
+    }
+
     /// Changes a stored file in place, for fault-injection tests.
     pub fn tamper(&self, kind: FileKind, id: &Id, change: impl FnOnce(&mut Vec<u8>)) {
         if let Some(data) = self.files.lock().get_mut(&(kind, *id)) {

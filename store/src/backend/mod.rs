@@ -38,6 +38,8 @@ pub enum FileKind {
     Lock,
     /// Marks of forgotten snapshots, named by the snapshot's id.
     Forgotten,
+    /// Records of uncommitted staging areas.
+    Staging,
 }
 
 impl FileKind {
@@ -51,6 +53,7 @@ impl FileKind {
             FileKind::Pack => "packs",
             FileKind::Lock => "locks",
             FileKind::Forgotten => "forgotten",
+            FileKind::Staging => "staging",
         }
     }
 }
@@ -65,6 +68,7 @@ impl fmt::Display for FileKind {
             FileKind::Pack => "pack",
             FileKind::Lock => "lock",
             FileKind::Forgotten => "forgotten mark",
+            FileKind::Staging => "staging record",
         };
         f.write_str(name)
     }

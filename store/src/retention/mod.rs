@@ -111,7 +111,7 @@ impl std::str::FromStr for Span {
 
 impl Span {
     /// `time` less this span, by the calendar.
-    fn before<Tz: TimeZone>(&self, time: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+    pub fn before<Tz: TimeZone>(&self, time: &DateTime<Tz>) -> Option<DateTime<Tz>> {
         time.clone()
             .checked_sub_months(Months::new(self.years * 12 + self.months))?
             .checked_sub_signed(TimeDelta::days(i64::from(self.days)))?
