@@ -3,6 +3,7 @@
 
 mod util;
 
+mod clean;
 mod corruption;
 mod crash;
 mod errors;

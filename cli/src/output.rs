@@ -57,6 +57,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `t` in local time, to the second.
+pub fn local_time(t: mapache_store::tree::Timestamp) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_opt(t.secs, t.nanos)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| t.secs.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

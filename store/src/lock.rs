@@ -8,11 +8,14 @@
 //! longer exists; stale locks are ignored and `unlock` removes them.
 //!
 //! Taking a lock writes it first and then checks for conflicts, so two
-//! processes racing both see each other and at least one backs off.
+//! processes racing both see each other and at least one backs off. A
+//! process waiting for an exclusive lock keeps its claim written while
+//! shared holders finish, which turns new shared lockers away: waiting
+//! for the exclusive lock ends even while short snapshots keep coming.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
@@ -176,16 +179,19 @@ impl LockGuard {
         wait: Duration,
         upgrading: Option<&LockGuard>,
     ) -> Result<LockGuard> {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(100);
         loop {
-            match LockGuard::try_acquire(backend.clone(), cipher, exclusive, upgrading) {
+            match LockGuard::try_acquire(backend.clone(), cipher, exclusive, upgrading, deadline) {
                 Err(Error::LockConflict(holder)) => {
-                    let now = std::time::Instant::now();
+                    let now = Instant::now();
                     if now >= deadline {
                         return Err(Error::LockConflict(holder));
                     }
-                    std::thread::sleep(pause.min(deadline - now));
+                    // Jitter, so that two processes claiming the exclusive
+                    // lock together do not back off in step forever.
+                    let jitter = Duration::from_millis(u64::from(Id::random().0[0]) % 100);
+                    std::thread::sleep((pause + jitter).min(deadline - now));
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 other => return other,
@@ -193,23 +199,51 @@ impl LockGuard {
         }
     }
 
+    /// One attempt. An exclusive lock is claimed first (written) and then
+    /// waited for until `deadline` while shared locks go away: the claim
+    /// keeps new shared locks from being taken meanwhile, so a steady
+    /// stream of short snapshots cannot starve a clean.
     fn try_acquire(
         backend: Arc<dyn Backend>,
         cipher: &Cipher,
         exclusive: bool,
         upgrading: Option<&LockGuard>,
+        deadline: Instant,
     ) -> Result<LockGuard> {
         let mut own: Vec<Id> = upgrading.map(|lock| lock.id).into_iter().collect();
-        if let Some(holder) = find_conflict(backend.as_ref(), cipher, &own, exclusive)? {
+        // What stops us: for a shared lock, an exclusive one; for an
+        // exclusive one, another exclusive claim (shared ones are waited
+        // out below).
+        let blocked = |own: &[Id]| find_conflict(backend.as_ref(), cipher, own, false);
+        if let Some(holder) = blocked(&own)? {
             return Err(Error::LockConflict(holder));
         }
+        let guard = LockGuard::hold(backend.clone(), cipher, exclusive)?;
+        own.push(guard.id);
+        if let Some(holder) = blocked(&own)? {
+            return Err(Error::LockConflict(holder));
+        }
+        if exclusive {
+            let mut pause = Duration::from_millis(50);
+            while let Some(holder) = find_conflict(backend.as_ref(), cipher, &own, true)? {
+                if let Some(rival) = blocked(&own)? {
+                    return Err(Error::LockConflict(rival));
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::LockConflict(holder));
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Writes a lock and keeps it refreshed until the guard is dropped.
+    fn hold(backend: Arc<dyn Backend>, cipher: &Cipher, exclusive: bool) -> Result<LockGuard> {
         let id = Id::random();
         write_lock(backend.as_ref(), cipher, &id, &LockInfo::current(exclusive))?;
-        own.push(id);
-        if let Some(holder) = find_conflict(backend.as_ref(), cipher, &own, exclusive)? {
-            backend.remove(FileKind::Lock, &id)?;
-            return Err(Error::LockConflict(holder));
-        }
         HELD.lock().push((id, backend.clone()));
         let refresher = Arc::new(Refresher {
             stop: Mutex::new(false),

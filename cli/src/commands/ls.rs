@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use mapache_store::tree::{Node, NodeKind, Timestamp};
+use mapache_store::tree::{Node, NodeKind};
 use mapache_store::IndexedRepository;
 use serde::Serialize;
 
@@ -91,15 +91,6 @@ fn mode_string(node: &Node) -> String {
     s
 }
 
-fn time_string(t: Timestamp) -> String {
-    use chrono::TimeZone;
-    chrono::Local
-        .timestamp_opt(t.secs, t.nanos)
-        .single()
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| t.secs.to_string())
-}
-
 fn entry(path: &str, raw: &[u8], node: &Node) -> Entry {
     Entry {
         path_bytes: std::str::from_utf8(raw).is_err().then(|| raw.to_vec()),
@@ -111,7 +102,7 @@ fn entry(path: &str, raw: &[u8], node: &Node) -> Entry {
         user: node.user.clone(),
         group: node.group.clone(),
         size: node.size,
-        mtime: time_string(node.mtime),
+        mtime: crate::output::local_time(node.mtime),
         link_target: (node.kind == NodeKind::Symlink)
             .then(|| String::from_utf8_lossy(&node.link_target).into_owned()),
     }
@@ -154,7 +145,7 @@ impl Lister<'_> {
                 owner,
                 group,
                 size,
-                time_string(node.mtime)
+                crate::output::local_time(node.mtime)
             );
             if node.kind == NodeKind::Symlink {
                 line.push_str(&format!(

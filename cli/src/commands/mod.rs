@@ -18,6 +18,7 @@ mod recall;
 mod restore;
 mod snapshot;
 mod stage;
+mod stage_areas;
 mod stats;
 mod unlock;
 mod verify;

@@ -83,6 +83,16 @@ enum StageCommand {
     /// before the damage, drop those after it (a copy of the journal is
     /// kept beside it)
     Recover,
+    /// List the staging areas of every machine using this repository
+    /// (`clean` keeps what they hold)
+    Areas,
+    /// Forget a staging area (an id prefix from `stage areas`): `clean`
+    /// no longer keeps what only it holds, so its uncommitted changes may
+    /// be lost
+    ForgetArea {
+        /// The area, or one of its records
+        id: String,
+    },
 }
 
 fn staging_path(path: &str) -> Vec<u8> {
@@ -211,8 +221,11 @@ fn show(path: &[u8]) -> String {
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
-    if let StageCommand::Recover = args.command {
-        return recover(global);
+    match &args.command {
+        StageCommand::Recover => return recover(global),
+        StageCommand::Areas => return super::stage_areas::list(global),
+        StageCommand::ForgetArea { id } => return super::stage_areas::forget(global, id),
+        _ => {}
     }
     let open = global.open_staging()?;
     let (repo, staging) = (&open.repo, &open.staging);
@@ -388,7 +401,9 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 );
             }
         }
-        StageCommand::Recover => unreachable!("handled before opening"),
+        StageCommand::Recover | StageCommand::Areas | StageCommand::ForgetArea { .. } => {
+            unreachable!("handled before opening")
+        }
     }
     Ok(Outcome::Success)
 }
