@@ -399,3 +399,37 @@ fn id_prefixes_work_for_every_kind_and_ambiguity_lists_candidates() {
     let key = env.ok(&["list", "keys"]).trim().to_string();
     env.ok(&["cat", "key", &key[..8]]);
 }
+
+#[test]
+fn snapshot_from_stdin_stores_one_named_file() {
+    use std::io::Write;
+    let env = Env::with_repo();
+    let dump = crate::util::random_bytes(3_000_000, 9);
+    let store = |name: &str| {
+        let mut child = env
+            .command(&["--json", "snapshot", "--stdin", "--stdin-filename", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&dump).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = store("db.sql");
+    assert_eq!(first["summary"]["total_bytes"], 3_000_000);
+    // The same stream again adds no data (only its new tree).
+    let second = store("db.sql");
+    assert!(
+        second["summary"]["bytes_added"].as_u64().unwrap() < 1000,
+        "{second}"
+    );
+    let log = env.json(&["log"]);
+    assert_eq!(log[1]["paths"][0], "/db.sql");
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(fs::read(target.join("db.sql")).unwrap(), dump);
+    let bad = env.run(&["snapshot", "--stdin", "--stdin-filename", "a/b"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+}

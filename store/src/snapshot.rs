@@ -20,6 +20,8 @@ pub enum SnapshotSource {
     Scan,
     /// `mapache commit` wrote the staging view.
     Staging,
+    /// `mapache snapshot --stdin` stored a stream as one file.
+    Stdin,
 }
 
 /// Counts of what a snapshot run did.

@@ -135,7 +135,10 @@ fn snapshot_table(snapshots: &[(SnapshotId, Snapshot)]) -> String {
                 match s.source {
                     // A commit writes only what changed; it does not count the rest.
                     mapache_store::snapshot::SnapshotSource::Staging => "-".to_string(),
-                    mapache_store::snapshot::SnapshotSource::Scan => bytes(s.summary.total_bytes),
+                    mapache_store::snapshot::SnapshotSource::Scan
+                    | mapache_store::snapshot::SnapshotSource::Stdin => {
+                        bytes(s.summary.total_bytes)
+                    }
                 },
                 s.paths.join(" "),
                 s.description.lines().next().unwrap_or("").to_string(),

@@ -25,8 +25,17 @@ use crate::progress::ProgressLine;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Files and folders to back up
-    #[arg(required_unless_present = "files_from", value_name = "PATH")]
+    #[arg(required_unless_present_any = ["files_from", "stdin"], value_name = "PATH")]
     paths: Vec<PathBuf>,
+
+    /// Back up what is read from standard input, as one file (named by
+    /// --stdin-filename)
+    #[arg(long, conflicts_with_all = ["paths", "files_from"])]
+    stdin: bool,
+
+    /// The name of the file --stdin stores
+    #[arg(long, value_name = "NAME", default_value = "stdin", requires = "stdin")]
+    stdin_filename: String,
 
     /// Skip entries matching a pattern (a name like `*.tmp`, or an absolute
     /// path pattern like `/home/*/.cache`); repeatable
@@ -188,8 +197,16 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
             )
         })
     };
-    let paths = sources(&args)?;
-    let archived = archiver::snapshot(repo.clone(), &paths, &options, &progress);
+    let archived = if args.stdin {
+        archiver::snapshot_stream(
+            repo.clone(),
+            std::io::stdin().lock(),
+            &args.stdin_filename,
+            &options,
+        )
+    } else {
+        archiver::snapshot(repo.clone(), &sources(&args)?, &options, &progress)
+    };
     drop(display);
     let archived = archived?;
     for warning in &archived.warnings {

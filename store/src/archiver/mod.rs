@@ -14,7 +14,10 @@
 //!
 //! Memory stays bounded by the channel sizes, whatever the tree's size.
 
+mod stdin;
 mod walker;
+
+pub use stdin::snapshot_stream;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
