@@ -8,7 +8,10 @@
 #
 # STEPS (default: all) picks parts: store (init, snapshots, restore; the
 # other parts read the repositories it leaves), mount, staging, commit,
-# verify (verify and rebuild-index against restic check and rebuild-index).
+# verify (verify and rebuild-index against restic check and rebuild-index),
+# clean (forget + clean against restic forget + prune after a second
+# snapshot that drops a third of the data), history (diff, find and stats
+# on 20 snapshots with small changes between them, against restic's).
 #
 # The dataset is generated once (scripts/gen_bench_data.py) and reused.
 # Caches are warm for every tool alike: the data fits in memory.
@@ -55,7 +58,7 @@ measure() {
   echo "$tool $step $secs $rss" | tee -a "$results" >&2
 }
 
-STEPS="${STEPS:-store mount staging commit verify}"
+STEPS="${STEPS:-store mount staging commit verify clean history}"
 has_step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # Each tool runs init, first snapshot, unchanged second snapshot and
@@ -225,6 +228,74 @@ if has_step verify; then
   done
 fi
 
+# --- Lifecycle ---------------------------------------------------------------
+# The dataset less every third file (hard links: nothing is copied).
+kept="$work/data-two-thirds"
+if { has_step clean || has_step history; } && [ ! -f "$work/two-thirds.done" ]; then
+  rm -rf "$kept"
+  cp -al "$data" "$kept"
+  find "$kept" -type f | sort | awk 'NR % 3 == 0' | xargs -d '\n' rm -f
+  touch "$work/two-thirds.done"
+fi
+
+# A snapshot of the dataset, a second of two thirds of it, then forgetting
+# the first and reclaiming its space, timed together; the repository after
+# against a fresh one holding only the second snapshot.
+has_step clean && forget_results clean clean-size fresh-size
+has_step clean && for n in $(seq 1 "$ROUNDS"); do
+  mrepo="$work/mapache-clean-repo-$n" rrepo="$work/restic-clean-repo-$n"
+  rm -rf "$mrepo" "$rrepo" "$work/mapache-fresh-repo"
+  "$mapache" -r "$mrepo" init >/dev/null
+  "$mapache" -r "$mrepo" snapshot "$data" -q
+  "$mapache" -r "$mrepo" snapshot "$kept" -q
+  first=$("$mapache" -r "$mrepo" --json log | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+  restic -r "$rrepo" init >/dev/null
+  restic -r "$rrepo" backup "$data" -q
+  restic -r "$rrepo" backup "$kept" -q
+  rfirst=$(restic -r "$rrepo" snapshots --json | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin), key=lambda s: s["time"])[0]["id"])')
+  cold "$mrepo"
+  measure mapache clean sh -c "'$mapache' -r '$mrepo' forget $first -q && '$mapache' -r '$mrepo' clean --keep-forgotten 0"
+  cold "$rrepo"
+  measure restic clean sh -c "restic -r '$rrepo' forget $rfirst && restic -r '$rrepo' prune"
+  "$mapache" -r "$work/mapache-fresh-repo" init >/dev/null
+  "$mapache" -r "$work/mapache-fresh-repo" snapshot "$kept" -q
+  echo "mapache clean-size $(du -sb "$mrepo" | cut -f1) 0" >>"$results"
+  echo "restic clean-size $(du -sb "$rrepo" | cut -f1) 0" >>"$results"
+  echo "mapache fresh-size $(du -sb "$work/mapache-fresh-repo" | cut -f1) 0" >>"$results"
+  "$mapache" -r "$mrepo" verify -q
+done
+
+# 20 snapshots of the dataset plus a small folder that changes a little
+# between them; then diff of the first and last, find of a name, stats.
+has_step history && forget_results diff find stats stats-latest
+if has_step history; then
+  mrepo="$work/mapache-history-repo" rrepo="$work/restic-history-repo"
+  changes="$work/history-changes"
+  rm -rf "$mrepo" "$rrepo" "$changes"
+  mkdir -p "$changes"
+  "$mapache" -r "$mrepo" init >/dev/null
+  restic -r "$rrepo" init >/dev/null
+  for s in $(seq 1 20); do
+    echo "snapshot $s" >"$changes/log-$s.txt"
+    head -c $((s * 4096)) /dev/urandom >"$changes/growing.bin"
+    "$mapache" -r "$mrepo" snapshot "$data" "$changes" -q
+    restic -r "$rrepo" backup "$data" "$changes" -q
+  done
+  mids=($("$mapache" -r "$mrepo" --json log | python3 -c 'import json,sys; l=json.load(sys.stdin); print(l[0]["id"], l[-1]["id"])'))
+  rids=($(restic -r "$rrepo" snapshots --json | python3 -c 'import json,sys; l=sorted(json.load(sys.stdin), key=lambda s: s["time"]); print(l[0]["id"], l[-1]["id"])'))
+  name=$(find "$data" -type f | sort | sed -n 500p | xargs basename)
+  for n in $(seq 1 "$ROUNDS"); do
+    cold "$mrepo"; measure mapache diff "$mapache" -r "$mrepo" diff "${mids[0]}" "${mids[1]}"
+    cold "$rrepo"; measure restic diff restic -r "$rrepo" diff "${rids[0]}" "${rids[1]}"
+    cold "$mrepo"; measure mapache find "$mapache" -r "$mrepo" find "$name"
+    cold "$rrepo"; measure restic find restic -r "$rrepo" find "$name"
+    cold "$mrepo"; measure mapache stats "$mapache" -r "$mrepo" stats
+    cold "$rrepo"; measure restic stats restic -r "$rrepo" stats --mode raw-data
+    cold "$mrepo"; measure mapache stats-latest "$mapache" -r "$mrepo" stats latest
+    cold "$rrepo"; measure restic stats-latest restic -r "$rrepo" stats latest
+  done
+fi
+
 has_step store && for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo-$ROUNDS" | cut -f1) 0" >>"$results"
 done
@@ -293,4 +364,21 @@ if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
     for step, name in steps:
         (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
         print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
+
+steps = (("clean", "forget the first snapshot + clean / restic forget + prune"),
+         ("diff", "diff first and last of 20 snapshots"),
+         ("find", "find a name in 20 snapshots"),
+         ("stats", "stats of the repository / restic stats --mode raw-data"),
+         ("stats-latest", "stats latest / restic stats latest"))
+present = [(s, n) for s, n in steps if has(("mapache", s), ("restic", s))]
+if present:
+    print("\n| lifecycle (repository cold) | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for step, name in present:
+        (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
+        print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
+if has(("mapache", "clean-size"), ("mapache", "fresh-size"), ("restic", "clean-size")):
+    cs, fs, rs = secs("mapache", "clean-size"), secs("mapache", "fresh-size"), secs("restic", "clean-size")
+    print(f"\nrepository after clean: {cs / 1e6:.0f} MB, a fresh repository of the kept data {fs / 1e6:.0f} MB "
+          f"(ratio {cs / fs:.3f}); restic after prune {rs / 1e6:.0f} MB")
 PY

@@ -11,17 +11,9 @@ use crate::util::{assert_same_tree, make_rich_tree, stderr, write_random_file, E
 
 /// A repository of 1 MiB packs with two snapshots of `source`: the first
 /// of 24 files of 1 MiB (forgotten), the second without every third file
-/// and with four new ones.
-fn two_generations(env: &Env) -> String {
-    env.ok(&[
-        "init",
-        "--kdf-memory",
-        "8192",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]);
+/// and with four new ones. Returns the first's id.
+fn two_generations() -> (Env, String) {
+    let env = Env::with_repo_args(&["--pack-size", "1"]);
     let source = env.path("source");
     fs::create_dir_all(&source).unwrap();
     for n in 0..24 {
@@ -36,7 +28,7 @@ fn two_generations(env: &Env) -> String {
     }
     env.snapshot(&source);
     env.ok(&["forget", &first]);
-    first
+    (env, first)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -60,8 +52,7 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
 
 #[test]
 fn kill_clean_at_twenty_moments() {
-    let env = Env::new();
-    two_generations(&env);
+    let (env, _) = two_generations();
     let source = env.path("source");
     let template = env.path("template");
     copy_dir(&env.repo, &template);
@@ -121,8 +112,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 #[test]
 fn snapshots_and_commits_during_clean_stay_complete() {
-    let env = Env::new();
-    let first = two_generations(&env);
+    let (env, first) = two_generations();
     let source = env.path("source");
     // Data of the forgotten first snapshot comes back in the snapshots
     // made during the clean: they reuse blobs the clean planned to delete.
@@ -243,8 +233,7 @@ fn staged_files_survive_clean_from_another_process_then_commit_and_restore() {
 
 #[test]
 fn clean_refuses_while_a_reader_holds_the_repository_and_deletes_nothing() {
-    let env = Env::new();
-    two_generations(&env);
+    let (env, _) = two_generations();
     let packs_before = env.pack_files();
     let repo = env.open_repo();
     let reader = repo.lock(false).unwrap();

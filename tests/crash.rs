@@ -30,17 +30,8 @@ fn pack_bytes(env: &Env) -> u64 {
 
 #[test]
 fn kill_snapshot_at_random_moments() {
-    let env = Env::new();
     // Small packs, so that index pieces are written often during the run.
-    env.ok(&[
-        "init",
-        "--kdf-memory",
-        "8192",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]);
+    let env = Env::with_repo_args(&["--pack-size", "1"]);
     let baseline = env.path("baseline");
     make_rich_tree(&baseline);
     let first = env.snapshot(&baseline);

@@ -43,8 +43,16 @@ impl Env {
 
     /// A new Env with an initialized repository (cheap KDF).
     pub fn with_repo() -> Env {
+        Env::with_repo_args(&[])
+    }
+
+    /// A new Env with a repository made with `init`'s `extra` arguments
+    /// (cheap KDF).
+    pub fn with_repo_args(extra: &[&str]) -> Env {
         let env = Env::new();
-        env.ok(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
+        let mut args = vec!["init", "--kdf-memory", "8192", "--kdf-iterations", "1"];
+        args.extend_from_slice(extra);
+        env.ok(&args);
         env
     }
 

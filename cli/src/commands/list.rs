@@ -12,7 +12,7 @@ use crate::output::print_json;
 /// What `cat` takes: `mapache list packs`, then `mapache cat pack ID`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// snapshots, index, packs, keys, locks or forgotten
+    /// snapshots, index, packs, keys, locks, forgotten or staging
     kind: Kind,
 }
 
@@ -24,6 +24,7 @@ enum Kind {
     Keys,
     Locks,
     Forgotten,
+    Staging,
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
@@ -35,6 +36,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         Kind::Keys => FileKind::Key,
         Kind::Locks => FileKind::Lock,
         Kind::Forgotten => FileKind::Forgotten,
+        Kind::Staging => FileKind::Staging,
     };
     let mut files = repo.backend().list(kind)?;
     files.sort_by_key(|f| f.id);
