@@ -18,4 +18,5 @@ mod mount_staging;
 mod plaintext;
 mod restore_safety;
 mod roundtrip;
+mod sftp;
 mod staging;

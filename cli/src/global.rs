@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser};
-use mapache_store::backend::{Backend, LocalBackend};
+use mapache_store::backend::{Backend, LocalBackend, Location, SftpBackend, SftpOptions};
 use mapache_store::LockGuard;
 use mapache_store::{IndexedRepository, Repository};
 
@@ -19,20 +19,6 @@ pub struct OpenStaging {
     /// Its staging area.
     pub staging: mapache_fs::staging::Staging,
     _lock: Option<LockGuard>,
-}
-
-/// The scheme of a repository location that names a remote store
-/// (`sftp://host/path`, restic's `sftp:host:/path`, `s3:...`), which must
-/// not be taken for a local folder of that odd name.
-fn remote_scheme(location: &std::path::Path) -> Option<String> {
-    const REMOTE: [&str; 10] = [
-        "sftp", "s3", "rest", "b2", "azure", "gs", "rclone", "swift", "http", "https",
-    ];
-    let text = location.to_str()?;
-    let (scheme, _) = text.split_once(':')?;
-    let scheme = scheme.to_ascii_lowercase();
-    (REMOTE.contains(&scheme.as_str()) || (text.contains("://") && scheme != "file"))
-        .then_some(scheme)
 }
 
 /// The lock a reading command holds, if any.
@@ -67,6 +53,21 @@ pub struct GlobalOptions {
         value_name = "PATH"
     )]
     pub repo: Option<PathBuf>,
+
+    /// Key file for SFTP repositories (default: ssh-agent, then
+    /// ~/.ssh/id_ed25519, id_ecdsa, id_rsa)
+    #[arg(long, env = "MAPACHE_SSH_KEY", global = true, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// known_hosts file that SFTP hosts are checked against (default:
+    /// ~/.ssh/known_hosts)
+    #[arg(
+        long,
+        env = "MAPACHE_SSH_KNOWN_HOSTS",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub ssh_known_hosts: Option<PathBuf>,
 
     /// Read the password from the first line of standard input (before
     /// any other source)
@@ -127,17 +128,23 @@ impl GlobalOptions {
             .repo
             .as_ref()
             .context("no repository given: use -r/--repo or set MAPACHE_REPOSITORY")?;
-        if let Some(scheme) = remote_scheme(path) {
-            anyhow::bail!(
-                "{}: {scheme} repositories are not supported yet; give a local folder",
-                path.display()
-            );
-        }
-        let path = match path.to_str().and_then(|p| p.strip_prefix("file://")) {
-            Some(local) => PathBuf::from(local),
-            None => path.clone(),
+        let location = match path.to_str() {
+            Some(text) => Location::parse(text)?,
+            None => Location::Local(path.clone()),
         };
-        Ok(Arc::new(LocalBackend::new(path)))
+        Ok(match location {
+            Location::Local(path) => Arc::new(LocalBackend::new(path)),
+            Location::Sftp(location) => {
+                let options = SftpOptions {
+                    key_file: self.ssh_key.clone(),
+                    known_hosts: self.ssh_known_hosts.clone(),
+                    // Enough sessions for every sealing or fetching thread.
+                    sessions: self.threads().max(2) * 2,
+                    ..SftpOptions::default()
+                };
+                Arc::new(SftpBackend::new(location, options))
+            }
+        })
     }
 
     /// Where the password comes from.

@@ -7,6 +7,7 @@ mod compare;
 mod fixtures;
 #[cfg(feature = "fuse")]
 mod mount;
+mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,13 +16,19 @@ pub use compare::assert_same_tree;
 pub use fixtures::{make_rich_tree, random_bytes, write_random_file};
 #[cfg(feature = "fuse")]
 pub use mount::{force_unmount, is_mounted, resident_pages, MountGuard};
+pub use sshd::Sshd;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A scratch folder with a repository path and a password file.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The repository folder on this machine.
     pub repo: PathBuf,
+    /// How commands name it: the folder, or a URL that reaches it.
+    pub location: String,
+    /// Global arguments every command gets (such as an SSH key).
+    pub extra: Vec<String>,
     pub password_file: PathBuf,
 }
 
@@ -36,9 +43,25 @@ impl Env {
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
         Env {
             dir,
+            location: repo.display().to_string(),
+            extra: Vec::new(),
             repo,
             password_file,
         }
+    }
+
+    /// A new Env whose repository is reached through `sshd` with its
+    /// client key and known_hosts (none made yet).
+    pub fn over_sftp(sshd: &Sshd) -> Env {
+        let mut env = Env::new();
+        env.location = sshd.url(&env.repo);
+        env.extra = vec![
+            "--ssh-key".into(),
+            sshd.client_key.display().to_string(),
+            "--ssh-known-hosts".into(),
+            sshd.known_hosts.display().to_string(),
+        ];
+        env
     }
 
     /// A new Env with an initialized repository (cheap KDF).
@@ -106,7 +129,8 @@ impl Env {
                 cmd.env_remove(&key);
             }
         }
-        cmd.arg("-r").arg(&self.repo);
+        cmd.arg("-r").arg(&self.location);
+        cmd.args(&self.extra);
         cmd.arg("--state-dir").arg(self.dir.path().join("state"));
         cmd.args(args);
         cmd

@@ -8,14 +8,18 @@ mod direct_io;
 mod dry_run;
 mod faulty;
 mod local;
+mod location;
 mod memory;
+mod sftp;
 
 use std::fmt;
 
 pub use dry_run::DryRunBackend;
 pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
+pub use location::{Location, SftpLocation};
 pub use memory::MemoryBackend;
+pub use sftp::{SftpBackend, SftpOptions};
 
 use crate::error::Result;
 use crate::id::Id;

@@ -1,0 +1,211 @@
+//! Repositories on another host over SFTP, against a private sshd on
+//! 127.0.0.1: round trips, the host key check, and a link lost mid-run.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::util::{assert_same_tree, make_rich_tree, stderr, write_random_file, Env, Sshd};
+
+fn init(env: &Env) {
+    env.ok(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
+}
+
+#[test]
+fn a_repository_over_sftp_works_like_a_local_one() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let env = Env::over_sftp(&sshd);
+    init(&env);
+    assert!(
+        env.repo.join("config").is_file(),
+        "the repository is where the URL says"
+    );
+    let source = env.path("source");
+    make_rich_tree(&source);
+    let first = env.snapshot(&source);
+    let second = env.snapshot(&source);
+    // Nothing read again (only a folder's changed times make new trees).
+    assert_eq!(second["summary"]["bytes_read"], 0);
+    assert_eq!(second["summary"]["files_new"], 0);
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+    env.ok(&["verify", "--read-data"]);
+    assert!(env.ok(&["ls", "-R", "latest"]).contains("big.bin"));
+    env.ok(&["forget", first["id"].as_str().unwrap()]);
+    env.ok(&["clean", "--keep-forgotten", "0"]);
+    env.ok(&["verify"]);
+    // The same repository read locally holds the same snapshots.
+    let mut local = Env::new();
+    local.location = env.repo.display().to_string();
+    local.password_file = env.password_file.clone();
+    assert_eq!(local.json(&["log"]), env.json(&["log"]));
+    // restic's spelling names it too.
+    let mut restic_style = Env::over_sftp(&sshd);
+    restic_style.password_file = env.password_file.clone();
+    restic_style.location = format!("sftp:root@127.0.0.1:{}", env.repo.display());
+    restic_style
+        .extra
+        .extend(["--retry-lock".into(), "0".into()]);
+    let out = restic_style.run(&["log"]);
+    // Port 22 is not this server's: a clear connection error, not a folder.
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("127.0.0.1"), "{}", stderr(&out));
+    assert!(!std::path::Path::new("sftp:root@127.0.0.1:").exists());
+}
+
+#[test]
+fn unknown_and_changed_host_keys_are_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let mut env = Env::over_sftp(&sshd);
+    let known_hosts = env.path("known_hosts");
+    env.extra[3] = known_hosts.display().to_string();
+
+    // Unknown: refused, with the fingerprint and how to accept it.
+    fs::write(&known_hosts, "").unwrap();
+    let out = env.run(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("not known") && message.contains("SHA256:"),
+        "{message}"
+    );
+    assert!(message.contains("ssh-keyscan"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(!env.repo.exists(), "nothing was written");
+
+    // Changed: another key listed for this host and port.
+    let other = env.path("other_key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other_pub = fs::read_to_string(other.with_extension("pub")).unwrap();
+    fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {other_pub}", sshd.port),
+    )
+    .unwrap();
+    let out = env.run(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(message.contains("HAS CHANGED"), "{message}");
+    assert!(!env.repo.exists(), "nothing was written");
+
+    // The right key: accepted.
+    fs::copy(&sshd.known_hosts, &known_hosts).unwrap();
+    init(&env);
+}
+
+#[test]
+fn a_lost_link_mid_snapshot_is_a_clear_error_and_the_rerun_resumes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut sshd = Sshd::start(&scratch.path().join("sshd"));
+    let env = Env::over_sftp(&sshd);
+    env.ok(&[
+        "init",
+        "--kdf-memory",
+        "8192",
+        "--kdf-iterations",
+        "1",
+        "--pack-size",
+        "1",
+    ]);
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    for n in 0..12 {
+        write_random_file(&source.join(format!("f{n:02}")), 8 << 20, 300 + n);
+    }
+    let child = env
+        .command(&["snapshot", source.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once some packs have landed.
+    let packs = |env: &Env| walk_files(&env.repo.join("packs"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while packs(&env) < 5 {
+        assert!(Instant::now() < deadline, "no packs arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sshd.kill();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let message = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "the snapshot succeeded without a server"
+    );
+    assert!(message.contains("127.0.0.1:"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+    // No partial file under a real name.
+    for entry in walkdir(&env.repo.join("packs")) {
+        let name = entry.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with('.') {
+            let data = fs::read(&entry).unwrap();
+            assert_eq!(
+                mapache_store::Id::hash_of(&data).to_hex(),
+                name,
+                "partial pack {name}"
+            );
+        }
+    }
+    let landed = packs(&env);
+    sshd.resume();
+    let rerun = env.snapshot(&source);
+    let added = rerun["summary"]["bytes_added"].as_u64().unwrap();
+    // What the killed run stored is used again: 1 MiB packs, random data.
+    assert!(
+        added + (landed as u64 - 2) * 1_000_000 <= 96 << 20,
+        "rerun added {added} bytes though {landed} packs had landed"
+    );
+    env.ok(&["verify", "--read-data"]);
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    walkdir(dir)
+        .iter()
+        .filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
+        .count()
+}
+
+#[cfg(feature = "fuse")]
+#[test]
+fn the_mount_reads_a_repository_over_sftp() {
+    use crate::util::MountGuard;
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let env = Env::over_sftp(&sshd);
+    init(&env);
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let inside = mount
+        .path
+        .join("latest")
+        .join(source.strip_prefix("/").unwrap());
+    assert_same_tree(&source, &inside);
+}
