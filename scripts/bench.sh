@@ -11,7 +11,9 @@
 # verify (verify and rebuild-index against restic check and rebuild-index),
 # clean (forget + clean against restic forget + prune after a second
 # snapshot that drops a third of the data), history (diff, find and stats
-# on 20 snapshots with small changes between them, against restic's).
+# on 20 snapshots with small changes between them, against restic's), sftp
+# (first and second snapshot and restore over SFTP to a private sshd on
+# 127.0.0.1, against restic's sftp backend).
 #
 # The dataset is generated once (scripts/gen_bench_data.py) and reused.
 # Caches are warm for every tool alike: the data fits in memory.
@@ -58,7 +60,7 @@ measure() {
   echo "$tool $step $secs $rss" | tee -a "$results" >&2
 }
 
-STEPS="${STEPS:-store mount staging commit verify clean history}"
+STEPS="${STEPS:-store mount staging commit verify clean history sftp}"
 has_step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # Each tool runs init, first snapshot, unchanged second snapshot and
@@ -296,6 +298,60 @@ if has_step history; then
   done
 fi
 
+# --- Remote repositories ------------------------------------------------------
+# A private sshd on a free port of 127.0.0.1 (keys made here), stopped at
+# the end; both tools reach the same server with the same key.
+if has_step sftp; then
+  forget_results sftp-first sftp-second sftp-restore
+  scripts/install-deps.sh openssh-server
+  ssh_dir="$work/sshd"
+  rm -rf "$ssh_dir"
+  mkdir -p "$ssh_dir" /run/sshd
+  ssh-keygen -q -t ed25519 -N "" -f "$ssh_dir/host_key"
+  ssh-keygen -q -t ed25519 -N "" -f "$ssh_dir/client_key"
+  cp "$ssh_dir/client_key.pub" "$ssh_dir/authorized_keys"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >"$ssh_dir/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $ssh_dir/host_key
+PidFile $ssh_dir/sshd.pid
+AuthorizedKeysFile $ssh_dir/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+MaxSessions 64
+MaxStartups 64
+CONF
+  echo "[127.0.0.1]:$port $(cat "$ssh_dir/host_key.pub")" >"$ssh_dir/known_hosts"
+  /usr/sbin/sshd -D -f "$ssh_dir/sshd_config" -E "$ssh_dir/sshd.log" &
+  sshd_pid=$!
+  trap 'kill $sshd_pid 2>/dev/null || true' EXIT
+  sleep 1
+  msftp=(--ssh-key "$ssh_dir/client_key" --ssh-known-hosts "$ssh_dir/known_hosts")
+  rsftp=(-o "sftp.command=ssh root@127.0.0.1 -p $port -i $ssh_dir/client_key -o UserKnownHostsFile=$ssh_dir/known_hosts -o BatchMode=yes -s sftp")
+  for n in $(seq 1 "$ROUNDS"); do
+    mrepo="$work/mapache-sftp-repo-$n" rrepo="$work/restic-sftp-repo-$n"
+    rm -rf "$mrepo" "$rrepo" "$work/mapache-sftp-restore-$n" "$work/restic-sftp-restore-$n"
+    murl="sftp://root@127.0.0.1:$port$mrepo"
+    "$mapache" -r "$murl" "${msftp[@]}" init >/dev/null
+    measure mapache sftp-first "$mapache" -r "$murl" "${msftp[@]}" snapshot "$data"
+    measure mapache sftp-second "$mapache" -r "$murl" "${msftp[@]}" snapshot "$data"
+    cold "$mrepo"
+    measure mapache sftp-restore "$mapache" -r "$murl" "${msftp[@]}" restore latest --target "$work/mapache-sftp-restore-$n"
+    restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" init >/dev/null
+    measure restic sftp-first restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" backup "$data"
+    measure restic sftp-second restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" backup "$data"
+    cold "$rrepo"
+    measure restic sftp-restore restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" restore latest --target "$work/restic-sftp-restore-$n"
+    diff -r "$data" "$work/mapache-sftp-restore-$n$data" >/dev/null || { echo "mapache sftp restore differs" >&2; exit 1; }
+  done
+  kill "$sshd_pid" 2>/dev/null || true
+  trap - EXIT
+fi
+
 has_step store && for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo-$ROUNDS" | cut -f1) 0" >>"$results"
 done
@@ -360,6 +416,16 @@ steps = (("verify", "verify / restic check"),
          ("rebuild-index", "rebuild-index / restic rebuild-index"))
 if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
     print("\n| checking and repairing (repository cold) | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for step, name in steps:
+        (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
+        print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
+
+steps = (("sftp-first", "first snapshot over SFTP"),
+         ("sftp-second", "unchanged second snapshot over SFTP"),
+         ("sftp-restore", "restore over SFTP"))
+if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
+    print("\n| remote repositories | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for step, name in steps:
         (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]

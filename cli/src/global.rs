@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser};
-use mapache_store::backend::{Backend, LocalBackend, Location, SftpBackend, SftpOptions};
+use mapache_store::backend::{
+    Backend, CacheBackend, LocalBackend, Location, SftpBackend, SftpOptions,
+};
 use mapache_store::LockGuard;
 use mapache_store::{IndexedRepository, Repository};
 
@@ -20,6 +22,10 @@ pub struct OpenStaging {
     pub staging: mapache_fs::staging::Staging,
     _lock: Option<LockGuard>,
 }
+
+/// Bytes a repository's cache may hold; the least recently used entries
+/// go first beyond it.
+const CACHE_LIMIT: u64 = 4 << 30;
 
 /// The lock a reading command holds, if any.
 pub struct ReadLock {
@@ -68,6 +74,16 @@ pub struct GlobalOptions {
         value_name = "FILE"
     )]
     pub ssh_known_hosts: Option<PathBuf>,
+
+    /// Do not keep a local cache of a remote repository's index,
+    /// snapshots and trees
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+
+    /// Folder of the caches of remote repositories (default:
+    /// $XDG_CACHE_HOME/mapache or ~/.cache/mapache)
+    #[arg(long, env = "MAPACHE_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 
     /// Read the password from the first line of standard input (before
     /// any other source)
@@ -165,9 +181,37 @@ impl GlobalOptions {
             return Err(mapache_store::Error::RepositoryNotFound(backend.location()).into());
         }
         let password = password::read(&self.password_source(), false)?;
-        let repo = Repository::open(backend, password.as_bytes())?;
+        let mut repo = Repository::open(backend, password.as_bytes())?;
+        if self.is_remote() && !self.no_cache {
+            let dir = self.cache_root()?.join(repo.config().id.to_hex());
+            let cached = CacheBackend::new(repo.backend().clone(), dir, CACHE_LIMIT)?;
+            repo = repo.with_backend(Arc::new(cached));
+        }
         crate::skipped::watch(repo.skipped());
         Ok(repo)
+    }
+
+    /// Whether the repository is on another machine (and worth a cache).
+    fn is_remote(&self) -> bool {
+        let text = self.repo.as_ref().and_then(|path| path.to_str());
+        matches!(
+            text.map(Location::parse),
+            Some(Ok(location)) if !matches!(location, Location::Local(_))
+        )
+    }
+
+    /// The folder of the caches of remote repositories.
+    pub fn cache_root(&self) -> Result<PathBuf> {
+        Ok(match &self.cache_dir {
+            Some(dir) => dir.clone(),
+            None => match std::env::var_os("XDG_CACHE_HOME") {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("mapache"),
+                _ => PathBuf::from(
+                    std::env::var_os("HOME").context("HOME is not set: use --cache-dir")?,
+                )
+                .join(".cache/mapache"),
+            },
+        })
     }
 
     /// A shared or exclusive lock, waiting up to `--retry-lock` for one

@@ -434,6 +434,14 @@ impl Repository {
 
     /// The repository with the index made of `files`.
     pub fn with_index_files(self, files: IndexFiles) -> IndexedRepository {
+        self.backend.keep_packs(
+            &mut files
+                .in_force
+                .iter()
+                .flat_map(|(_, file)| &file.packs)
+                .filter(|pack| pack.blob_type == crate::blob::BlobType::Tree)
+                .map(|pack| pack.id.0),
+        );
         let index = Index::from_files(files.in_force.into_iter().map(|(_, file)| file));
         IndexedRepository {
             repo: Arc::new(self),

@@ -1,6 +1,7 @@
 //! One file per subcommand; each has an `Args` struct (its doc comment is
 //! the help text) and a `run` function.
 
+mod cache;
 mod cat;
 mod clean;
 mod commit;
@@ -55,6 +56,7 @@ pub enum Command {
     Recall(recall::Args),
     #[command(alias = "prune")]
     Clean(clean::Args),
+    Cache(cache::Args),
     Completion(completion::Args),
 }
 
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Stats(args) => stats::run(global, args),
         Command::Recall(args) => recall::run(global, args),
         Command::Clean(args) => clean::run(global, args),
+        Command::Cache(args) => cache::run(global, args),
         Command::Completion(args) => completion::run(args),
     }
 }

@@ -4,6 +4,7 @@
 //! of encryption or formats; behaviour such as caching or retries wraps the
 //! trait instead of living in an implementation.
 
+mod cache;
 mod direct_io;
 mod dry_run;
 mod faulty;
@@ -14,6 +15,7 @@ mod sftp;
 
 use std::fmt;
 
+pub use cache::{folder_size, CacheBackend};
 pub use dry_run::DryRunBackend;
 pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
@@ -151,6 +153,12 @@ pub trait Backend: Send + Sync {
 
     /// Removes a file. Removing a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+
+    /// Names packs worth keeping close (those holding trees), for a
+    /// backend with a cache; others ignore it.
+    fn keep_packs(&self, packs: &mut dyn Iterator<Item = Id>) {
+        let _ = packs;
+    }
 }
 
 /// How a read range will be used, so that a backend can choose how to read.
