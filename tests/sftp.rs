@@ -209,3 +209,80 @@ fn the_mount_reads_a_repository_over_sftp() {
         .join(source.strip_prefix("/").unwrap());
     assert_same_tree(&source, &inside);
 }
+
+#[test]
+fn the_cache_keeps_index_snapshots_and_trees_and_refetches_damaged_entries() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let mut env = Env::over_sftp(&sshd);
+    let cache_root = env.path("cache");
+    env.extra
+        .extend(["--cache-dir".into(), cache_root.display().to_string()]);
+    init(&env);
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    env.snapshot(&source);
+    env.ok(&["log"]);
+    let caches: Vec<_> = fs::read_dir(&cache_root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "one cache per repository");
+    let cache = &caches[0];
+    let names = |kind: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(cache.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    };
+    let repo_names = |kind: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(env.repo.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("snapshots"), repo_names("snapshots"));
+    assert_eq!(names("index"), repo_names("index"));
+    // The tree packs, and only those, are kept.
+    let repo = env.open_repo();
+    let tree_packs: std::collections::BTreeSet<String> = repo
+        .index()
+        .iter()
+        .filter(|(_, l)| l.blob_type == mapache_store::BlobType::Tree)
+        .map(|(_, l)| l.pack.0.to_hex())
+        .collect();
+    let cached_packs = names("packs");
+    assert!(!cached_packs.is_empty());
+    assert!(
+        cached_packs.iter().all(|p| tree_packs.contains(p)),
+        "a data pack was cached"
+    );
+
+    // A damaged entry is fetched again, not trusted.
+    let entry = cache.join("snapshots").join(&names("snapshots")[0]);
+    let mut bytes = fs::read(&entry).unwrap();
+    bytes[10] ^= 0xff;
+    fs::write(&entry, &bytes).unwrap();
+    assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 2);
+    assert_ne!(
+        fs::read(&entry).unwrap(),
+        bytes,
+        "the damaged entry was replaced"
+    );
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+
+    // `cache` lists it; --clear removes it; --no-cache makes none.
+    let listed = env.json(&["cache"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    env.ok(&["cache", "--clear"]);
+    assert!(fs::read_dir(&cache_root).unwrap().next().is_none());
+    env.ok(&["--no-cache", "log"]);
+    assert!(fs::read_dir(&cache_root).unwrap().next().is_none());
+}

@@ -64,6 +64,9 @@ struct Shared {
     pending: Mutex<(Vec<IndexedPack>, Instant)>,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
+    /// What the first error said, for every caller after the one that
+    /// took it.
+    first_error: Mutex<Option<String>>,
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
     bytes_stored: AtomicU64,
@@ -94,6 +97,7 @@ impl BlobSaver {
             pending: Mutex::new((Vec::new(), Instant::now())),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
+            first_error: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
             bytes_stored: AtomicU64::new(0),
@@ -158,7 +162,8 @@ impl BlobSaver {
 
     fn take_error(&self) -> Error {
         self.shared.error.lock().take().unwrap_or_else(|| {
-            Error::InvalidInput("blob saver stopped after an earlier error".into())
+            let first = self.shared.first_error.lock().clone().unwrap_or_default();
+            Error::InvalidInput(format!("the repository could not be written: {first}"))
         })
     }
 
@@ -273,9 +278,10 @@ fn worker(shared: &Shared, receiver: &Receiver<Work>) {
     // stay mapped (tree packs are small and allocate their own).
     let mut spare_buffer: Option<Vec<u8>> = None;
     let fail = |e: Error| {
-        let mut slot = shared.error.lock();
-        if slot.is_none() {
-            *slot = Some(e);
+        let mut first = shared.first_error.lock();
+        if first.is_none() {
+            *first = Some(e.to_string());
+            *shared.error.lock() = Some(e);
         }
         shared.failed.store(true, Ordering::Release);
     };

@@ -6,11 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use ssh2::{CheckResult, HashType, KnownHostFileKind, Session, Sftp};
+use ssh2::{CheckResult, HashType, KnownHostFileKind, MethodType, Session, Sftp};
 
 use super::SftpOptions;
 use crate::backend::location::SftpLocation;
 use crate::error::{Error, Result};
+
+/// Ciphers in the order asked for (libssh2 drops those it lacks).
+const PREFERRED_CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,\
+     chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
 
 /// One logged-in session and its SFTP channel.
 pub(super) struct Connection {
@@ -39,6 +43,12 @@ pub(super) fn connect(location: &SftpLocation, options: &SftpOptions) -> Result<
     let _ = tcp.set_nodelay(true);
     let mut session = Session::new().map_err(|e| link_error(location, e))?;
     session.set_tcp_stream(tcp);
+    // AES-GCM first: with AES-NI it costs a fraction of the CTR + HMAC
+    // pairs libssh2 otherwise prefers, and a remote restore is bound by
+    // what the link's cipher can carry on the client's cores.
+    for direction in [MethodType::CryptCs, MethodType::CryptSc] {
+        let _ = session.method_pref(direction, PREFERRED_CIPHERS);
+    }
     session.set_timeout(options.timeout.as_millis().min(u128::from(u32::MAX)) as u32);
     session
         .handshake()

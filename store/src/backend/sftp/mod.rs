@@ -414,11 +414,30 @@ impl Backend for SftpBackend {
     }
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.read_range_into(kind, id, offset, len, super::Access::Once, &mut data)?;
+        Ok(data)
+    }
+
+    fn read_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        len: u32,
+        _: super::Access,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
         let path = self.path(kind, id);
+        // The caller's buffer is reused: fresh large buffers cost page
+        // faults on every read.
+        buf.clear();
+        buf.resize(len as usize, 0);
+        let data = std::cell::RefCell::new(buf);
         self.run(&path, |sftp| {
+            let mut data = data.borrow_mut();
             let mut file = sftp.open(&path)?;
             file.seek(SeekFrom::Start(offset))?;
-            let mut data = vec![0u8; len as usize];
             let mut filled = 0;
             while filled < data.len() {
                 match file.read(&mut data[filled..])? {
@@ -432,7 +451,7 @@ impl Backend for SftpBackend {
                     n => filled += n,
                 }
             }
-            Ok(data)
+            Ok(0)
         })
     }
 
