@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints for both feature sets, the build
-# without FUSE, and all tests (unit, integration, end-to-end).
+# without FUSE, the static release binary run in an empty root, and all
+# tests (unit, integration, end-to-end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,6 +14,9 @@ echo "== clippy (no default features)"
 cargo clippy --workspace --all-targets --no-default-features -- -D warnings
 echo "== build without FUSE"
 cargo build --no-default-features
+echo "== the static binary, in an empty root"
+scripts/release.sh
+scripts/test-static.sh
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
