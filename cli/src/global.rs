@@ -160,6 +160,9 @@ impl GlobalOptions {
                 };
                 Arc::new(SftpBackend::new(location, options))
             }
+            Location::S3(location) => {
+                anyhow::bail!("{location}: S3 repositories are not supported yet")
+            }
         })
     }
 
