@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The object store the S3 tests run against (built once, a few minutes).
+scripts/garage-cluster.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

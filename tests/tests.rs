@@ -18,5 +18,6 @@ mod mount_staging;
 mod plaintext;
 mod restore_safety;
 mod roundtrip;
+mod s3;
 mod sftp;
 mod staging;

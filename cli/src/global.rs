@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser};
 use mapache_store::backend::{
-    Backend, CacheBackend, LocalBackend, Location, SftpBackend, SftpOptions,
+    Backend, CacheBackend, LocalBackend, Location, S3Backend, SftpBackend, SftpOptions,
 };
 use mapache_store::LockGuard;
 use mapache_store::{IndexedRepository, Repository};
@@ -160,9 +160,7 @@ impl GlobalOptions {
                 };
                 Arc::new(SftpBackend::new(location, options))
             }
-            Location::S3(location) => {
-                anyhow::bail!("{location}: S3 repositories are not supported yet")
-            }
+            Location::S3(location) => Arc::new(S3Backend::new(location)?),
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod compare;
 mod fixtures;
+mod garage;
 #[cfg(feature = "fuse")]
 mod mount;
 mod sshd;
@@ -14,6 +15,7 @@ use std::process::{Command, Output};
 
 pub use compare::assert_same_tree;
 pub use fixtures::{make_rich_tree, random_bytes, write_random_file};
+pub use garage::Garage;
 #[cfg(feature = "fuse")]
 pub use mount::{force_unmount, is_mounted, resident_pages, MountGuard};
 pub use sshd::Sshd;
@@ -29,6 +31,8 @@ pub struct Env {
     pub location: String,
     /// Global arguments every command gets (such as an SSH key).
     pub extra: Vec<String>,
+    /// Environment variables every command gets (such as S3 credentials).
+    pub vars: Vec<(String, String)>,
     pub password_file: PathBuf,
 }
 
@@ -45,6 +49,7 @@ impl Env {
             dir,
             location: repo.display().to_string(),
             extra: Vec::new(),
+            vars: Vec::new(),
             repo,
             password_file,
         }
@@ -60,6 +65,18 @@ impl Env {
             sshd.client_key.display().to_string(),
             "--ssh-known-hosts".into(),
             sshd.known_hosts.display().to_string(),
+        ];
+        env
+    }
+
+    /// A new Env whose repository is `prefix` in the cluster's bucket.
+    pub fn over_s3(garage: &Garage, prefix: &str) -> Env {
+        let mut env = Env::new();
+        env.location = garage.url(prefix);
+        env.vars = garage.vars.clone();
+        env.extra = vec![
+            "--cache-dir".into(),
+            env.path("cache").display().to_string(),
         ];
         env
     }
@@ -131,6 +148,7 @@ impl Env {
         }
         cmd.arg("-r").arg(&self.location);
         cmd.args(&self.extra);
+        cmd.envs(self.vars.iter().map(|(k, v)| (k, v)));
         cmd.arg("--state-dir").arg(self.dir.path().join("state"));
         cmd.args(args);
         cmd

@@ -11,6 +11,7 @@ mod faulty;
 mod local;
 mod location;
 mod memory;
+mod s3;
 mod sftp;
 
 use std::fmt;
@@ -19,8 +20,9 @@ pub use cache::{folder_size, CacheBackend};
 pub use dry_run::DryRunBackend;
 pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
-pub use location::{Location, SftpLocation};
+pub use location::{Location, S3Location, SftpLocation};
 pub use memory::MemoryBackend;
+pub use s3::S3Backend;
 pub use sftp::{SftpBackend, SftpOptions};
 
 use crate::error::Result;
