@@ -13,7 +13,8 @@
 # snapshot that drops a third of the data), history (diff, find and stats
 # on 20 snapshots with small changes between them, against restic's), sftp
 # (first and second snapshot and restore over SFTP to a private sshd on
-# 127.0.0.1, against restic's sftp backend).
+# 127.0.0.1, against restic's sftp backend), s3 (the same on a 3-node
+# Garage cluster on 127.0.0.1, against restic's s3 backend).
 #
 # The dataset is generated once (scripts/gen_bench_data.py) and reused.
 # Caches are warm for every tool alike: the data fits in memory.
@@ -60,7 +61,7 @@ measure() {
   echo "$tool $step $secs $rss" | tee -a "$results" >&2
 }
 
-STEPS="${STEPS:-store mount staging commit verify clean history sftp}"
+STEPS="${STEPS:-store mount staging commit verify clean history sftp s3}"
 has_step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # Each tool runs init, first snapshot, unchanged second snapshot and
@@ -355,6 +356,39 @@ CONF
   trap - EXIT
 fi
 
+# The same on a 3-node Garage cluster (replication factor 3), each round
+# in prefixes of its own.
+if has_step s3; then
+  forget_results s3-first s3-second s3-restore
+  rm -rf "$work"/*-s3-restore-* "$work/garage"
+  sync
+  sleep 60
+  scripts/garage-cluster.sh start "$work/garage"
+  trap 'scripts/garage-cluster.sh stop "$work/garage"' EXIT
+  set -a
+  . "$work/garage/env"
+  set +a
+  export AWS_DEFAULT_REGION=$AWS_REGION
+  endpoint=${GARAGE_ENDPOINTS%% *}
+  for n in $(seq 1 "$ROUNDS"); do
+    murl="s3:$endpoint/$GARAGE_BUCKET/mapache-$n" rurl="s3:$endpoint/$GARAGE_BUCKET/restic-$n"
+    mcache=(--cache-dir "$work/s3-cache-$n")
+    "$mapache" -r "$murl" "${mcache[@]}" init >/dev/null
+    measure mapache s3-first "$mapache" -r "$murl" "${mcache[@]}" snapshot "$data"
+    measure mapache s3-second "$mapache" -r "$murl" "${mcache[@]}" snapshot "$data"
+    cold "$work/garage"
+    measure mapache s3-restore "$mapache" -r "$murl" "${mcache[@]}" restore latest --target "$work/mapache-s3-restore-$n"
+    restic -r "$rurl" init >/dev/null
+    measure restic s3-first restic -r "$rurl" backup "$data"
+    measure restic s3-second restic -r "$rurl" backup "$data"
+    cold "$work/garage"
+    measure restic s3-restore restic -r "$rurl" restore latest --target "$work/restic-s3-restore-$n"
+    diff -r "$data" "$work/mapache-s3-restore-$n$data" >/dev/null || { echo "mapache s3 restore differs" >&2; exit 1; }
+  done
+  scripts/garage-cluster.sh stop "$work/garage"
+  trap - EXIT
+fi
+
 has_step store && for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo-$ROUNDS" | cut -f1) 0" >>"$results"
 done
@@ -426,11 +460,15 @@ if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
 
 steps = (("sftp-first", "first snapshot over SFTP"),
          ("sftp-second", "unchanged second snapshot over SFTP"),
-         ("sftp-restore", "restore over SFTP"))
-if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
+         ("sftp-restore", "restore over SFTP"),
+         ("s3-first", "first snapshot to S3 (Garage, 3 nodes)"),
+         ("s3-second", "unchanged second snapshot to S3"),
+         ("s3-restore", "restore from S3"))
+present = [(s, n) for s, n in steps if has(("mapache", s), ("restic", s))]
+if present:
     print("\n| remote repositories | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for step, name in steps:
+    for step, name in present:
         (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
         print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
 
