@@ -40,14 +40,7 @@ impl LocalBackend {
     }
 
     fn path(&self, kind: FileKind, id: &Id) -> PathBuf {
-        match kind {
-            FileKind::Config => self.root.join("config"),
-            FileKind::Pack => {
-                let hex = id.to_hex();
-                self.root.join("packs").join(&hex[..2]).join(hex)
-            }
-            _ => self.root.join(kind.dir_name()).join(id.to_hex()),
-        }
+        self.root.join(super::relative_path(kind, id))
     }
 
     /// Reads a range into `buf`, with direct I/O if `direct` and the range

@@ -172,5 +172,18 @@ pub enum Access {
     Repeated,
 }
 
+/// Where a file lives inside a repository, relative to its root: the
+/// layout every backend shares (`config`, `packs/<xx>/<id>`, `<kind>/<id>`).
+pub(crate) fn relative_path(kind: FileKind, id: &Id) -> String {
+    match kind {
+        FileKind::Config => "config".into(),
+        FileKind::Pack => {
+            let hex = id.to_hex();
+            format!("packs/{}/{hex}", &hex[..2])
+        }
+        _ => format!("{}/{}", kind.dir_name(), id.to_hex()),
+    }
+}
+
 /// The id under which the config file is stored.
 pub const CONFIG_ID: Id = Id([0u8; 32]);

@@ -139,15 +139,7 @@ impl S3Backend {
     }
 
     fn key(&self, kind: FileKind, id: &Id) -> ObjectPath {
-        let name = match kind {
-            FileKind::Config => "config".to_string(),
-            FileKind::Pack => {
-                let hex = id.to_hex();
-                format!("packs/{}/{hex}", &hex[..2])
-            }
-            _ => format!("{}/{}", kind.dir_name(), id.to_hex()),
-        };
-        self.under_prefix(&name)
+        self.under_prefix(&super::relative_path(kind, id))
     }
 
     fn under_prefix(&self, name: &str) -> ObjectPath {

@@ -69,7 +69,7 @@ pub struct SftpBackend {
     location: SftpLocation,
     options: SftpOptions,
     root: PathBuf,
-    idle: Mutex<Pool>,
+    pool: Mutex<Pool>,
     freed: Condvar,
 }
 
@@ -127,7 +127,7 @@ impl SftpBackend {
             root: PathBuf::from(&location.path),
             location,
             options,
-            idle: Mutex::new(Pool {
+            pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 open: 0,
             }),
@@ -136,20 +136,13 @@ impl SftpBackend {
     }
 
     fn path(&self, kind: FileKind, id: &Id) -> PathBuf {
-        match kind {
-            FileKind::Config => self.root.join("config"),
-            FileKind::Pack => {
-                let hex = id.to_hex();
-                self.root.join("packs").join(&hex[..2]).join(hex)
-            }
-            _ => self.root.join(kind.dir_name()).join(id.to_hex()),
-        }
+        self.root.join(super::relative_path(kind, id))
     }
 
     /// A session from the pool, opened if none is idle and fewer than the
     /// maximum are open.
     fn take(&self) -> Result<Connection> {
-        let mut pool = self.idle.lock();
+        let mut pool = self.pool.lock();
         loop {
             if let Some(connection) = pool.idle.pop() {
                 return Ok(connection);
@@ -158,7 +151,7 @@ impl SftpBackend {
                 pool.open += 1;
                 drop(pool);
                 return connect(&self.location, &self.options).inspect_err(|_| {
-                    self.idle.lock().open -= 1;
+                    self.pool.lock().open -= 1;
                     self.freed.notify_one();
                 });
             }
@@ -167,13 +160,13 @@ impl SftpBackend {
     }
 
     fn give_back(&self, connection: Connection) {
-        self.idle.lock().idle.push(connection);
+        self.pool.lock().idle.push(connection);
         self.freed.notify_one();
     }
 
     fn discard(&self, connection: Connection) {
         drop(connection);
-        self.idle.lock().open -= 1;
+        self.pool.lock().open -= 1;
         self.freed.notify_one();
     }
 
