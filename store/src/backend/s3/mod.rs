@@ -115,8 +115,9 @@ impl S3Backend {
             client = client.with_allow_http(endpoint.starts_with("http://"));
         }
         let retry = RetryConfig {
-            max_retries: 8,
-            retry_timeout: Duration::from_secs(120),
+            // A few seconds of pauses: a wrong endpoint fails soon.
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(60),
             ..RetryConfig::default()
         };
         let store = builder
