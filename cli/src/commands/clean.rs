@@ -124,6 +124,13 @@ fn print_report(report: &CleanReport) {
         bytes(report.bytes_used),
         report.blobs_unused
     );
+    if report.forgotten_kept > 0 {
+        println!(
+            "{} forgotten snapshots are kept, recallable, with what only they use; \
+             `clean --keep-forgotten 0` removes them now",
+            report.forgotten_kept
+        );
+    }
     if !report.forgotten_removed.is_empty() {
         let ids: Vec<String> = report
             .forgotten_removed
