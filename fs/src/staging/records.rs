@@ -9,6 +9,7 @@
 //! the repository lock the staging's user holds, so `clean` (which needs
 //! the lock exclusively to delete) never sees an upload without its record.
 
+use mapache_store::backend::FileKind;
 use mapache_store::{BlobId, Id, StagingRecord};
 
 use super::{Inner, Staging};
@@ -29,15 +30,19 @@ pub(super) struct Records {
 
 impl Records {
     /// The records of the area in `path` that the repository already has.
+    /// Another area's damaged record does not concern this one (only
+    /// `clean` must refuse it).
     pub(super) fn find(repo: &mapache_store::Repository, path: &str) -> FsResult<Records> {
         let host = mapache_store::hostname();
         let area = StagingRecord::area_id(&host, path);
-        let ids = repo
-            .staging_records()?
-            .into_iter()
-            .filter(|(_, record)| record.area == area)
-            .map(|(id, _)| id)
-            .collect();
+        let mut ids = Vec::new();
+        for id in repo.backend().list_ids(FileKind::Staging)? {
+            if let Ok(record) = repo.load::<StagingRecord>(&id) {
+                if record.area == area {
+                    ids.push(id);
+                }
+            }
+        }
         Ok(Records {
             area,
             host,
