@@ -81,3 +81,34 @@ fn a_snapshot_goes_on_while_a_node_is_down() {
     assert_same_tree(&source, &restored);
     env.ok(&["verify", "--read-data"]);
 }
+
+#[test]
+fn a_repository_20_ms_away_works() {
+    let scratch = tempfile::tempdir().unwrap();
+    let garage = Garage::start(&scratch.path().join("garage"));
+    let node1: u16 = garage.endpoints[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = crate::util::DelayProxy::start(node1, 20);
+    let mut env = Env::over_s3(&garage, "far");
+    env.location = format!("s3:http://127.0.0.1:{}/{}/far", proxy.port, garage.bucket);
+    init(&env, &[]);
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+    env.ok(&["verify"]);
+    #[cfg(feature = "fuse")]
+    {
+        let mount = crate::util::MountGuard::new(&env, "mnt");
+        let inside = mount
+            .path
+            .join("latest")
+            .join(source.strip_prefix("/").unwrap());
+        assert_same_tree(&source, &inside);
+    }
+}

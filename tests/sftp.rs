@@ -286,3 +286,34 @@ fn the_cache_keeps_index_snapshots_and_trees_and_refetches_damaged_entries() {
     env.ok(&["--no-cache", "log"]);
     assert!(fs::read_dir(&cache_root).unwrap().next().is_none());
 }
+
+#[test]
+fn a_repository_20_ms_away_works() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let proxy = crate::util::DelayProxy::start(sshd.port, 20);
+    let mut env = Env::over_sftp(&sshd);
+    env.location = format!("sftp://root@127.0.0.1:{}{}", proxy.port, env.repo.display());
+    // The proxy's port serves the same host key.
+    let known = fs::read_to_string(&sshd.known_hosts).unwrap();
+    let key = known.split_once(' ').unwrap().1;
+    let known_hosts = env.path("known_hosts");
+    fs::write(&known_hosts, format!("[127.0.0.1]:{} {key}", proxy.port)).unwrap();
+    env.extra[3] = known_hosts.display().to_string();
+    init(&env);
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+    env.ok(&["verify"]);
+    #[cfg(feature = "fuse")]
+    {
+        let mount = crate::util::MountGuard::new(&env, "mnt");
+        let inside = mount
+            .path
+            .join("latest")
+            .join(source.strip_prefix("/").unwrap());
+        assert_same_tree(&source, &inside);
+    }
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod compare;
+mod delay;
 mod fixtures;
 mod garage;
 #[cfg(feature = "fuse")]
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use compare::assert_same_tree;
+pub use delay::DelayProxy;
 pub use fixtures::{make_rich_tree, random_bytes, write_random_file};
 pub use garage::Garage;
 #[cfg(feature = "fuse")]
