@@ -14,7 +14,8 @@
 # on 20 snapshots with small changes between them, against restic's), sftp
 # (first and second snapshot and restore over SFTP to a private sshd on
 # 127.0.0.1, against restic's sftp backend), s3 (the same on a 3-node
-# Garage cluster on 127.0.0.1, against restic's s3 backend).
+# Garage cluster on 127.0.0.1, against restic's s3 backend), far (both
+# again through a proxy that delays each direction by 20 ms).
 #
 # The dataset is generated once (scripts/gen_bench_data.py) and reused.
 # Caches are warm for every tool alike: the data fits in memory.
@@ -61,7 +62,7 @@ measure() {
   echo "$tool $step $secs $rss" | tee -a "$results" >&2
 }
 
-STEPS="${STEPS:-store mount staging commit verify clean history sftp s3}"
+STEPS="${STEPS:-store mount staging commit verify clean history sftp s3 far}"
 has_step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # Each tool runs init, first snapshot, unchanged second snapshot and
@@ -389,6 +390,63 @@ if has_step s3; then
   trap - EXIT
 fi
 
+# SFTP and S3 again, 20 ms away: scripts/delay_proxy.py in front of the
+# server (this kernel has no netem).
+if has_step far; then
+  forget_results far-sftp-first far-sftp-restore far-s3-first far-s3-restore
+  rm -rf "$work"/*-far-* "$work/garage"
+  sync
+  sleep 60
+  scripts/install-deps.sh openssh-server
+  ssh_dir="$work/sshd"
+  [ -f "$ssh_dir/sshd_config" ] || { echo "the far step uses the sftp step's sshd: run STEPS=\"sftp far\"" >&2; exit 1; }
+  port=$(awk '/^Port/ {print $2}' "$ssh_dir/sshd_config")
+  /usr/sbin/sshd -D -f "$ssh_dir/sshd_config" -E "$ssh_dir/sshd.log" &
+  sshd_pid=$!
+  scripts/garage-cluster.sh start "$work/garage"
+  set -a
+  . "$work/garage/env"
+  set +a
+  export AWS_DEFAULT_REGION=$AWS_REGION
+  s3_port=${GARAGE_ENDPOINTS%% *}
+  s3_port=${s3_port##*:}
+  free() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  far_ssh=$(free) far_s3=$(free)
+  python3 scripts/delay_proxy.py "$far_ssh" "$port" 20 >/dev/null &
+  proxy1=$!
+  python3 scripts/delay_proxy.py "$far_s3" "$s3_port" 20 >/dev/null &
+  proxy2=$!
+  trap 'kill $sshd_pid $proxy1 $proxy2 2>/dev/null || true; scripts/garage-cluster.sh stop "$work/garage"' EXIT
+  sleep 1
+  echo "[127.0.0.1]:$far_ssh $(cat "$ssh_dir/host_key.pub")" >"$ssh_dir/known_hosts_far"
+  msftp=(--ssh-key "$ssh_dir/client_key" --ssh-known-hosts "$ssh_dir/known_hosts_far")
+  rsftp=(-o "sftp.command=ssh root@127.0.0.1 -p $far_ssh -i $ssh_dir/client_key -o UserKnownHostsFile=$ssh_dir/known_hosts_far -o BatchMode=yes -s sftp")
+  for n in $(seq 1 "$ROUNDS"); do
+    murl="sftp://root@127.0.0.1:$far_ssh$work/mapache-far-sftp-$n"
+    "$mapache" -r "$murl" "${msftp[@]}" init >/dev/null
+    measure mapache far-sftp-first "$mapache" -r "$murl" "${msftp[@]}" snapshot "$data"
+    cold "$work/mapache-far-sftp-$n"
+    measure mapache far-sftp-restore "$mapache" -r "$murl" "${msftp[@]}" restore latest --target "$work/mapache-far-sftp-restore-$n"
+    rurl="sftp:root@127.0.0.1:$work/restic-far-sftp-$n"
+    restic -r "$rurl" "${rsftp[@]}" init >/dev/null
+    measure restic far-sftp-first restic -r "$rurl" "${rsftp[@]}" backup "$data"
+    cold "$work/restic-far-sftp-$n"
+    measure restic far-sftp-restore restic -r "$rurl" "${rsftp[@]}" restore latest --target "$work/restic-far-sftp-restore-$n"
+    murl="s3:http://127.0.0.1:$far_s3/$GARAGE_BUCKET/mapache-far-$n" rurl="s3:http://127.0.0.1:$far_s3/$GARAGE_BUCKET/restic-far-$n"
+    "$mapache" -r "$murl" --cache-dir "$work/far-cache-$n" init >/dev/null
+    measure mapache far-s3-first "$mapache" -r "$murl" --cache-dir "$work/far-cache-$n" snapshot "$data"
+    cold "$work/garage"
+    measure mapache far-s3-restore "$mapache" -r "$murl" --cache-dir "$work/far-cache-$n" restore latest --target "$work/mapache-far-s3-restore-$n"
+    restic -r "$rurl" init >/dev/null
+    measure restic far-s3-first restic -r "$rurl" backup "$data"
+    cold "$work/garage"
+    measure restic far-s3-restore restic -r "$rurl" restore latest --target "$work/restic-far-s3-restore-$n"
+  done
+  kill $sshd_pid $proxy1 $proxy2 2>/dev/null || true
+  scripts/garage-cluster.sh stop "$work/garage"
+  trap - EXIT
+fi
+
 has_step store && for tool in mapache restic borg; do
   echo "$tool size $(du -sb "$work/$tool-repo-$ROUNDS" | cut -f1) 0" >>"$results"
 done
@@ -463,7 +521,11 @@ steps = (("sftp-first", "first snapshot over SFTP"),
          ("sftp-restore", "restore over SFTP"),
          ("s3-first", "first snapshot to S3 (Garage, 3 nodes)"),
          ("s3-second", "unchanged second snapshot to S3"),
-         ("s3-restore", "restore from S3"))
+         ("s3-restore", "restore from S3"),
+         ("far-sftp-first", "first snapshot over SFTP, 20 ms away"),
+         ("far-sftp-restore", "restore over SFTP, 20 ms away"),
+         ("far-s3-first", "first snapshot to S3, 20 ms away"),
+         ("far-s3-restore", "restore from S3, 20 ms away"))
 present = [(s, n) for s, n in steps if has(("mapache", s), ("restic", s))]
 if present:
     print("\n| remote repositories | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
