@@ -199,6 +199,32 @@ fn finish(
             rescued.extend(holding.get(&blob).into_iter().flatten().copied());
         }
     }
+    // Index files written meanwhile stay in force: a doomed pack one of
+    // them lists (another process indexed a pack no index listed, as
+    // every run does at its start) must stay too.
+    for id in repo.backend().list_ids(FileKind::Index)? {
+        if plan.knew_index_file(&id) || Some(id) == repack_index {
+            continue;
+        }
+        let file = match repo.load_index_file(&id) {
+            Ok(file) => file,
+            // Gone again, or damaged (verify reports it; it lists nothing
+            // that counts).
+            Err(e)
+                if matches!(e, crate::error::Error::NotFound { .. })
+                    || crate::skipped::is_damage(&e) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        rescued.extend(
+            file.packs
+                .iter()
+                .map(|pack| pack.id)
+                .filter(|pack| doomed.contains(pack)),
+        );
+    }
     plan.rescue(&rescued);
     report.packs_rescued = rescued.len() as u64;
 

@@ -46,6 +46,8 @@ pub(super) struct Plan {
     /// Index files in force, and listed ones that others supersede.
     index_in_force: Vec<Id>,
     index_superseded: Vec<Id>,
+    /// Every index file listed when planning (damaged ones too).
+    index_listed: HashSet<Id>,
     index_files_before: u64,
     pub packs: Vec<PackEntry>,
     fates: Vec<Fate>,
@@ -118,6 +120,7 @@ impl Plan {
             index_in_force: files.in_force.iter().map(|(id, _)| *id).collect(),
             index_superseded,
             index_files_before: files.listed.len() as u64,
+            index_listed: files.listed.clone(),
             fates: vec![Fate::Keep; packs.len()],
             packs,
             used: HashMap::new(),
@@ -407,6 +410,11 @@ impl Plan {
             .iter()
             .chain(&self.index_superseded)
             .copied()
+    }
+
+    /// Whether index file `id` was listed when planning.
+    pub(super) fn knew_index_file(&self, id: &Id) -> bool {
+        self.index_listed.contains(id)
     }
 
     /// The expired snapshots that nobody recalled meanwhile.

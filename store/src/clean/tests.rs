@@ -392,3 +392,42 @@ fn clean_cut_short_after_any_change_leaves_a_sound_repository_and_a_rerun_finish
         );
     }
 }
+
+#[test]
+fn a_pack_another_process_indexed_meanwhile_is_not_deleted() {
+    let (fixture, _, _) = two_generations();
+    let repo = fixture.indexed();
+    let shared = repo.lock(false).unwrap();
+    let progress = CleanProgress::default();
+    let plan = Plan::make(&repo, &options(0.0, 0), &progress).unwrap();
+    let mut report = plan.report(false);
+    let doomed: Vec<PackId> = plan.doomed().collect();
+    assert!(!doomed.is_empty());
+    // Another process indexes one of the doomed packs again (as a run
+    // that found it in no index would), in a file of its own.
+    let entry = plan
+        .packs
+        .iter()
+        .find(|pack| pack.entry.id == doomed[0])
+        .unwrap()
+        .entry
+        .clone();
+    repo.save(&IndexFile {
+        supersedes: Vec::new(),
+        packs: vec![entry],
+    })
+    .unwrap();
+    let repacked = repack::repack(&repo, &plan, &progress).unwrap();
+    let _exclusive = repo
+        .lock_waiting(true, Duration::ZERO, Some(&shared))
+        .unwrap();
+    finish(&repo, plan, repacked, None, &progress, &mut report).unwrap();
+    assert!(fixture
+        .backend
+        .list_ids(FileKind::Pack)
+        .unwrap()
+        .contains(&doomed[0].0));
+    drop(_exclusive);
+    drop(shared);
+    fixture.assert_sound();
+}
