@@ -12,6 +12,9 @@ declare -A needed=(
   [fusermount3]=fuse3
   [/usr/sbin/sshd]=openssh-server
   [ssh-keygen]=openssh-client
+  [python3]=python3
+  [pkill]=procps
+  [strip]=binutils
 )
 missing=()
 for cmd in "${!needed[@]}"; do
