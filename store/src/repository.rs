@@ -5,7 +5,7 @@
 //! [`IndexedRepository`] adds the loaded index, which everything that reads
 //! or writes blobs needs; that operation only exists once the index is there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -15,7 +15,7 @@ use crate::blob::{BlobDecoder, BlobType};
 use crate::chunker::Chunker;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, Id, SnapshotId};
+use crate::id::{BlobId, Id, PackId, SnapshotId};
 use crate::index::{BlobLocation, Index, IndexFile};
 use crate::keys::{add_key, open_keys, KdfParams, KeyInfo, Keys};
 use crate::lock::LockGuard;
@@ -164,7 +164,7 @@ impl Repository {
     /// Reads the footer of pack `id` whose whole bytes are `data`.
     pub fn pack_footer(
         &self,
-        id: &crate::id::PackId,
+        id: &PackId,
         data: &[u8],
     ) -> Result<(BlobType, Vec<crate::pack::PackedBlob>)> {
         crate::pack::read_footer(&self.keys.cipher, id, data)
@@ -393,6 +393,16 @@ impl Repository {
         };
         let id = SnapshotId(first);
         Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// The size of every pack file, by pack.
+    pub fn pack_sizes(&self) -> Result<HashMap<PackId, u64>> {
+        Ok(self
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .map(|file| (PackId(file.id), file.size))
+            .collect())
     }
 
     /// Reads and decodes one index file.

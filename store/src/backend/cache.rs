@@ -40,8 +40,11 @@ pub struct CacheBackend {
     limit: u64,
 }
 
+/// The kinds with entries (of packs, only those holding trees).
+const CACHED: [FileKind; 3] = [FileKind::Index, FileKind::Snapshot, FileKind::Pack];
+
 fn cached_kind(kind: FileKind) -> bool {
-    matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack)
+    CACHED.contains(&kind)
 }
 
 impl CacheBackend {
@@ -52,7 +55,7 @@ impl CacheBackend {
         dir: PathBuf,
         limit: u64,
     ) -> Result<CacheBackend> {
-        for kind in [FileKind::Index, FileKind::Snapshot, FileKind::Pack] {
+        for kind in CACHED {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -135,7 +138,7 @@ impl CacheBackend {
     /// nine tenths of its bound.
     fn evict(&self) {
         let mut entries = Vec::new();
-        for kind in [FileKind::Index, FileKind::Snapshot, FileKind::Pack] {
+        for kind in CACHED {
             let Ok(listing) = fs::read_dir(self.dir.join(kind.dir_name())) else {
                 continue;
             };
@@ -206,7 +209,7 @@ impl Backend for CacheBackend {
 
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
         let listed = self.inner.list(kind)?;
-        if matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) {
+        if cached_kind(kind) {
             // Entries of files that left the repository go too.
             let present: HashSet<Id> = listed.iter().map(|f| f.id).collect();
             if let Ok(entries) = fs::read_dir(self.dir.join(kind.dir_name())) {
@@ -237,11 +240,7 @@ impl Backend for CacheBackend {
     }
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        let start = self.read_range_into(kind, id, offset, len, Access::Repeated, &mut buf)?;
-        buf.drain(..start);
-        buf.truncate(len as usize);
-        Ok(buf)
+        super::read_range_via_into(self, kind, id, offset, len, Access::Repeated)
     }
 
     fn read_range_into(

@@ -102,18 +102,14 @@ impl LocalBackend {
                 }
             }
             FileKind::Pack => {
-                for byte in 0..=255u8 {
-                    list_ids(
-                        &self.root.join("packs").join(format!("{byte:02x}")),
-                        &mut out,
-                        sizes,
-                    )?;
+                for folder in super::pack_folders() {
+                    list_ids(&self.root.join(folder), &mut out, sizes)?;
                 }
             }
-            // Repositories made before these kinds existed lack their
-            // folders (a missing repository is still an error, from list_ids).
-            FileKind::Forgotten | FileKind::Staging
-                if self.root.is_dir() && !self.root.join(kind.dir_name()).exists() => {}
+            // (A missing repository is still an error, from list_ids.)
+            _ if super::added_later(kind)
+                && self.root.is_dir()
+                && !self.root.join(kind.dir_name()).exists() => {}
             _ => list_ids(&self.root.join(kind.dir_name()), &mut out, sizes)?,
         }
         Ok(out)
@@ -125,7 +121,7 @@ impl LocalBackend {
     fn put(&self, kind: FileKind, id: &Id, data: &[u8], exclusive: bool) -> Result<bool> {
         let path = self.path(kind, id);
         let dir = path.parent().expect("repository paths have a parent");
-        if matches!(kind, FileKind::Forgotten | FileKind::Staging) && !dir.exists() {
+        if super::added_later(kind) && !dir.exists() {
             make_dir(dir)?;
         }
         let mut suffix = [0u8; 8];
@@ -226,19 +222,12 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == ErrorKind::NotFound => make_dir(&self.root)?,
             Err(e) => return Err(Error::io(&self.root, e)),
         }
-        for kind in [
-            FileKind::Key,
-            FileKind::Snapshot,
-            FileKind::Index,
-            FileKind::Lock,
-            FileKind::Forgotten,
-            FileKind::Staging,
-        ] {
+        for kind in super::FOLDERS {
             make_dir(&self.root.join(kind.dir_name()))?;
         }
         // All 256 pack folders up front: a write then never has to create one.
-        for byte in 0..=255u8 {
-            make_dir(&self.root.join("packs").join(format!("{byte:02x}")))?;
+        for folder in super::pack_folders() {
+            make_dir(&self.root.join(folder))?;
         }
         sync_dir(&self.root.join("packs"))?;
         sync_dir(&self.root)

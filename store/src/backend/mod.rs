@@ -185,5 +185,44 @@ pub(crate) fn relative_path(kind: FileKind, id: &Id) -> String {
     }
 }
 
+/// Kinds kept in a folder of their own, which `create` makes (packs are
+/// spread below theirs, over [`pack_folders`]).
+pub(crate) const FOLDERS: [FileKind; 6] = [
+    FileKind::Key,
+    FileKind::Snapshot,
+    FileKind::Index,
+    FileKind::Lock,
+    FileKind::Forgotten,
+    FileKind::Staging,
+];
+
+/// Whether repositories made before `kind` existed lack its folder: a
+/// missing one is empty, and the first write into it makes it.
+pub(crate) fn added_later(kind: FileKind) -> bool {
+    matches!(kind, FileKind::Forgotten | FileKind::Staging)
+}
+
+/// The 256 folders packs are spread over, relative to the root.
+pub(crate) fn pack_folders() -> impl Iterator<Item = String> {
+    (0..=255u8).map(|byte| format!("packs/{byte:02x}"))
+}
+
+/// [`Backend::read_range`] by way of [`Backend::read_range_into`], for
+/// backends whose own range read is the latter.
+pub(crate) fn read_range_via_into(
+    backend: &dyn Backend,
+    kind: FileKind,
+    id: &Id,
+    offset: u64,
+    len: u32,
+    access: Access,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let start = backend.read_range_into(kind, id, offset, len, access, &mut buf)?;
+    buf.drain(..start);
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
 /// The id under which the config file is stored.
 pub const CONFIG_ID: Id = Id([0u8; 32]);

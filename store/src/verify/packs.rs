@@ -59,12 +59,7 @@ impl CheckedIndex {
 /// Reads the pack listing and every index file, and checks them against
 /// each other.
 pub(super) fn check_index(repo: &Repository, report: &mut VerifyReport) -> Result<CheckedIndex> {
-    let pack_sizes: HashMap<PackId, u64> = repo
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .map(|f| (PackId(f.id), f.size))
-        .collect();
+    let pack_sizes = repo.pack_sizes()?;
     report.packs = pack_sizes.len() as u64;
     let IndexFiles { in_force, listed } = repo.read_index_files()?;
     report.index_files = listed.len() as u64;

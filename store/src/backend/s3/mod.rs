@@ -258,9 +258,7 @@ impl Backend for S3Backend {
     }
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let mut data = Vec::new();
-        self.read_range_into(kind, id, offset, len, super::Access::Once, &mut data)?;
-        Ok(data)
+        super::read_range_via_into(self, kind, id, offset, len, super::Access::Once)
     }
 
     fn read_range_into(

@@ -263,19 +263,18 @@ impl SftpBackend {
     /// other, each costing a few round trips, they took seconds on a link
     /// of 20 ms.
     fn list_pack_folders(&self) -> Result<Vec<FileInfo>> {
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let folders = Mutex::new(super::pack_folders());
         let lists: Vec<Result<Vec<FileInfo>>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..self.options.sessions.clamp(1, 16))
                 .map(|_| {
                     scope.spawn(|| {
                         let mut out = Vec::new();
                         loop {
-                            let byte = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if byte > 255 {
+                            // The guard goes at the end of the `let`.
+                            let Some(folder) = folders.lock().next() else {
                                 return Ok(out);
-                            }
-                            let dir = self.root.join("packs").join(format!("{byte:02x}"));
-                            self.list_dir(&dir, false, &mut out)?;
+                            };
+                            self.list_dir(&self.root.join(folder), false, &mut out)?;
                         }
                     })
                 })
@@ -386,19 +385,11 @@ impl Backend for SftpBackend {
             }
             Err(e) => return Err(e),
         }
-        for kind in [
-            FileKind::Key,
-            FileKind::Snapshot,
-            FileKind::Index,
-            FileKind::Lock,
-            FileKind::Forgotten,
-            FileKind::Staging,
-            FileKind::Pack,
-        ] {
+        for kind in super::FOLDERS.into_iter().chain([FileKind::Pack]) {
             self.make_dir(&root.join(kind.dir_name()))?;
         }
-        for byte in 0..=255u8 {
-            self.make_dir(&root.join("packs").join(format!("{byte:02x}")))?;
+        for folder in super::pack_folders() {
+            self.make_dir(&root.join(folder))?;
         }
         Ok(())
     }
@@ -416,10 +407,10 @@ impl Backend for SftpBackend {
                 }
             }
             FileKind::Pack => out = self.list_pack_folders()?,
-            FileKind::Forgotten | FileKind::Staging => {
-                self.list_dir(&self.root.join(kind.dir_name()), true, &mut out)?
+            _ => {
+                let dir = self.root.join(kind.dir_name());
+                self.list_dir(&dir, super::added_later(kind), &mut out)?
             }
-            _ => self.list_dir(&self.root.join(kind.dir_name()), false, &mut out)?,
         }
         Ok(out)
     }
@@ -435,9 +426,7 @@ impl Backend for SftpBackend {
     }
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let mut data = Vec::new();
-        self.read_range_into(kind, id, offset, len, super::Access::Once, &mut data)?;
-        Ok(data)
+        super::read_range_via_into(self, kind, id, offset, len, super::Access::Once)
     }
 
     fn read_range_into(
