@@ -4,7 +4,9 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use crate::util::{assert_same_tree, make_rich_tree, write_random_file, Env, Garage};
+use crate::util::{
+    assert_same_tree, make_rich_tree, snapshot_restore_and_mount, write_random_file, Env, Garage,
+};
 
 fn init(env: &Env, extra: &[&str]) {
     let mut args = vec!["init", "--kdf-memory", "8192", "--kdf-iterations", "1"];
@@ -96,19 +98,5 @@ fn a_repository_20_ms_away_works() {
     let mut env = Env::over_s3(&garage, "far");
     env.location = format!("s3:http://127.0.0.1:{}/{}/far", proxy.port, garage.bucket);
     init(&env, &[]);
-    let source = env.path("source");
-    make_rich_tree(&source);
-    env.snapshot(&source);
-    let restored = env.restore("latest", &source, "restored");
-    assert_same_tree(&source, &restored);
-    env.ok(&["verify"]);
-    #[cfg(feature = "fuse")]
-    {
-        let mount = crate::util::MountGuard::new(&env, "mnt");
-        let inside = mount
-            .path
-            .join("latest")
-            .join(source.strip_prefix("/").unwrap());
-        assert_same_tree(&source, &inside);
-    }
+    snapshot_restore_and_mount(&env);
 }

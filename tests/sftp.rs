@@ -4,7 +4,10 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use crate::util::{assert_same_tree, make_rich_tree, stderr, write_random_file, Env, Sshd};
+use crate::util::{
+    assert_same_tree, make_rich_tree, snapshot_restore_and_mount, stderr, write_random_file, Env,
+    Sshd,
+};
 
 fn init(env: &Env) {
     env.ok(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
@@ -194,20 +197,11 @@ fn walk_files(dir: &std::path::Path) -> usize {
 #[cfg(feature = "fuse")]
 #[test]
 fn the_mount_reads_a_repository_over_sftp() {
-    use crate::util::MountGuard;
     let scratch = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(&scratch.path().join("sshd"));
     let env = Env::over_sftp(&sshd);
     init(&env);
-    let source = env.path("source");
-    make_rich_tree(&source);
-    env.snapshot(&source);
-    let mount = MountGuard::new(&env, "mnt");
-    let inside = mount
-        .path
-        .join("latest")
-        .join(source.strip_prefix("/").unwrap());
-    assert_same_tree(&source, &inside);
+    snapshot_restore_and_mount(&env);
 }
 
 #[test]
@@ -301,19 +295,5 @@ fn a_repository_20_ms_away_works() {
     fs::write(&known_hosts, format!("[127.0.0.1]:{} {key}", proxy.port)).unwrap();
     env.extra[3] = known_hosts.display().to_string();
     init(&env);
-    let source = env.path("source");
-    make_rich_tree(&source);
-    env.snapshot(&source);
-    let restored = env.restore("latest", &source, "restored");
-    assert_same_tree(&source, &restored);
-    env.ok(&["verify"]);
-    #[cfg(feature = "fuse")]
-    {
-        let mount = crate::util::MountGuard::new(&env, "mnt");
-        let inside = mount
-            .path
-            .join("latest")
-            .join(source.strip_prefix("/").unwrap());
-        assert_same_tree(&source, &inside);
-    }
+    snapshot_restore_and_mount(&env);
 }

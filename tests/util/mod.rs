@@ -281,3 +281,24 @@ pub fn require_root(test: &str) -> bool {
     eprintln!("{test}: needs root to mount a tmpfs; not run");
     false
 }
+
+/// Snapshots a rich tree into the repository of `env` (made already),
+/// restores it, verifies, and where FUSE is built reads it through a
+/// mount: each copy compared with the source.
+pub fn snapshot_restore_and_mount(env: &Env) {
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+    env.ok(&["verify"]);
+    #[cfg(feature = "fuse")]
+    {
+        let mount = MountGuard::new(env, "mnt");
+        let inside = mount
+            .path
+            .join("latest")
+            .join(source.strip_prefix("/").unwrap());
+        assert_same_tree(&source, &inside);
+    }
+}

@@ -1,7 +1,7 @@
 //! `mapache cache`
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use mapache_store::backend::folder_size;
@@ -52,72 +52,81 @@ fn last_use(dir: &Path) -> SystemTime {
     newest
 }
 
-pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
-    let root = global.cache_root()?;
+/// One repository's cache folder.
+#[derive(serde::Serialize)]
+struct CacheFolder {
+    /// The repository's id (the folder's name).
+    repository: String,
+    path: std::path::PathBuf,
+    size: u64,
+    /// Seconds since the epoch.
+    last_use: i64,
+    removed: bool,
+}
+
+/// The cache folders under `root`, oldest first.
+fn cache_folders(root: &Path) -> Vec<CacheFolder> {
     let mut caches = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let is_cache = path.is_dir()
-                && entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.parse::<mapache_store::Id>().is_ok());
-            if is_cache {
-                caches.push((path.clone(), folder_size(&path), last_use(&path)));
-            }
-        }
-    }
-    caches.sort();
-    let max_age = Duration::from_secs(args.max_unused * 24 * 3600);
-    let mut removed = Vec::new();
-    for (path, size, used) in &caches {
-        let old = used.elapsed().is_ok_and(|age| age > max_age);
-        if args.clear || (args.cleanup && old) {
-            std::fs::remove_dir_all(path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
-            removed.push((path.clone(), *size));
-        }
-    }
-    let listed: Vec<serde_json::Value> = caches
-        .iter()
-        .map(|(path, size, used)| {
-            let secs = used
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return caches;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(repository) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if path.is_dir() && repository.parse::<mapache_store::Id>().is_ok() {
+            let last_use = last_use(&path)
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            serde_json::json!({
-                "repository": path.file_name().map(|n| n.to_string_lossy().to_string()),
-                "path": path,
-                "size": size,
-                "last_use": secs,
-                "removed": removed.iter().any(|(p, _)| p == path),
-            })
-        })
-        .collect();
+            caches.push(CacheFolder {
+                repository,
+                size: folder_size(&path),
+                path,
+                last_use,
+                removed: false,
+            });
+        }
+    }
+    caches.sort_by_key(|cache| cache.last_use);
+    caches
+}
+
+pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
+    let root = global.cache_root()?;
+    let mut caches = cache_folders(&root);
+    let now = mapache_store::now().secs;
+    let max_age = (args.max_unused * 24 * 3600) as i64;
+    for cache in &mut caches {
+        if args.clear || (args.cleanup && now - cache.last_use > max_age) {
+            std::fs::remove_dir_all(&cache.path)
+                .with_context(|| format!("cannot remove {}", cache.path.display()))?;
+            cache.removed = true;
+        }
+    }
     if global.json {
-        print_json(&listed)?;
+        print_json(&caches)?;
         return Ok(Outcome::Success);
     }
     if global.quiet {
         return Ok(Outcome::Success);
     }
     if args.clear || args.cleanup {
-        let freed: u64 = removed.iter().map(|(_, size)| size).sum();
+        let removed: Vec<&CacheFolder> = caches.iter().filter(|c| c.removed).collect();
+        let freed: u64 = removed.iter().map(|cache| cache.size).sum();
         println!("removed {} caches, {}", removed.len(), bytes(freed));
         return Ok(Outcome::Success);
     }
     let rows: Vec<Vec<String>> = caches
         .iter()
-        .map(|(path, size, used)| {
-            let secs = used
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+        .map(|cache| {
             vec![
-                path.file_name()
-                    .map(|n| n.to_string_lossy()[..8].to_string())
-                    .unwrap_or_default(),
-                bytes(*size),
-                crate::output::local_time(mapache_store::tree::Timestamp { secs, nanos: 0 }),
+                cache.repository[..8].to_string(),
+                bytes(cache.size),
+                crate::output::local_time(mapache_store::tree::Timestamp {
+                    secs: cache.last_use,
+                    nanos: 0,
+                }),
             ]
         })
         .collect();

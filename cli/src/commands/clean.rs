@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
-use mapache_store::clean::{clean, CleanOptions, CleanProgress, CleanReport};
+use mapache_store::clean::{clean, CleanOptions, CleanPhase, CleanProgress, CleanReport};
 use mapache_store::retention::Span;
 
 use crate::exit::Outcome;
@@ -97,19 +97,20 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
 fn render(progress: &CleanProgress) -> String {
     let phase = *progress.phase.lock();
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let what = phase.describe();
     match phase {
-        "walking snapshots" => format!("{phase}: {} trees", load(&progress.trees)),
-        "repacking" => format!(
-            "{phase}: {} of {}",
+        CleanPhase::WalkingSnapshots => format!("{what}: {} trees", load(&progress.trees)),
+        CleanPhase::Repacking => format!(
+            "{what}: {} of {}",
             bytes(load(&progress.repacked_bytes)),
             bytes(load(&progress.repack_bytes_total))
         ),
-        "deleting packs" => format!(
-            "{phase}: {} of {}",
+        CleanPhase::DeletingPacks => format!(
+            "{what}: {} of {}",
             load(&progress.packs_deleted),
             load(&progress.packs_to_delete)
         ),
-        _ => phase.to_string(),
+        _ => what.to_string(),
     }
 }
 

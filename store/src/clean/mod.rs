@@ -61,11 +61,53 @@ pub struct CleanOptions {
     pub lock_wait: Duration,
 }
 
+/// The steps of a clean, in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CleanPhase {
+    /// Indexing packs that no index lists.
+    #[default]
+    IndexingPacks,
+    /// Reading the index files.
+    ReadingIndex,
+    /// Walking the trees of every root ([`CleanProgress::trees`]).
+    WalkingSnapshots,
+    /// Copying the live blobs of partly used packs
+    /// ([`CleanProgress::repacked_bytes`]).
+    Repacking,
+    /// Waiting for the exclusive lock.
+    Waiting,
+    /// Looking at what other processes wrote meanwhile.
+    CheckingMeanwhile,
+    /// Writing the merged index.
+    WritingIndex,
+    /// Removing forgotten snapshots.
+    RemovingSnapshots,
+    /// Deleting packs ([`CleanProgress::packs_deleted`]).
+    DeletingPacks,
+}
+
+impl CleanPhase {
+    /// The phase in words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CleanPhase::IndexingPacks => "indexing packs no index lists",
+            CleanPhase::ReadingIndex => "reading the index",
+            CleanPhase::WalkingSnapshots => "walking snapshots",
+            CleanPhase::Repacking => "repacking",
+            CleanPhase::Waiting => "waiting for other processes to release the repository",
+            CleanPhase::CheckingMeanwhile => "checking for snapshots made meanwhile",
+            CleanPhase::WritingIndex => "writing the index",
+            CleanPhase::RemovingSnapshots => "removing forgotten snapshots",
+            CleanPhase::DeletingPacks => "deleting packs",
+        }
+    }
+}
+
 /// What a running clean has done so far, for a progress display.
 #[derive(Default)]
 pub struct CleanProgress {
     /// What it does now.
-    pub phase: Mutex<&'static str>,
+    pub phase: Mutex<CleanPhase>,
     /// Trees read.
     pub trees: AtomicU64,
     /// Bytes of packs repacked so far.
@@ -79,7 +121,7 @@ pub struct CleanProgress {
 }
 
 impl CleanProgress {
-    fn enter(&self, phase: &'static str) {
+    fn enter(&self, phase: CleanPhase) {
         *self.phase.lock() = phase;
     }
 }
@@ -137,7 +179,7 @@ pub fn clean(
     options: &CleanOptions,
     progress: &CleanProgress,
 ) -> Result<CleanReport> {
-    progress.enter("indexing packs no index lists");
+    progress.enter(CleanPhase::IndexingPacks);
     // Packs an interrupted run left unindexed: their blobs may be in use
     // (a resumed snapshot), or they are garbage a killed clean left out of
     // the index; either way they must be known before planning.
@@ -150,7 +192,7 @@ pub fn clean(
         return Ok(report);
     }
 
-    progress.enter("repacking");
+    progress.enter(CleanPhase::Repacking);
     let repacked = repack::repack(repo, &plan, progress)?;
     let repack_index = if repacked.is_empty() {
         None
@@ -162,7 +204,7 @@ pub fn clean(
     };
     report.packs_written = repacked.len() as u64;
 
-    progress.enter("waiting for other processes to release the repository");
+    progress.enter(CleanPhase::Waiting);
     let _exclusive = repo.lock_waiting(true, options.lock_wait, Some(shared))?;
     finish(repo, plan, repacked, repack_index, progress, &mut report)?;
     Ok(report)
@@ -178,7 +220,7 @@ fn finish(
     progress: &CleanProgress,
     report: &mut CleanReport,
 ) -> Result<()> {
-    progress.enter("checking for snapshots made meanwhile");
+    progress.enter(CleanPhase::CheckingMeanwhile);
     repo.reload_index()?;
     let copied: HashSet<BlobId> = repacked
         .iter()
@@ -228,7 +270,7 @@ fn finish(
     plan.rescue(&rescued);
     report.packs_rescued = rescued.len() as u64;
 
-    progress.enter("writing the index");
+    progress.enter(CleanPhase::WritingIndex);
     let mut packs = plan.kept_entries();
     packs.extend(repacked);
     let written = crate::rebuild_index::write_index_files(repo, packs)?;
@@ -248,7 +290,7 @@ fn finish(
     }
     report.index_files_after = repo.backend().list_ids(FileKind::Index)?.len() as u64;
 
-    progress.enter("removing forgotten snapshots");
+    progress.enter(CleanPhase::RemovingSnapshots);
     report.forgotten_removed = plan.expired_still_forgotten(repo)?;
     for id in &report.forgotten_removed {
         repo.backend().remove(FileKind::Snapshot, &id.0)?;
@@ -258,7 +300,7 @@ fn finish(
         repo.backend().remove(FileKind::Forgotten, &id.0)?;
     }
 
-    progress.enter("deleting packs");
+    progress.enter(CleanPhase::DeletingPacks);
     let delete: Vec<PackId> = plan.doomed().collect();
     progress
         .packs_to_delete

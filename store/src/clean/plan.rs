@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use super::{CleanOptions, CleanProgress, CleanReport, DoomedBlobs};
+use super::{CleanOptions, CleanPhase, CleanProgress, CleanReport, DoomedBlobs};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId, SnapshotId};
@@ -80,7 +80,7 @@ impl Plan {
         options: &CleanOptions,
         progress: &CleanProgress,
     ) -> Result<Plan> {
-        progress.enter("reading the index");
+        progress.enter(CleanPhase::ReadingIndex);
         let files = repo.read_index_files()?;
         let damaged: HashSet<Id> = repo
             .skipped()
@@ -95,12 +95,7 @@ impl Plan {
             .filter(|id| !in_force.contains(id) && !damaged.contains(id))
             .copied()
             .collect();
-        let sizes: HashMap<PackId, u64> = repo
-            .backend()
-            .list(FileKind::Pack)?
-            .into_iter()
-            .map(|file| (PackId(file.id), file.size))
-            .collect();
+        let sizes = repo.pack_sizes()?;
         let mut packs = Vec::new();
         let mut numbered = HashSet::new();
         for (_, file) in &files.in_force {
@@ -132,7 +127,7 @@ impl Plan {
             expired: Vec::new(),
             orphan_marks: Vec::new(),
         };
-        progress.enter("walking snapshots");
+        progress.enter(CleanPhase::WalkingSnapshots);
         let roots = plan.find_roots(repo, options)?;
         let mut walker = Walker {
             repo,
@@ -217,14 +212,15 @@ impl Plan {
     /// only looks unused.
     fn check_reachable_are_indexed(&self, repo: &IndexedRepository) -> Result<()> {
         let index = repo.index();
-        let missing = self.used.keys().filter(|id| !index.contains(id)).count();
-        match self.used.keys().find(|id| !index.contains(id)) {
-            Some(first) => Err(refuse(format!(
-                "{missing} blobs that snapshots refer to are not in the index (first: {})",
-                first.short()
-            ))),
-            None => Ok(()),
-        }
+        let mut missing = self.used.keys().filter(|id| !index.contains(id));
+        let Some(first) = missing.next() else {
+            return Ok(());
+        };
+        Err(refuse(format!(
+            "{} blobs that snapshots refer to are not in the index (first: {})",
+            1 + missing.count(),
+            first.short()
+        )))
     }
 
     /// Chooses, for each reachable blob stored more than once, the copy to
