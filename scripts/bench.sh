@@ -304,7 +304,7 @@ fi
 # A private sshd on a free port of 127.0.0.1 (keys made here), stopped at
 # the end; both tools reach the same server with the same key.
 if has_step sftp; then
-  forget_results sftp-first sftp-second sftp-restore
+  forget_results sftp-first sftp-second sftp-restore sftp-builtin-restore
   scripts/install-deps.sh openssh-server
   ssh_dir="$work/sshd"
   rm -rf "$ssh_dir"
@@ -346,6 +346,8 @@ CONF
     measure mapache sftp-second "$mapache" -r "$murl" "${msftp[@]}" snapshot "$data"
     cold "$mrepo"
     measure mapache sftp-restore "$mapache" -r "$murl" "${msftp[@]}" restore latest --target "$work/mapache-sftp-restore-$n"
+    cold "$mrepo"
+    measure mapache sftp-builtin-restore "$mapache" -r "$murl" "${msftp[@]}" --ssh-client builtin restore latest --target "$work/mapache-sftp-restore-builtin-$n"
     restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" init >/dev/null
     measure restic sftp-first restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" backup "$data"
     measure restic sftp-second restic -r "sftp:root@127.0.0.1:$rrepo" "${rsftp[@]}" backup "$data"
@@ -516,22 +518,24 @@ if has(*[(t, s) for s, _ in steps for t in ("mapache", "restic")]):
         (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
         print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
 
-steps = (("sftp-first", "first snapshot over SFTP"),
-         ("sftp-second", "unchanged second snapshot over SFTP"),
-         ("sftp-restore", "restore over SFTP"),
-         ("s3-first", "first snapshot to S3 (Garage, 3 nodes)"),
-         ("s3-second", "unchanged second snapshot to S3"),
-         ("s3-restore", "restore from S3"),
-         ("far-sftp-first", "first snapshot over SFTP, 20 ms away"),
-         ("far-sftp-restore", "restore over SFTP, 20 ms away"),
-         ("far-s3-first", "first snapshot to S3, 20 ms away"),
-         ("far-s3-restore", "restore from S3, 20 ms away"))
-present = [(s, n) for s, n in steps if has(("mapache", s), ("restic", s))]
+# (mapache's step, restic's step, what it is)
+steps = (("sftp-first", "sftp-first", "first snapshot over SFTP"),
+         ("sftp-second", "sftp-second", "unchanged second snapshot over SFTP"),
+         ("sftp-restore", "sftp-restore", "restore over SFTP"),
+         ("sftp-builtin-restore", "sftp-restore", "restore over SFTP, mapache's built-in client"),
+         ("s3-first", "s3-first", "first snapshot to S3 (Garage, 3 nodes)"),
+         ("s3-second", "s3-second", "unchanged second snapshot to S3"),
+         ("s3-restore", "s3-restore", "restore from S3"),
+         ("far-sftp-first", "far-sftp-first", "first snapshot over SFTP, 20 ms away"),
+         ("far-sftp-restore", "far-sftp-restore", "restore over SFTP, 20 ms away"),
+         ("far-s3-first", "far-s3-first", "first snapshot to S3, 20 ms away"),
+         ("far-s3-restore", "far-s3-restore", "restore from S3, 20 ms away"))
+present = [(m, r, n) for m, r, n in steps if has(("mapache", m), ("restic", r))]
 if present:
     print("\n| remote repositories | mapache s | restic s | time ratio | mapache RSS MiB | restic RSS MiB | RSS ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for step, name in present:
-        (mt, mr_), (rt, rr_) = rows[("mapache", step)], rows[("restic", step)]
+    for mstep, rstep, name in present:
+        (mt, mr_), (rt, rr_) = rows[("mapache", mstep)], rows[("restic", rstep)]
         print(f"| {name} | {mt:.2f} | {rt:.2f} | {mt / rt:.2f} | {mr_ / 1024:.0f} | {rr_ / 1024:.0f} | {mr_ / rr_:.2f} |")
 
 steps = (("clean", "forget the first snapshot + clean / restic forget + prune"),

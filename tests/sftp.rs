@@ -1,5 +1,6 @@
 //! Repositories on another host over SFTP, against a private sshd on
-//! 127.0.0.1: round trips, the host key check, and a link lost mid-run.
+//! 127.0.0.1: round trips, the host key check, and a link lost mid-run,
+//! through OpenSSH's client (the default) and the built-in one.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -11,6 +12,15 @@ use crate::util::{
 
 fn init(env: &Env) {
     env.ok(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
+}
+
+/// The SSH clients mapache can use.
+const CLIENTS: [&str; 2] = ["openssh", "builtin"];
+
+fn over_sftp_with(sshd: &Sshd, client: &str) -> Env {
+    let mut env = Env::over_sftp(sshd);
+    env.extra.extend(["--ssh-client".into(), client.into()]);
+    env
 }
 
 #[test]
@@ -60,7 +70,13 @@ fn a_repository_over_sftp_works_like_a_local_one() {
 fn unknown_and_changed_host_keys_are_refused() {
     let scratch = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(&scratch.path().join("sshd"));
-    let mut env = Env::over_sftp(&sshd);
+    for client in CLIENTS {
+        host_keys_are_checked(&sshd, client);
+    }
+}
+
+fn host_keys_are_checked(sshd: &Sshd, client: &str) {
+    let mut env = over_sftp_with(sshd, client);
     let known_hosts = env.path("known_hosts");
     env.extra[3] = known_hosts.display().to_string();
 
@@ -68,10 +84,10 @@ fn unknown_and_changed_host_keys_are_refused() {
     fs::write(&known_hosts, "").unwrap();
     let out = env.run(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
     let message = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert_eq!(out.status.code(), Some(1), "{client}: {message}");
     assert!(
         message.contains("not known") && message.contains("SHA256:"),
-        "{message}"
+        "{client}: {message}"
     );
     assert!(message.contains("ssh-keyscan"), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
@@ -93,8 +109,9 @@ fn unknown_and_changed_host_keys_are_refused() {
     .unwrap();
     let out = env.run(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
     let message = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{message}");
-    assert!(message.contains("HAS CHANGED"), "{message}");
+    assert_eq!(out.status.code(), Some(1), "{client}: {message}");
+    assert!(message.contains("HAS CHANGED"), "{client}: {message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
     assert!(!env.repo.exists(), "nothing was written");
 
     // The right key: accepted.
@@ -104,9 +121,18 @@ fn unknown_and_changed_host_keys_are_refused() {
 
 #[test]
 fn a_lost_link_mid_snapshot_is_a_clear_error_and_the_rerun_resumes() {
+    lost_link_mid_snapshot("openssh");
+}
+
+#[test]
+fn a_lost_link_of_the_builtin_client_is_a_clear_error_and_the_rerun_resumes() {
+    lost_link_mid_snapshot("builtin");
+}
+
+fn lost_link_mid_snapshot(client: &str) {
     let scratch = tempfile::tempdir().unwrap();
     let mut sshd = Sshd::start(&scratch.path().join("sshd"));
-    let env = Env::over_sftp(&sshd);
+    let env = over_sftp_with(&sshd, client);
     env.ok(&[
         "init",
         "--kdf-memory",
@@ -296,4 +322,148 @@ fn a_repository_20_ms_away_works() {
     env.extra[3] = known_hosts.display().to_string();
     init(&env);
     snapshot_restore_and_mount(&env);
+}
+
+#[test]
+fn without_openssh_the_builtin_client_carries_everything() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let mut env = Env::over_sftp(&sshd);
+    // A PATH without ssh: `auto` falls back to the built-in client.
+    let bin = env.path("bin-without-ssh");
+    fs::create_dir_all(&bin).unwrap();
+    for tool in ["fusermount3", "fusermount"] {
+        for dir in ["/usr/bin", "/bin"] {
+            let found = std::path::Path::new(dir).join(tool);
+            if found.exists() && !bin.join(tool).exists() {
+                std::os::unix::fs::symlink(&found, bin.join(tool)).unwrap();
+            }
+        }
+    }
+    env.vars.push(("PATH".into(), bin.display().to_string()));
+    init(&env);
+    snapshot_restore_and_mount(&env);
+    // The same with OpenSSH asked for: a clear error.
+    let mut forced = Env::over_sftp(&sshd);
+    forced.vars = env.vars.clone();
+    forced.location = env.location.clone();
+    forced.password_file = env.password_file.clone();
+    forced
+        .extra
+        .extend(["--ssh-client".into(), "openssh".into()]);
+    let out = forced.run(&["log"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot run ssh"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_host_alias_of_the_ssh_configuration_names_the_repository() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let mut env = Env::new();
+    // ssh reads ~/.ssh/config of the user's passwd entry, not of $HOME:
+    // a test cannot give it one, so it names the file.
+    let config = env.path("ssh_config");
+    fs::write(
+        &config,
+        format!(
+            "Host backup-box\n  HostName 127.0.0.1\n  Port {}\n  User root\n  IdentityFile {}\n  UserKnownHostsFile {}\n",
+            sshd.port,
+            sshd.client_key.display(),
+            sshd.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    // No user, port, key or known_hosts on mapache's command line.
+    env.extra = vec!["--ssh-config".into(), config.display().to_string()];
+    env.location = format!("sftp://backup-box{}", env.repo.display());
+    init(&env);
+    let source = env.path("source");
+    make_rich_tree(&source);
+    env.snapshot(&source);
+    let restored = env.restore("latest", &source, "restored");
+    assert_same_tree(&source, &restored);
+    assert!(env.repo.join("config").is_file());
+}
+
+#[test]
+fn ssh_agent_keys_log_in_with_either_client() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    let agent = SshAgent::start(&scratch.path().join("agent.sock"));
+    agent.add(&sshd.client_key);
+    for client in CLIENTS {
+        let mut env = Env::new();
+        env.location = sshd.url(&env.repo);
+        // A home without keys: only the agent has one.
+        let home = env.path("home");
+        fs::create_dir_all(&home).unwrap();
+        env.vars.push(("HOME".into(), home.display().to_string()));
+        env.vars
+            .push(("SSH_AUTH_SOCK".into(), agent.socket.display().to_string()));
+        env.extra = vec![
+            "--ssh-known-hosts".into(),
+            sshd.known_hosts.display().to_string(),
+            "--ssh-client".into(),
+            client.into(),
+        ];
+        init(&env);
+        let source = env.path("source");
+        make_rich_tree(&source);
+        env.snapshot(&source);
+        assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 1, "{client}");
+        // Without the agent: refused, in one line, naming the host.
+        env.vars.retain(|(k, _)| k != "SSH_AUTH_SOCK");
+        let out = env.run(&["log"]);
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{client}: {message}");
+        assert!(message.contains("cannot log in"), "{client}: {message}");
+        assert_eq!(message.lines().count(), 1, "{client}: {message}");
+    }
+}
+
+/// An ssh-agent on a socket of its own, stopped when dropped.
+struct SshAgent {
+    socket: std::path::PathBuf,
+    pid: u32,
+}
+
+impl SshAgent {
+    fn start(socket: &std::path::Path) -> SshAgent {
+        let out = std::process::Command::new("ssh-agent")
+            .arg("-a")
+            .arg(socket)
+            .arg("-s")
+            .output()
+            .expect("run ssh-agent");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let pid = text
+            .split("SSH_AGENT_PID=")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|pid| pid.parse().ok())
+            .expect("ssh-agent says its pid");
+        SshAgent {
+            socket: socket.to_path_buf(),
+            pid,
+        }
+    }
+
+    fn add(&self, key: &std::path::Path) {
+        let out = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .expect("run ssh-add");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.pid.to_string())
+            .status();
+    }
 }

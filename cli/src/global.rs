@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser};
 use mapache_store::backend::{
-    Backend, CacheBackend, LocalBackend, Location, S3Backend, SftpBackend, SftpOptions,
+    Backend, CacheBackend, LocalBackend, Location, S3Backend, SftpBackend, SftpOptions, SshClient,
 };
 use mapache_store::LockGuard;
 use mapache_store::{IndexedRepository, Repository};
@@ -74,6 +74,23 @@ pub struct GlobalOptions {
         value_name = "FILE"
     )]
     pub ssh_known_hosts: Option<PathBuf>,
+
+    /// ssh configuration file for SFTP repositories, instead of
+    /// ~/.ssh/config (OpenSSH's client only)
+    #[arg(long, env = "MAPACHE_SSH_CONFIG", global = true, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// SSH client for SFTP repositories: openssh (the system's `ssh`, which
+    /// reads ~/.ssh/config), builtin (libssh2, slower, for hosts without
+    /// ssh), or auto (openssh when installed)
+    #[arg(
+        long,
+        env = "MAPACHE_SSH_CLIENT",
+        global = true,
+        value_name = "CLIENT",
+        default_value = "auto"
+    )]
+    pub ssh_client: SshClient,
 
     /// Do not keep a local cache of a remote repository's index,
     /// snapshots and trees
@@ -154,8 +171,10 @@ impl GlobalOptions {
                 let options = SftpOptions {
                     key_file: self.ssh_key.clone(),
                     known_hosts: self.ssh_known_hosts.clone(),
+                    config_file: self.ssh_config.clone(),
                     // Enough sessions for every sealing or fetching thread.
                     sessions: self.threads().max(2) * 2,
+                    client: self.ssh_client,
                     ..SftpOptions::default()
                 };
                 Arc::new(SftpBackend::new(location, options))

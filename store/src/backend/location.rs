@@ -45,12 +45,15 @@ impl std::fmt::Display for S3Location {
 /// `sftp://user@host:port/path`, or restic's `sftp:user@host:/path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SftpLocation {
-    /// Login name (default: the local user's).
-    pub user: String,
-    /// Host name or address.
+    /// Login name, if the string gives one (else ssh's configuration
+    /// decides, or the local user's).
+    pub user: Option<String>,
+    /// Host name or address (or a `Host` alias of ~/.ssh/config, which
+    /// only OpenSSH's client knows).
     pub host: String,
-    /// TCP port (default 22).
-    pub port: u16,
+    /// TCP port, if the string gives one (else ssh's configuration
+    /// decides, or 22).
+    pub port: Option<u16>,
     /// Folder of the repository on the host (relative to the login
     /// folder unless it starts with `/`).
     pub path: String,
@@ -66,8 +69,23 @@ impl std::fmt::Display for SftpLocation {
         write!(
             f,
             "sftp://{}@{}:{}{slash}{}",
-            self.user, self.host, self.port, self.path
+            self.user_name(),
+            self.host,
+            self.port_number(),
+            self.path
         )
+    }
+}
+
+impl SftpLocation {
+    /// The login name given, else the local user's.
+    pub fn user_name(&self) -> String {
+        self.user.clone().unwrap_or_else(crate::host::username)
+    }
+
+    /// The port given, else 22.
+    pub fn port_number(&self) -> u16 {
+        self.port.unwrap_or(22)
     }
 }
 
@@ -110,13 +128,13 @@ fn bad(text: &str, why: &str) -> Error {
     Error::InvalidInput(format!("{text}: {why}"))
 }
 
-/// Splits `user@host` into its parts; the user defaults to the local one.
-fn user_and_host(text: &str, login: &str) -> Result<(String, String)> {
+/// Splits `[user@]host` into its parts.
+fn user_and_host(text: &str, login: &str) -> Result<(Option<String>, String)> {
     let (user, host) = match login.rsplit_once('@') {
-        Some((user, host)) => (user.to_string(), host),
-        None => (crate::host::username(), login),
+        Some((user, host)) => (Some(user.to_string()), host),
+        None => (None, login),
     };
-    if host.is_empty() || user.is_empty() {
+    if host.is_empty() || user.as_ref().is_some_and(|u| u.is_empty()) {
         return Err(bad(text, "name a host, as in sftp://user@host/path"));
     }
     Ok((user, host.to_string()))
@@ -143,14 +161,14 @@ fn parse_sftp_url(text: &str, rest: &str) -> Result<SftpLocation> {
                 .split_once(']')
                 .ok_or_else(|| bad(text, "an address in [ ] lacks its ]"))?;
             match after.strip_prefix(':') {
-                Some(port) => (host.to_string(), port_number(port)?),
-                None if after.is_empty() => (host.to_string(), 22),
+                Some(port) => (host.to_string(), Some(port_number(port)?)),
+                None if after.is_empty() => (host.to_string(), None),
                 None => return Err(bad(text, "expected :port after the address")),
             }
         }
         None => match host_port.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), port_number(port)?),
-            None => (host_port, 22),
+            Some((host, port)) => (host.to_string(), Some(port_number(port)?)),
+            None => (host_port, None),
         },
     };
     let path = match path.strip_prefix("~/") {
@@ -180,7 +198,7 @@ fn parse_sftp_restic(text: &str, rest: &str) -> Result<SftpLocation> {
     Ok(SftpLocation {
         user,
         host,
-        port: 22,
+        port: None,
         path: path.trim_end_matches('/').to_string(),
     })
 }
@@ -261,9 +279,9 @@ fn parse_s3_restic(text: &str, rest: &str) -> Result<S3Location> {
 mod tests {
     use super::*;
 
-    fn sftp(user: &str, host: &str, port: u16, path: &str) -> Location {
+    fn sftp(user: Option<&str>, host: &str, port: Option<u16>, path: &str) -> Location {
         Location::Sftp(SftpLocation {
-            user: user.into(),
+            user: user.map(str::to_string),
             host: host.into(),
             port,
             path: path.into(),
@@ -329,22 +347,30 @@ mod tests {
             ("a:b", Location::Local("a:b".into())),
             (
                 "sftp://ann@backup:2222/srv/repo",
-                sftp("ann", "backup", 2222, "/srv/repo"),
+                sftp(Some("ann"), "backup", Some(2222), "/srv/repo"),
             ),
             (
                 "sftp://ann@backup/srv/repo/",
-                sftp("ann", "backup", 22, "/srv/repo"),
+                sftp(Some("ann"), "backup", None, "/srv/repo"),
             ),
             (
                 "sftp://ann@backup/~/repo",
-                sftp("ann", "backup", 22, "repo"),
+                sftp(Some("ann"), "backup", None, "repo"),
             ),
-            ("sftp://ann@[::1]:2222/r", sftp("ann", "::1", 2222, "/r")),
+            (
+                "sftp://ann@[::1]:2222/r",
+                sftp(Some("ann"), "::1", Some(2222), "/r"),
+            ),
             (
                 "sftp:ann@backup:/srv/repo",
-                sftp("ann", "backup", 22, "/srv/repo"),
+                sftp(Some("ann"), "backup", None, "/srv/repo"),
             ),
-            ("sftp:ann@backup:repo", sftp("ann", "backup", 22, "repo")),
+            (
+                "sftp:ann@backup:repo",
+                sftp(Some("ann"), "backup", None, "repo"),
+            ),
+            ("sftp://backup/r", sftp(None, "backup", None, "/r")),
+            ("sftp:backup:/r", sftp(None, "backup", None, "/r")),
         ];
         for (text, expected) in cases {
             assert_eq!(Location::parse(text).unwrap(), expected, "{text}");

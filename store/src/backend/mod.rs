@@ -23,7 +23,7 @@ pub use local::LocalBackend;
 pub use location::{Location, S3Location, SftpLocation};
 pub use memory::MemoryBackend;
 pub use s3::S3Backend;
-pub use sftp::{SftpBackend, SftpOptions};
+pub use sftp::{SftpBackend, SftpOptions, SshClient};
 
 use crate::error::Result;
 use crate::id::Id;

@@ -1,44 +1,69 @@
 //! A repository in a folder of another host, reached over SSH (SFTP).
 //!
-//! The layout is the local backend's. Several sessions run in parallel (a
-//! pool, opened as needed), so that the saver's and the restorer's threads
-//! keep the link busy; libssh2 pipelines the requests of one large read or
-//! write. A file is written under a temporary name in its folder, fsynced
-//! where the server can (`fsync@openssh.com`), and renamed into place: a
-//! dropped link never leaves a partial file under a real name. A failure
-//! of the link (not an answer of the server) closes that session, and the
-//! operation is tried again on a new one, with growing pauses, before the
-//! error names the host.
-//!
-//! SFTP version 3 servers (OpenSSH) refuse to rename onto an existing
-//! name. For content-addressed files an existing file is the same file, so
-//! the new copy is dropped; the few files rewritten under the same name
-//! (locks when refreshed, forgotten marks, the config) are removed and
-//! renamed again, which leaves a moment without the file.
+//! The layout is the local backend's. Sessions are carried by OpenSSH's
+//! `ssh` when it is installed (`openssh.rs`: the user's ssh configuration
+//! applies, and it is fast), else by the built-in libssh2 client
+//! (`builtin.rs`); `--ssh-client` chooses. Several sessions run in
+//! parallel (a pool, opened as needed), so that the saver's and the
+//! restorer's threads keep the link busy. A file is written under a
+//! temporary name in its folder, fsynced where the server can
+//! (`fsync@openssh.com`), and renamed into place: a dropped link never
+//! leaves a partial file under a real name. A failure of the link (not an
+//! answer of the server) closes that session, and the operation is tried
+//! again on a new one, with growing pauses, before the error names the
+//! host.
 
-mod connect;
+mod builtin;
+mod channel;
+mod openssh;
 
-pub use connect::DEFAULT_TIMEOUT;
-
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use ssh2::{ErrorCode, OpenFlags, OpenType, Sftp};
 
 use super::location::SftpLocation;
 use super::{Backend, FileInfo, FileKind, CONFIG_ID};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use connect::{connect, link_error, Connection};
-
-/// SFTP status codes (draft-ietf-secsh-filexfer-02).
-const NO_SUCH_FILE: i32 = 2;
-const PERMISSION_DENIED: i32 = 3;
+use builtin::link_error;
+use channel::{Channel, Failure, Status};
 
 /// Attempts of one operation before its error is final.
 const ATTEMPTS: u32 = 5;
+
+/// OpenSSH sessions open at most (each carries many requests at once).
+const SHARED_SESSIONS: usize = 2;
+
+/// How long to wait for the server by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which SSH client carries the sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SshClient {
+    /// OpenSSH's `ssh` if it is on the PATH, else the built-in one.
+    #[default]
+    Auto,
+    /// OpenSSH's `ssh`.
+    Openssh,
+    /// The built-in client (libssh2).
+    Builtin,
+}
+
+impl std::str::FromStr for SshClient {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<SshClient> {
+        match text {
+            "auto" => Ok(SshClient::Auto),
+            "openssh" => Ok(SshClient::Openssh),
+            "builtin" => Ok(SshClient::Builtin),
+            _ => Err(Error::InvalidInput(format!(
+                "{text:?} is not an SSH client: use auto, openssh or builtin"
+            ))),
+        }
+    }
+}
 
 /// How to reach the host.
 #[derive(Clone, Debug)]
@@ -47,10 +72,14 @@ pub struct SftpOptions {
     pub key_file: Option<PathBuf>,
     /// known_hosts file (default ~/.ssh/known_hosts).
     pub known_hosts: Option<PathBuf>,
+    /// ssh configuration file instead of ~/.ssh/config (OpenSSH only).
+    pub config_file: Option<PathBuf>,
     /// Sessions to open at most.
     pub sessions: usize,
     /// How long to wait for the server.
     pub timeout: Duration,
+    /// Which SSH client to use.
+    pub client: SshClient,
 }
 
 impl Default for SftpOptions {
@@ -58,8 +87,10 @@ impl Default for SftpOptions {
         SftpOptions {
             key_file: None,
             known_hosts: None,
+            config_file: None,
             sessions: 4,
             timeout: DEFAULT_TIMEOUT,
+            client: SshClient::Auto,
         }
     }
 }
@@ -71,67 +102,45 @@ pub struct SftpBackend {
     root: PathBuf,
     pool: Mutex<Pool>,
     freed: Condvar,
+    /// Runs the OpenSSH client's sessions (made on first use).
+    runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
 }
 
+type Connection = Arc<dyn Channel>;
+
+/// The sessions. Built-in ones serve one operation at a time and wait
+/// idle between; an OpenSSH one carries any number of requests at once,
+/// so threads share them: a second one is opened only when all are busy
+/// (a login costs ~0.1 s of CPU, and the server answers a session's
+/// requests in turn, so one fsync holds up everything behind it).
 struct Pool {
     idle: Vec<Connection>,
+    shared: Vec<Connection>,
+    /// Sessions open or being opened.
     open: usize,
-}
-
-/// Why an operation failed: the server's answer, or the link.
-enum Failure {
-    /// The server answered with an error status.
-    Answer(ssh2::Error),
-    /// The session failed (dropped link, timeout): worth a new session.
-    Link(String),
-    /// Anything else, final.
-    Other(Error),
-}
-
-impl From<ssh2::Error> for Failure {
-    fn from(e: ssh2::Error) -> Failure {
-        match e.code() {
-            ErrorCode::SFTP(_) => Failure::Answer(e),
-            ErrorCode::Session(_) => Failure::Link(e.to_string()),
-        }
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    /// Reads and writes of a remote file report ssh2's errors wrapped in
-    /// I/O errors.
-    fn from(e: std::io::Error) -> Failure {
-        let status = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<ssh2::Error>())
-            .and_then(sftp_code);
-        match status {
-            Some(_) => Failure::Other(Error::io("remote file", e)),
-            None => Failure::Link(e.to_string()),
-        }
-    }
-}
-
-fn sftp_code(e: &ssh2::Error) -> Option<i32> {
-    match e.code() {
-        ErrorCode::SFTP(code) => Some(code),
-        ErrorCode::Session(_) => None,
-    }
 }
 
 impl SftpBackend {
     /// A backend for `location`; connects on first use, so that a wrong
     /// host shows at the first command that needs it.
-    pub fn new(location: SftpLocation, options: SftpOptions) -> SftpBackend {
+    pub fn new(location: SftpLocation, mut options: SftpOptions) -> SftpBackend {
+        if options.client == SshClient::Auto {
+            options.client = match openssh::available() {
+                true => SshClient::Openssh,
+                false => SshClient::Builtin,
+            };
+        }
         SftpBackend {
             root: PathBuf::from(&location.path),
             location,
             options,
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
+                shared: Vec::new(),
                 open: 0,
             }),
             freed: Condvar::new(),
+            runtime: OnceLock::new(),
         }
     }
 
@@ -139,43 +148,118 @@ impl SftpBackend {
         self.root.join(super::relative_path(kind, id))
     }
 
-    /// A session from the pool, opened if none is idle and fewer than the
-    /// maximum are open.
-    fn take(&self) -> Result<Connection> {
+    fn connect(&self) -> Result<Connection> {
+        match self.options.client {
+            SshClient::Builtin if self.options.config_file.is_some() => Err(Error::InvalidInput(
+                "the built-in SSH client reads no ssh configuration: use --ssh-client openssh"
+                    .into(),
+            )),
+            SshClient::Builtin => Ok(Arc::new(builtin::connect(&self.location, &self.options)?)),
+            _ => {
+                let runtime = match self.runtime.get() {
+                    Some(runtime) => runtime,
+                    None => {
+                        let runtime = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .thread_name("sftp")
+                            .enable_all()
+                            .build()
+                            .map_err(|e| Error::io("the SFTP client's runtime", e))?;
+                        self.runtime.get_or_init(|| Arc::new(runtime))
+                    }
+                };
+                Ok(Arc::new(openssh::connect(
+                    &self.location,
+                    &self.options,
+                    runtime,
+                )?))
+            }
+        }
+    }
+
+    /// Sessions open at most.
+    fn most_sessions(&self) -> usize {
+        match self.options.client {
+            SshClient::Builtin => self.options.sessions.max(1),
+            _ => self.options.sessions.clamp(1, SHARED_SESSIONS),
+        }
+    }
+
+    /// The least busy shared session, or one from the pool, opened if none
+    /// is idle and fewer than the maximum are open. A shared session
+    /// counts as taken for a `transfer` (data written and fsynced, or
+    /// read in bulk) while anyone uses it; short requests share it anyway.
+    fn take(&self, transfer: bool) -> Result<Connection> {
         let mut pool = self.pool.lock();
         loop {
+            // Users of a shared session hold clones: the pool's own
+            // reference alone means free.
+            let least_busy = pool.shared.iter().min_by_key(|c| Arc::strong_count(c));
+            if let Some(shared) = least_busy {
+                let free = Arc::strong_count(shared) == 1;
+                if free || !transfer || pool.open >= self.most_sessions() {
+                    return Ok(shared.clone());
+                }
+            }
             if let Some(connection) = pool.idle.pop() {
                 return Ok(connection);
             }
-            if pool.open < self.options.sessions.max(1) {
+            if pool.open < self.most_sessions() {
                 pool.open += 1;
                 drop(pool);
-                return connect(&self.location, &self.options).inspect_err(|_| {
+                let connection = self.connect().inspect_err(|_| {
                     self.pool.lock().open -= 1;
-                    self.freed.notify_one();
-                });
+                    self.freed.notify_all();
+                })?;
+                if connection.concurrent() {
+                    self.pool.lock().shared.push(connection.clone());
+                    self.freed.notify_all();
+                }
+                return Ok(connection);
             }
             self.freed.wait(&mut pool);
         }
     }
 
     fn give_back(&self, connection: Connection) {
-        self.pool.lock().idle.push(connection);
-        self.freed.notify_one();
+        if !connection.concurrent() {
+            self.pool.lock().idle.push(connection);
+            self.freed.notify_one();
+        }
     }
 
+    /// Closes a session whose link failed (once, however many threads
+    /// saw the failure of a shared one).
     fn discard(&self, connection: Connection) {
-        drop(connection);
-        self.pool.lock().open -= 1;
-        self.freed.notify_one();
+        let mut pool = self.pool.lock();
+        if connection.concurrent() {
+            let before = pool.shared.len();
+            pool.shared.retain(|c| !Arc::ptr_eq(c, &connection));
+            if pool.shared.len() == before {
+                return; // another user of it came first
+            }
+        }
+        pool.open -= 1;
+        drop(pool);
+        self.freed.notify_all();
+    }
+
+    /// Runs a short request `op` on a session; see `run_as`.
+    fn run<T>(
+        &self,
+        what: &Path,
+        op: impl Fn(&dyn Channel) -> std::result::Result<T, Failure>,
+    ) -> Result<T> {
+        self.run_as(what, false, op)
     }
 
     /// Runs `op` on a session; a failed link is tried again on a new
     /// session, with growing pauses. `what` names the file for errors.
-    fn run<T>(
+    fn run_as<T>(
         &self,
         what: &Path,
-        op: impl Fn(&Sftp) -> std::result::Result<T, Failure>,
+        transfer: bool,
+        op: impl Fn(&dyn Channel) -> std::result::Result<T, Failure>,
     ) -> Result<T> {
         let mut pause = Duration::from_millis(200);
         let mut last = None;
@@ -184,23 +268,28 @@ impl SftpBackend {
                 std::thread::sleep(pause);
                 pause *= 2;
             }
-            let connection = match self.take() {
+            let connection = match self.take(transfer) {
                 Ok(connection) => connection,
                 // The login itself was refused, or the host key: final.
                 Err(e @ Error::InvalidInput(_)) => return Err(e),
+                // Said without the host, which the final error names.
+                Err(Error::Io { source, .. }) => {
+                    last = Some(source.to_string());
+                    continue;
+                }
                 Err(e) => {
                     last = Some(e.to_string());
                     continue;
                 }
             };
-            match op(&connection.sftp) {
+            match op(connection.as_ref()) {
                 Ok(value) => {
                     self.give_back(connection);
                     return Ok(value);
                 }
-                Err(Failure::Answer(e)) => {
+                Err(Failure::Answer(status)) => {
                     self.give_back(connection);
-                    return Err(self.answer_error(what, e));
+                    return Err(self.answer_error(what, status));
                 }
                 Err(Failure::Other(e)) => {
                     self.give_back(connection);
@@ -221,40 +310,33 @@ impl SftpBackend {
         ))
     }
 
-    fn answer_error(&self, what: &Path, e: ssh2::Error) -> Error {
+    fn answer_error(&self, what: &Path, status: Status) -> Error {
         let shown = format!("{}:{}", self.location.host, what.display());
-        match sftp_code(&e) {
-            Some(NO_SUCH_FILE) => Error::NotFound {
+        match status {
+            Status::NoSuchFile => Error::NotFound {
                 what: format!("{shown} not found"),
             },
-            Some(PERMISSION_DENIED) => Error::io(
+            Status::PermissionDenied => Error::io(
                 shown,
                 std::io::Error::from(std::io::ErrorKind::PermissionDenied),
             ),
-            _ => Error::io(shown, std::io::Error::other(e.message().to_string())),
+            Status::Other(message) => Error::io(shown, std::io::Error::other(message)),
         }
     }
 
     /// Lists the ids in `dir` with their sizes; a missing folder is an
     /// error unless `may_be_missing`.
     fn list_dir(&self, dir: &Path, may_be_missing: bool, out: &mut Vec<FileInfo>) -> Result<()> {
-        let entries = match self.run(dir, |sftp| Ok(sftp.readdir(dir)?)) {
+        let entries = match self.run(dir, |sftp| sftp.read_dir(dir)) {
             Ok(entries) => entries,
             Err(Error::NotFound { .. }) if may_be_missing => return Ok(()),
             Err(e) => return Err(e),
         };
-        for (path, stat) in entries {
-            let Some(id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<Id>().ok())
-            else {
-                continue; // temporary files and strays
-            };
-            out.push(FileInfo {
-                id,
-                size: stat.size.unwrap_or(0),
-            });
+        for (name, size) in entries {
+            // Temporary files and strays have other names.
+            if let Ok(id) = name.parse::<Id>() {
+                out.push(FileInfo { id, size });
+            }
         }
         Ok(())
     }
@@ -291,62 +373,47 @@ impl SftpBackend {
         Ok(out)
     }
 
-    /// Writes `data` to a temporary file beside `path` and renames it
-    /// into place. With `replace`, an existing file is replaced; without,
-    /// it is kept. Returns whether the file is ours.
-    fn put(&self, path: &Path, data: &[u8], replace: bool) -> Result<bool> {
+    /// Writes `data` to a temporary file beside `path` and puts it in
+    /// place as `how` says. Returns whether the file is ours.
+    fn put(&self, path: &Path, data: &[u8], how: Placing) -> Result<bool> {
         let dir = path.parent().expect("repository paths have a parent");
         let mut suffix = [0u8; 8];
         crate::crypto::fill_random(&mut suffix);
         let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-        self.run(path, |sftp| {
-            let mut file = sftp.open_mode(
-                &temp,
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
-                0o600,
-                OpenType::File,
-            )?;
-            file.write_all(data)?;
-            // Servers without the fsync extension answer "unsupported";
-            // the rename still makes the whole file appear at once.
-            let _ = file.fsync();
-            drop(file);
-            match sftp.rename(&temp, path, None) {
-                Ok(()) => Ok(true),
-                Err(e) if sftp_code(&e).is_some() && sftp.stat(path).is_ok() => {
-                    if replace {
-                        sftp.unlink(path)?;
-                        sftp.rename(&temp, path, None)?;
-                        Ok(true)
-                    } else {
-                        sftp.unlink(&temp)?;
-                        Ok(false)
-                    }
-                }
-                Err(e) => {
-                    let _ = sftp.unlink(&temp);
-                    Err(e.into())
-                }
+        self.run_as(path, true, |sftp| {
+            sftp.write_file(&temp, data)?;
+            match how {
+                Placing::Replace => sftp.replace(&temp, path).map(|()| true),
+                Placing::Same => sftp.place_same(&temp, path).map(|()| true),
+                Placing::New => sftp.place_new(&temp, path),
             }
         })
     }
 
     fn make_dir(&self, dir: &Path) -> Result<()> {
-        self.run(dir, |sftp| match sftp.mkdir(dir, 0o700) {
-            Ok(()) => Ok(()),
-            Err(e) if sftp_code(&e).is_some() && sftp.stat(dir).is_ok() => Ok(()),
-            Err(e) => Err(e.into()),
-        })
+        self.run(dir, |sftp| sftp.make_dir(dir))
     }
 }
 
-/// Files rewritten under the same name (all others are named by their
-/// content or written once).
-fn rewritten(kind: FileKind) -> bool {
-    matches!(
-        kind,
-        FileKind::Lock | FileKind::Forgotten | FileKind::Config
-    )
+/// How a written file takes its name.
+#[derive(Clone, Copy)]
+enum Placing {
+    /// Over what is there.
+    Replace,
+    /// A file already there holds the same bytes (its name is their
+    /// hash): either may stay.
+    Same,
+    /// Only if the name is free.
+    New,
+}
+
+/// How files of `kind` are written: rewritten under the same name, or
+/// named by their content.
+fn placing(kind: FileKind) -> Placing {
+    match kind {
+        FileKind::Lock | FileKind::Forgotten | FileKind::Config => Placing::Replace,
+        _ => Placing::Same,
+    }
 }
 
 impl Backend for SftpBackend {
@@ -356,7 +423,7 @@ impl Backend for SftpBackend {
 
     fn is_repository(&self) -> Result<bool> {
         let config = self.path(FileKind::Config, &CONFIG_ID);
-        match self.run(&config, |sftp| Ok(sftp.stat(&config)?)) {
+        match self.run(&config, |sftp| sftp.size(&config)) {
             Ok(_) => Ok(true),
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -365,7 +432,7 @@ impl Backend for SftpBackend {
 
     fn create(&self) -> Result<()> {
         let root = self.root.clone();
-        match self.run(&root, |sftp| Ok(sftp.readdir(&root)?)) {
+        match self.run(&root, |sftp| sftp.read_dir(&root)) {
             Ok(entries) if !entries.is_empty() => {
                 return Err(Error::InvalidInput(format!(
                     "{} is not empty: a repository needs a folder of its own",
@@ -399,10 +466,10 @@ impl Backend for SftpBackend {
         match kind {
             FileKind::Config => {
                 let config = self.path(kind, &CONFIG_ID);
-                if let Ok(stat) = self.run(&config, |sftp| Ok(sftp.stat(&config)?)) {
+                if let Ok(size) = self.run(&config, |sftp| sftp.size(&config)) {
                     out.push(FileInfo {
                         id: CONFIG_ID,
-                        size: stat.size.unwrap_or(0),
+                        size,
                     });
                 }
             }
@@ -417,12 +484,7 @@ impl Backend for SftpBackend {
 
     fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         let path = self.path(kind, id);
-        self.run(&path, |sftp| {
-            let mut file = sftp.open(&path)?;
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)?;
-            Ok(data)
-        })
+        self.run(&path, |sftp| sftp.read_all(&path))
     }
 
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
@@ -444,39 +506,31 @@ impl Backend for SftpBackend {
         buf.clear();
         buf.resize(len as usize, 0);
         let data = std::cell::RefCell::new(buf);
-        self.run(&path, |sftp| {
-            let mut data = data.borrow_mut();
-            let mut file = sftp.open(&path)?;
-            file.seek(SeekFrom::Start(offset))?;
-            let mut filled = 0;
-            while filled < data.len() {
-                match file.read(&mut data[filled..])? {
-                    0 => {
-                        return Err(Failure::Other(Error::integrity(
-                            kind,
-                            id,
-                            format!("shorter than {} bytes: truncated", offset + u64::from(len)),
-                        )))
-                    }
-                    n => filled += n,
-                }
+        self.run_as(&path, true, |sftp| {
+            let filled = sftp.read_at(&path, offset, &mut data.borrow_mut())?;
+            if filled < len as usize {
+                return Err(Failure::Other(Error::integrity(
+                    kind,
+                    id,
+                    format!("shorter than {} bytes: truncated", offset + u64::from(len)),
+                )));
             }
             Ok(0)
         })
     }
 
     fn write(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<()> {
-        self.put(&self.path(kind, id), data, rewritten(kind))
+        self.put(&self.path(kind, id), data, placing(kind))
             .map(|_| ())
     }
 
     fn write_new(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<bool> {
-        self.put(&self.path(kind, id), data, false)
+        self.put(&self.path(kind, id), data, Placing::New)
     }
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
         let path = self.path(kind, id);
-        match self.run(&path, |sftp| Ok(sftp.unlink(&path)?)) {
+        match self.run(&path, |sftp| sftp.remove(&path)) {
             Err(Error::NotFound { .. }) => Ok(()),
             other => other,
         }

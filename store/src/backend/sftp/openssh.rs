@@ -1,0 +1,442 @@
+//! SFTP through OpenSSH's `ssh`, as restic and borg reach their hosts:
+//! the user's ~/.ssh/config (host aliases, ProxyJump, ports, users),
+//! ssh-agent, security keys and OpenSSH's fast ciphers all apply. Each
+//! session is one `ssh -s sftp` process; the SFTP protocol over its pipes
+//! is spoken by `openssh-sftp-client`, with many requests in flight per
+//! read or write.
+//!
+//! mapache adds to what the configuration says: strict host key checking
+//! (an unknown or changed key is refused, never learnt), no prompts
+//! (`BatchMode`), keep-alives that notice a dead link, and `--ssh-key` /
+//! `--ssh-known-hosts` when given.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryFutureExt};
+use openssh_sftp_client::error::SftpErrorKind;
+use openssh_sftp_client::file::File;
+use openssh_sftp_client::metadata::Permissions;
+use openssh_sftp_client::{Sftp, SftpOptions as ClientOptions};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::runtime::Runtime;
+
+use super::builtin::link_error;
+use super::channel::{Channel, Failure, Status};
+use super::SftpOptions;
+use crate::backend::location::SftpLocation;
+use crate::error::{Error, Result};
+
+/// One `ssh` process carrying an SFTP session.
+pub(super) struct OpensshChannel {
+    // Declared first: the session ends before the process is killed.
+    sftp: Sftp,
+    _ssh: tokio::process::Child,
+    runtime: Arc<Runtime>,
+    timeout: std::time::Duration,
+}
+
+/// Whether OpenSSH's client is on the PATH.
+pub(super) fn available() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("ssh").is_file()))
+}
+
+/// The `ssh` command line for `location`.
+fn command(location: &SftpLocation, options: &SftpOptions) -> tokio::process::Command {
+    let mut ssh = tokio::process::Command::new("ssh");
+    let seconds = options.timeout.as_secs().max(1);
+    if let Some(config) = &options.config_file {
+        ssh.arg("-F").arg(config);
+    }
+    ssh.args(["-x", "-a", "-T"])
+        .args(["-o", "BatchMode=yes"])
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .args(["-o", &format!("ConnectTimeout={seconds}")])
+        .args([
+            "-o",
+            &format!("ServerAliveInterval={}", seconds.div_ceil(3)),
+        ])
+        .args(["-o", "ServerAliveCountMax=3"]);
+    if let Some(port) = location.port {
+        ssh.args(["-p", &port.to_string()]);
+    }
+    if let Some(user) = &location.user {
+        ssh.args(["-l", user]);
+    }
+    if let Some(key) = &options.key_file {
+        ssh.arg("-i").arg(key).args(["-o", "IdentitiesOnly=yes"]);
+    }
+    if let Some(known_hosts) = &options.known_hosts {
+        let mut option = std::ffi::OsString::from("UserKnownHostsFile=");
+        option.push(known_hosts);
+        ssh.arg("-o").arg(option);
+    }
+    ssh.args(["-s", "--", &location.host, "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C meant for mapache (which stops
+        // cleanly) must not cut the link under it.
+        .process_group(0)
+        .kill_on_drop(true);
+    ssh
+}
+
+/// Starts `ssh` and the SFTP session over it.
+pub(super) fn connect(
+    location: &SftpLocation,
+    options: &SftpOptions,
+    runtime: &Arc<Runtime>,
+) -> Result<OpensshChannel> {
+    if location.host.starts_with('-') {
+        return Err(Error::InvalidInput(format!(
+            "{location}: a host name cannot start with '-'"
+        )));
+    }
+    if let Some(key) = &options.key_file {
+        if !key.exists() {
+            return Err(Error::InvalidInput(format!(
+                "{}: no such key file",
+                key.display()
+            )));
+        }
+    }
+    let stderr_text = Arc::new(Mutex::new(String::new()));
+    let started = runtime.block_on(async {
+        let mut ssh = command(location, options)
+            .spawn()
+            .map_err(|e| link_error(location, format!("cannot run ssh: {e}")))?;
+        let mut stderr = ssh.stderr.take().expect("piped");
+        let collected = stderr_text.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf).await;
+            collected.lock().push_str(&String::from_utf8_lossy(&buf));
+        });
+        let stdin = ssh.stdin.take().expect("piped");
+        let stdout = ssh.stdout.take().expect("piped");
+        // Requests go out at once: the default waits 0.5 ms to batch them,
+        // which every one of the many sequential steps of a command pays.
+        let session = Sftp::new(
+            stdin,
+            stdout,
+            ClientOptions::new().flush_interval(std::time::Duration::ZERO),
+        );
+        match tokio::time::timeout(options.timeout * 2, session).await {
+            Ok(Ok(sftp)) => Ok((sftp, ssh)),
+            Ok(Err(e)) => {
+                // ssh has said why on its stderr by the time it exits.
+                let _ = tokio::time::timeout(options.timeout, ssh.wait()).await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err(e.to_string())
+            }
+            Err(_) => Err("the server did not answer".to_string()),
+        }
+        .map_err(|e| refusal(location, options, &stderr_text.lock(), e))
+    })?;
+    let (sftp, ssh) = started;
+    Ok(OpensshChannel {
+        sftp,
+        _ssh: ssh,
+        runtime: runtime.clone(),
+        timeout: options.timeout,
+    })
+}
+
+/// The error for an `ssh` that did not get to SFTP: a refused host key
+/// or login is final (and said in mapache's words where it can be), the
+/// rest is the link's.
+fn refusal(location: &SftpLocation, options: &SftpOptions, said: &str, fallback: String) -> Error {
+    let said: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.chars().all(|c| c == '@'))
+        .collect();
+    let has = |text: &str| said.iter().any(|line| line.contains(text));
+    if has("Host key verification failed") || has("HOST IDENTIFICATION HAS CHANGED") {
+        // libssh2 reads the same known_hosts file and can show the key's
+        // fingerprint, which OpenSSH does not under strict checking.
+        if let Err(e @ Error::InvalidInput(_)) = super::builtin::check_host(location, options) {
+            return e;
+        }
+        return Error::InvalidInput(format!(
+            "ssh refused the host key of {}: {}",
+            location.host,
+            said.join(" ")
+        ));
+    }
+    if has("Permission denied") {
+        return Error::InvalidInput(format!(
+            "cannot log in to {}: ssh says {:?}; give a key with --ssh-key or add one to ssh-agent",
+            location.host,
+            said.last().copied().unwrap_or_default()
+        ));
+    }
+    let why = said.last().map_or(fallback, |line| line.to_string());
+    link_error(location, why)
+}
+
+fn failure(e: openssh_sftp_client::Error) -> Failure {
+    match e {
+        openssh_sftp_client::Error::SftpError(kind, message) => Failure::Answer(match kind {
+            SftpErrorKind::NoSuchFile => Status::NoSuchFile,
+            SftpErrorKind::PermDenied => Status::PermissionDenied,
+            _ => Status::Other(message.to_string()),
+        }),
+        other => Failure::Link(other.to_string()),
+    }
+}
+
+impl OpensshChannel {
+    /// Runs `op` on the runtime, as a lost link if it takes longer than
+    /// the timeout.
+    fn run<T>(
+        &self,
+        op: impl Future<Output = std::result::Result<T, Failure>>,
+    ) -> std::result::Result<T, Failure> {
+        self.runtime.block_on(async {
+            match tokio::time::timeout(self.timeout, op).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Link(format!(
+                    "no answer within {} s",
+                    self.timeout.as_secs()
+                ))),
+            }
+        })
+    }
+}
+
+/// Bytes per request: what OpenSSH's server takes at most (it says so
+/// with `limits@openssh.com`; the client splits requests further for a
+/// server that takes less).
+const CHUNK: usize = 256 * 1024 - 1024;
+
+/// Reads `buf.len()` bytes from `offset` with one request per chunk, all
+/// in flight at once; returns how many the file had.
+async fn read_chunks(
+    file: &File,
+    offset: u64,
+    buf: &mut [u8],
+    chunk: usize,
+) -> std::result::Result<usize, Failure> {
+    let reads = buf.chunks_mut(chunk).enumerate().map(|(n, part)| {
+        let mut file = file.clone();
+        let at = offset + (n * chunk) as u64;
+        async move {
+            file.seek(std::io::SeekFrom::Start(at))
+                .await
+                .map_err(|e| Failure::Other(Error::io("remote file", e)))?;
+            let mut filled = 0;
+            // A server may answer with less than asked: ask for the rest.
+            while filled < part.len() {
+                let want = (part.len() - filled) as u32;
+                let got = file
+                    .read(want, bytes::BytesMut::with_capacity(want as usize))
+                    .await
+                    .map_err(failure)?;
+                match got {
+                    Some(data) if !data.is_empty() => {
+                        part[filled..filled + data.len()].copy_from_slice(&data);
+                        filled += data.len();
+                    }
+                    _ => break,
+                }
+            }
+            Ok::<usize, Failure>(filled)
+        }
+    });
+    // Where one chunk stops short, the file ends: later chunks must be
+    // empty (else the file changed while being read).
+    let mut total = 0;
+    let mut ended = false;
+    for got in futures::future::try_join_all(reads).await? {
+        if ended && got > 0 {
+            return Err(Failure::Link("the file changed while being read".into()));
+        }
+        ended |= got < chunk;
+        total += got;
+    }
+    Ok(total)
+}
+
+impl Channel for OpensshChannel {
+    fn concurrent(&self) -> bool {
+        true
+    }
+    fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<(String, u64)>, Failure> {
+        self.run(async {
+            let mut fs = self.sftp.fs();
+            let listing = fs.open_dir(dir).await.map_err(failure)?;
+            let mut entries = Box::pin(listing.read_dir());
+            let mut out = Vec::new();
+            while let Some(entry) = entries.next().await {
+                let entry = entry.map_err(failure)?;
+                if let Some(name) = entry.filename().to_str() {
+                    out.push((name.to_string(), entry.metadata().len().unwrap_or(0)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn size(&self, path: &Path) -> std::result::Result<u64, Failure> {
+        self.run(async {
+            let metadata = self.sftp.fs().metadata(path).await.map_err(failure)?;
+            Ok(metadata.len().unwrap_or(0))
+        })
+    }
+
+    fn make_dir(&self, dir: &Path) -> std::result::Result<(), Failure> {
+        self.run(async {
+            let mut fs = self.sftp.fs();
+            let made = fs
+                .dir_builder()
+                .permissions(Permissions::from(0o700))
+                .create(dir)
+                .await;
+            match made {
+                Ok(()) => Ok(()),
+                Err(e @ openssh_sftp_client::Error::SftpError(..)) => {
+                    match fs.metadata(dir).await {
+                        Ok(_) => Ok(()),
+                        Err(_) => Err(failure(e)),
+                    }
+                }
+                Err(e) => Err(failure(e)),
+            }
+        })
+    }
+
+    fn read_at(
+        &self,
+        path: &Path,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> std::result::Result<usize, Failure> {
+        self.run(async {
+            let file = self.sftp.open(path).await.map_err(failure)?;
+            let filled = read_chunks(&file, offset, buf, CHUNK).await;
+            let _ = file.close().await;
+            filled
+        })
+    }
+
+    fn read_all(&self, path: &Path) -> std::result::Result<Vec<u8>, Failure> {
+        let chunk = CHUNK;
+        self.run(async {
+            let mut file = self.sftp.open(path).await.map_err(failure)?;
+            let size = file.metadata().await.map_err(failure)?.len().unwrap_or(0);
+            // One byte more than the size shows a file that grew.
+            let mut data = vec![0; size as usize + 1];
+            let filled = read_chunks(&file, 0, &mut data, chunk).await?;
+            data.truncate(filled);
+            if filled as u64 > size {
+                // Grown meanwhile: the rest, in turn.
+                file.seek(std::io::SeekFrom::Start(filled as u64))
+                    .map_err(|e| Failure::Other(Error::io("remote file", e)))
+                    .await?;
+                while let Some(more) = file
+                    .read(chunk as u32, bytes::BytesMut::with_capacity(chunk))
+                    .await
+                    .map_err(failure)?
+                {
+                    if more.is_empty() {
+                        break;
+                    }
+                    data.extend_from_slice(&more);
+                }
+            }
+            let _ = file.close().await;
+            Ok(data)
+        })
+    }
+
+    fn write_file(&self, path: &Path, data: &[u8]) -> std::result::Result<(), Failure> {
+        let chunk = CHUNK;
+        self.run(async {
+            let mut file = self
+                .sftp
+                .options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .await
+                .map_err(failure)?;
+            let mut private = file.clone();
+            let permissions = async move {
+                private
+                    .set_permissions(Permissions::from(0o600))
+                    .await
+                    .map_err(failure)
+            };
+            let writes = data.chunks(chunk).enumerate().map(|(n, part)| {
+                let mut file = file.clone();
+                async move {
+                    file.seek(std::io::SeekFrom::Start((n * chunk) as u64))
+                        .await
+                        .map_err(|e| Failure::Other(Error::io("remote file", e)))?;
+                    file.write_all(part).await.map_err(failure)
+                }
+            });
+            // The mode goes out with the writes, not a round trip before.
+            futures::future::try_join(permissions, futures::future::try_join_all(writes)).await?;
+            if self.sftp.support_fsync() {
+                file.sync_all().await.map_err(failure)?;
+            }
+            file.close().await.map_err(failure)
+        })
+    }
+
+    /// With `posix-rename@openssh.com` (every OpenSSH server) the
+    /// replacement is atomic; without it the old file goes first.
+    fn replace(&self, from: &Path, to: &Path) -> std::result::Result<(), Failure> {
+        self.run(async {
+            let mut fs = self.sftp.fs();
+            if !self.sftp.support_posix_rename() {
+                let _ = fs.remove_file(to).await;
+            }
+            fs.rename(from, to).await.map_err(failure)
+        })
+    }
+
+    /// One atomic rename (the replaced file, if any, had the same bytes).
+    fn place_same(&self, from: &Path, to: &Path) -> std::result::Result<(), Failure> {
+        if !self.sftp.support_posix_rename() {
+            return self.place_new(from, to).map(|_| ());
+        }
+        self.run(async { self.sftp.fs().rename(from, to).await.map_err(failure) })
+    }
+
+    /// A hard link (`hardlink@openssh.com`) fails where the name exists,
+    /// so two writers of the same new name cannot both think it theirs.
+    fn place_new(&self, from: &Path, to: &Path) -> std::result::Result<bool, Failure> {
+        self.run(async {
+            let mut fs = self.sftp.fs();
+            let placed = if self.sftp.support_hardlink() {
+                match fs.hard_link(from, to).await {
+                    Ok(()) => Ok(true),
+                    Err(e) => match fs.metadata(to).await {
+                        Ok(_) => Ok(false),
+                        Err(_) => Err(failure(e)),
+                    },
+                }
+            } else {
+                match fs.metadata(to).await {
+                    Ok(_) => Ok(false),
+                    Err(_) => fs.rename(from, to).await.map(|()| true).map_err(failure),
+                }
+            };
+            let _ = fs.remove_file(from).await;
+            placed
+        })
+    }
+
+    fn remove(&self, path: &Path) -> std::result::Result<(), Failure> {
+        self.run(async { self.sftp.fs().remove_file(path).await.map_err(failure) })
+    }
+}
