@@ -305,14 +305,30 @@ fn bad_mountpoints_are_refused() {
     let out = env.run(&["mount", full.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
-    let mount = MountGuard::new(&env, "mnt");
+    // Mounted already: named with the pid that serves it.
+    let mut mount = MountGuard::new(&env, "mnt");
     let out = env.run(&["mount", mount.path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    let pid = mount.pid().unwrap();
     assert!(
-        err.contains("already a mount point") || err.contains("not empty"),
+        err.contains(&format!("already mounted by mapache (pid {pid})")),
         "{err}"
     );
+    // Its process killed: the dead mount answers nothing ...
+    mount.kill_9_leaving_the_mount();
+    let dead = fs::read_dir(&mount.path).unwrap_err();
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN));
+    // ... and the next mount clears it and mounts.
+    // (The kernel may answer for the dead mount's cached entries, so the
+    // guard's wait can end early: wait for the new one to list.)
+    let again = MountGuard::new(&env, "mnt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fs::read_dir(&again.path).is_err() || !again.path.join("snapshots").is_dir() {
+        assert!(std::time::Instant::now() < deadline, "{}", again.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(again.log().contains("cleared the mount"), "{}", again.log());
 }
 
 #[test]

@@ -35,6 +35,13 @@ fn cp_into_staging_and_commit_while_mounted() {
     assert_same_tree(&source, &mount.path.join("ids").join(short).join("source"));
     // The staging view continues from the new snapshot.
     assert_same_tree(&source, &staged.join("source"));
+    // Nothing changed since: the mount writes no snapshot.
+    let again = env.json(&["commit", "-m", "again"]);
+    assert_eq!(again["committed"], false, "{again}");
+    assert_eq!(
+        fs::read_dir(mount.path.join("snapshots")).unwrap().count(),
+        before + 1
+    );
 
     let restored = env.path("restored");
     env.ok(&["restore", short, "--target", restored.to_str().unwrap()]);
@@ -682,4 +689,74 @@ fn renaming_and_removing_a_folder_leaves_its_look_alike_neighbours_alone() {
     fs::write(staged.join("a/x"), "new").unwrap();
     assert!(!before.contains(&ino("a/x")));
     assert_eq!(fs::read(staged.join("a/x")).unwrap(), b"new");
+}
+
+#[test]
+fn names_longer_than_255_bytes_are_refused_as_ext4_refuses_them() {
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let longest = "n".repeat(255);
+    let too_long = "n".repeat(256);
+    fs::write(staged.join("file"), "x").unwrap();
+    let is_too_long = |result: std::io::Result<()>, what: &str| {
+        let e = result.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{what}: {e}");
+    };
+    let long = staged.join(&too_long);
+    is_too_long(fs::create_dir(&long), "mkdir");
+    is_too_long(fs::write(&long, "x"), "open O_CREAT");
+    is_too_long(std::os::unix::fs::symlink("file", &long), "symlink");
+    is_too_long(fs::hard_link(staged.join("file"), &long), "link");
+    is_too_long(fs::rename(staged.join("file"), &long), "rename");
+    is_too_long(
+        nix::unistd::mkfifo(&long, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .map_err(std::io::Error::from),
+        "mkfifo",
+    );
+    // Lookups of such names say so too, not ENOENT.
+    is_too_long(
+        fs::set_permissions(&long, std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+        "chmod",
+    );
+    is_too_long(fs::remove_file(&long), "unlink");
+    is_too_long(fs::remove_dir(&long), "rmdir");
+    is_too_long(fs::metadata(&long).map(|_| ()), "stat");
+    // 255 bytes are fine, and `statfs` says 255.
+    fs::write(staged.join(&longest), "y").unwrap();
+    assert_eq!(fs::read(staged.join(&longest)).unwrap(), b"y");
+    let stat = nix::sys::statvfs::statvfs(&staged).unwrap();
+    assert_eq!(stat.name_max(), 255);
+}
+
+#[test]
+fn folder_link_counts_count_subfolders_as_on_ext4() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let plain = env.path("plain");
+    fs::create_dir_all(&plain).unwrap();
+    for root in [&staged, &plain] {
+        for dir in ["top", "top/a", "top/b", "top/c", "top/a/deeper"] {
+            fs::create_dir(root.join(dir)).unwrap();
+        }
+        fs::write(root.join("top/file"), "x").unwrap();
+        fs::remove_dir(root.join("top/c")).unwrap();
+    }
+    let links = |root: &Path| -> Vec<u64> {
+        ["top", "top/a", "top/b", "top/a/deeper"]
+            .iter()
+            .map(|dir| fs::metadata(root.join(dir)).unwrap().nlink())
+            .collect()
+    };
+    assert_eq!(links(&plain), [4, 3, 2, 2], "ext4 itself");
+    assert_eq!(links(&staged), links(&plain), "staging/");
+    // A snapshot shows the same counts.
+    let commit = env.json(&["commit", "-m", "folders"]);
+    let snapshot = mount
+        .path
+        .join("ids")
+        .join(commit["short_id"].as_str().unwrap());
+    assert_eq!(links(&snapshot), links(&plain), "a snapshot");
 }

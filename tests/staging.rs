@@ -41,6 +41,21 @@ fn stage_add_commit_restore_keeps_everything() {
     assert_same_tree(&source, &target.join("imported/source"));
     // Committed: nothing left to do.
     assert!(env.ok(&["stage", "status"]).contains("no changes"));
+    // Committing again writes nothing (exit 0, said so) unless asked to.
+    let again = env.ok(&["commit", "-m", "again"]);
+    assert!(again.contains("nothing to commit"), "{again}");
+    assert_eq!(env.json(&["commit"])["committed"], false);
+    assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 1);
+    let forced = env.json(&["commit", "--allow-empty"]);
+    assert_eq!(forced["committed"], true);
+    assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_new_repository_with_nothing_staged_has_nothing_to_commit() {
+    let env = Env::with_repo();
+    assert!(env.ok(&["commit"]).contains("nothing to commit"));
+    assert!(env.json(&["log"]).as_array().unwrap().is_empty());
 }
 
 #[test]

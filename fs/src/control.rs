@@ -24,6 +24,9 @@ pub enum ControlRequest {
         tags: Vec<String>,
         /// Host name to record.
         host: String,
+        /// Commit even if nothing changed.
+        #[serde(default)]
+        allow_empty: bool,
     },
 }
 
@@ -32,6 +35,8 @@ pub enum ControlRequest {
 pub enum ControlResponse {
     /// The commit made this snapshot (hex id).
     Committed(String),
+    /// Nothing changed since the base (hex id, if any): no snapshot.
+    NothingToCommit(Option<String>),
     /// It failed.
     Failed(String),
 }

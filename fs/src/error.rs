@@ -34,6 +34,9 @@ pub enum FsError {
     /// An argument makes no sense (renaming a folder into itself, say).
     #[error("invalid argument")]
     Invalid,
+    /// A name longer than `NAME_MAX` bytes.
+    #[error("file name too long")]
+    NameTooLong,
     /// The operation is not supported here (ACLs the mount could not
     /// enforce for other users).
     #[error("operation not supported")]
@@ -71,6 +74,7 @@ impl FsError {
             FsError::Exists => libc::EEXIST,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::Invalid => libc::EINVAL,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::AccessDenied => libc::EACCES,
             FsError::Busy(_) => libc::EBUSY,

@@ -112,11 +112,21 @@ impl MountGuard {
     /// SIGKILLs the mount process, as a crash would, and clears the stale
     /// mount it leaves behind.
     pub fn kill_9(&mut self) {
+        self.kill_9_leaving_the_mount();
+        force_unmount(&self.path);
+    }
+
+    /// SIGKILLs the mount process and leaves its dead mount in place.
+    pub fn kill_9_leaving_the_mount(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        force_unmount(&self.path);
+    }
+
+    /// The mount process's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
     }
 }
 

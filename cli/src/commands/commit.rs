@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Result};
 use mapache_fs::control::{self, ControlRequest, ControlResponse};
+use mapache_fs::staging::Committed;
+use mapache_store::SnapshotId;
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
@@ -21,6 +23,10 @@ pub struct Args {
     /// Host name to record (default: this machine's)
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
+
+    /// Write a snapshot even when nothing changed since the last one
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
@@ -30,21 +36,41 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         message: args.message.clone(),
         tags: args.tag.clone(),
         host: host.clone(),
+        allow_empty: args.allow_empty,
     };
     // Mounted: the mount has the staging area open; ask it to commit
     // (without loading the index here first, which the mount has).
-    let id = match control::send(&global.staging_dir(&repo)?, &request) {
-        Ok(ControlResponse::Committed(id)) => id.parse()?,
+    let made = match control::send(&global.staging_dir(&repo)?, &request) {
+        Ok(ControlResponse::Committed(id)) => Some(id.parse::<SnapshotId>()?),
+        Ok(ControlResponse::NothingToCommit(_)) => None,
         Ok(ControlResponse::Failed(message)) => bail!("the mount could not commit: {message}"),
         Err(_) => {
             let open = global.staging_of(repo)?;
-            open.staging.commit(&args.message, &args.tag, &host)?.0
+            match open
+                .staging
+                .commit(&args.message, &args.tag, &host, args.allow_empty)?
+            {
+                Committed::Snapshot(id, _) => Some(id),
+                Committed::NothingToCommit { .. } => None,
+            }
         }
     };
+    // Nothing to commit is not a failure (a cron job committing every hour
+    // must not alert when nobody worked): exit 0, and say so.
     if global.json {
-        print_json(&serde_json::json!({ "id": id.to_hex(), "short_id": id.short() }))?;
+        let value = match made {
+            Some(id) => {
+                serde_json::json!({ "committed": true, "id": id.to_hex(), "short_id": id.short() })
+            }
+            None => serde_json::json!({ "committed": false }),
+        };
+        print_json(&value)?;
+    } else if let Some(id) = made {
+        if !global.quiet {
+            println!("committed snapshot {}", id.short());
+        }
     } else if !global.quiet {
-        println!("committed snapshot {}", id.short());
+        println!("nothing to commit: the staging area holds no change since its last snapshot (--allow-empty writes one anyway)");
     }
     Ok(Outcome::Success)
 }

@@ -56,8 +56,42 @@ pub struct Args {
 }
 
 /// Refuses mountpoints that would surprise: missing, not a folder, not
-/// empty, or already a mount point.
+/// empty, or already a mount point (a live mapache mount is named with
+/// its pid; one whose process died is cleared, as nothing else can use
+/// it).
 fn check_mountpoint(path: &Path) -> Result<()> {
+    if let Some(existing) = mount_at(path) {
+        // Mounted by fusermount the type says `fuse.mapache`; by root
+        // directly, only the source does.
+        let mapache = existing.fstype == "fuse.mapache" || existing.source.starts_with("mapache:");
+        // The kernel may still answer `stat` from its cache; listing
+        // reaches the (dead) process.
+        let dead = matches!(
+            std::fs::read_dir(path),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTCONN)
+        );
+        match (mapache, dead) {
+            (true, true) => clear_dead_mount(path)?,
+            (true, false) => {
+                let pid = existing.source.strip_prefix("mapache:").unwrap_or("?");
+                bail!(
+                    "{} is already mounted by mapache (pid {pid})",
+                    path.display()
+                )
+            }
+            (false, true) => bail!(
+                "{} is a {} mount whose process has ended; clear it with `fusermount3 -u {}`",
+                path.display(),
+                existing.fstype,
+                path.display()
+            ),
+            (false, false) => bail!(
+                "{} is already a mount point ({})",
+                path.display(),
+                existing.fstype
+            ),
+        }
+    }
     let meta = std::fs::metadata(path).with_context(|| format!("mountpoint {}", path.display()))?;
     if !meta.is_dir() {
         bail!("mountpoint {} is not a folder", path.display());
@@ -67,17 +101,69 @@ fn check_mountpoint(path: &Path) -> Result<()> {
     if entries.next().is_some() {
         bail!("mountpoint {} is not empty", path.display());
     }
-    let canonical = std::fs::canonicalize(path)?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // Field 5 of each line is the mount point (spaces escaped as \040).
-    let taken = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount| mount.replace("\\040", " ") == canonical.to_string_lossy());
-    if taken {
-        bail!("{} is already a mount point", path.display());
-    }
     Ok(())
+}
+
+/// A file system mounted somewhere.
+struct ExistingMount {
+    fstype: String,
+    /// What it was mounted from (`mapache:PID` for ours).
+    source: String,
+}
+
+/// The topmost mount at `path`, from /proc/self/mountinfo. The path is
+/// made absolute without following it: a dead FUSE mount cannot even be
+/// resolved.
+fn mount_at(path: &Path) -> Option<ExistingMount> {
+    let absolute = std::path::absolute(path).ok()?;
+    let canonical = std::fs::canonicalize(path).ok();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut found = None;
+    for line in mountinfo.lines() {
+        // `ID PARENT DEV ROOT MOUNTPOINT OPTIONS [TAGS] - FSTYPE SOURCE ...`,
+        // spaces in names escaped as \040.
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(point.replace("\\040", " "));
+        if point == absolute || Some(&point) == canonical.as_ref() {
+            let mut fields = right.split(' ');
+            found = Some(ExistingMount {
+                fstype: fields.next().unwrap_or_default().to_string(),
+                source: fields.next().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    found
+}
+
+/// Unmounts a mapache mount whose process died (`Transport endpoint is
+/// not connected` for every use of it), or says how to.
+fn clear_dead_mount(path: &Path) -> Result<()> {
+    for tool in ["fusermount3", "fusermount"] {
+        let cleared = std::process::Command::new(tool)
+            .args(["-u", "-z"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if cleared {
+            eprintln!(
+                "note: cleared the mount left on {} by a mapache process that ended",
+                path.display()
+            );
+            return Ok(());
+        }
+    }
+    bail!(
+        "{} is a mapache mount whose process has ended, and it could not be cleared: \
+         run `fusermount3 -u {}` (or `umount -l` as root)",
+        path.display(),
+        path.display()
+    )
 }
 
 /// Says plainly why FUSE cannot be used, before a password is asked for.
@@ -108,7 +194,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     use std::time::Duration;
 
     use mapache_fs::control::{self, ControlRequest, ControlResponse};
-    use mapache_fs::staging::Staging;
+    use mapache_fs::staging::{Committed, Staging};
     use mapache_fs::{MountOptions, Namespace};
 
     if args.background_child {
@@ -148,8 +234,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 message,
                 tags,
                 host,
-            } => match namespace.commit(&message, &tags, &host) {
-                Ok(id) => ControlResponse::Committed(id.to_hex()),
+                allow_empty,
+            } => match namespace.commit(&message, &tags, &host, allow_empty) {
+                Ok(Committed::Snapshot(id, _)) => ControlResponse::Committed(id.to_hex()),
+                Ok(Committed::NothingToCommit { base }) => {
+                    ControlResponse::NothingToCommit(base.map(|id| id.to_hex()))
+                }
                 Err(e) => ControlResponse::Failed(e.to_string()),
             },
         })

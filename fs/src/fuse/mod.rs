@@ -34,7 +34,7 @@ use crate::acl;
 use crate::blob_cache::BlobCache;
 use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
-use crate::namespace::{Attr, DirEntry, Namespace, SetAttr};
+use crate::namespace::{Attr, DirEntry, Namespace, SetAttr, NAME_MAX};
 use crate::page_push::PagePusher;
 use crate::staging::{OpenFile, RenameMode};
 
@@ -775,10 +775,10 @@ impl Filesystem for MapacheFs {
                 s.files(),
                 s.files_free(),
                 s.block_size() as u32,
-                255,
+                NAME_MAX as u32,
                 s.fragment_size() as u32,
             ),
-            None => reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096),
+            None => reply.statfs(0, 0, 0, 0, 0, 4096, NAME_MAX as u32, 4096),
         }
     }
 

@@ -86,7 +86,9 @@ pub fn mount(
     };
     let mut config = Config::default();
     config.mount_options = vec![
-        MountOption::FSName("mapache".into()),
+        // The process serving it, for whoever finds the mount point taken
+        // (`mapache:PID` in /proc/self/mountinfo and `df`).
+        MountOption::FSName(format!("mapache:{}", std::process::id())),
         MountOption::Subtype("mapache".into()),
         MountOption::DefaultPermissions,
         // Without it the kernel forgets a file's attributes after each

@@ -270,6 +270,8 @@ impl Table {
 struct Folder {
     /// Sorted by name, as trees are stored.
     nodes: Vec<Arc<Node>>,
+    /// How many of them are folders (for the link count: 2 + this).
+    subfolders: u32,
 }
 
 impl Folder {
@@ -334,6 +336,7 @@ impl Namespace {
         }
         let nodes = self.repo.load_tree(id)?.nodes;
         let tree = Arc::new(Folder {
+            subfolders: subfolders(&nodes),
             nodes: nodes.into_iter().map(Arc::new).collect(),
         });
         self.trees.lock().put(*id, tree.clone());
@@ -422,6 +425,7 @@ impl Namespace {
 
     /// Looks up `name` in folder `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        check_name_length(name)?;
         let entry = self.entry(parent)?;
         match &entry {
             Entry::Node { node, root, .. } => {
@@ -477,7 +481,13 @@ impl Namespace {
             ctime: self.mounted_at,
         };
         Ok(match entry {
-            Entry::Node { node, .. } => Attr::of_node(ino, &node),
+            Entry::Node { node, .. } => {
+                let mut attr = Attr::of_node(ino, &node);
+                if let Some(folder) = self.folder(&node).ok().flatten() {
+                    attr.nlink = 2 + folder.subfolders;
+                }
+                attr
+            }
             Entry::Staged(path) => self.staged_attr(ino, &path)?,
             Entry::Latest(target) => {
                 let mut attr = virtual_dir(1);
@@ -486,7 +496,14 @@ impl Namespace {
                 attr.size = target.len() as u64;
                 attr
             }
-            _ => virtual_dir(2),
+            _ => {
+                let children = self.virtual_children(&entry)?;
+                let subfolders = children
+                    .iter()
+                    .filter(|(_, child)| !matches!(child, Entry::Latest(_)))
+                    .count();
+                virtual_dir(2 + subfolders as u32)
+            }
         })
     }
 
@@ -626,3 +643,21 @@ impl Namespace {
 
 #[cfg(test)]
 mod tests;
+
+/// How many of `nodes` are folders: a folder's link count is 2 (its name
+/// and its `.`) plus one for the `..` of each.
+fn subfolders(nodes: &[Node]) -> u32 {
+    nodes.iter().filter(|n| n.kind == NodeKind::Dir).count() as u32
+}
+
+/// The longest name a folder entry may have, as `statfs` reports.
+pub const NAME_MAX: usize = 255;
+
+/// Refuses names no filesystem here could hold: ENAMETOOLONG, as ext4
+/// answers, for new names and lookups alike.
+fn check_name_length(name: &[u8]) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(())
+}

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use mapache_store::tree::{Node, NodeKind, Timestamp};
-use mapache_store::SnapshotId;
 
 use super::{Attr, DirEntry, Entry, Key, Namespace, Table};
 use crate::acl;
 use crate::error::{FsError, FsResult};
-use crate::staging::{Meta, OpenFile, RenameMode, Staging};
+use crate::staging::{Committed, Meta, OpenFile, RenameMode, Staging};
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
 /// rename); it never resolves.
@@ -94,6 +93,7 @@ impl Namespace {
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
             return Err(FsError::Invalid);
         }
+        super::check_name_length(name)?;
         Ok(join(&self.path_of(parent)?, name))
     }
 
@@ -115,13 +115,23 @@ impl Namespace {
             return Err(FsError::NotFound);
         }
         let node = self.staging()?.stat(path)?;
-        Ok(Attr::of_node(ino, &node))
+        self.staged_node_attr(ino, path, &node)
     }
 
     pub(super) fn staged_lookup(&self, dir: &[u8], name: &[u8]) -> FsResult<Attr> {
         let path = join(dir, name);
         let node = self.staging()?.stat(&path)?;
-        Ok(Attr::of_node(self.intern_staged(&path, &node), &node))
+        self.staged_node_attr(self.intern_staged(&path, &node), &path, &node)
+    }
+
+    /// The attributes of staged `node` at `path`; a folder's link count
+    /// counts its subfolders.
+    fn staged_node_attr(&self, ino: u64, path: &[u8], node: &Node) -> FsResult<Attr> {
+        let mut attr = Attr::of_node(ino, node);
+        if node.kind == NodeKind::Dir {
+            attr.nlink = 2 + super::subfolders(&self.staging()?.list(path)?);
+        }
+        Ok(attr)
     }
 
     pub(super) fn staged_readdir(&self, dir: &[u8]) -> FsResult<Vec<DirEntry>> {
@@ -482,10 +492,20 @@ impl Namespace {
 
     /// Commits the staging area; the snapshot shows under `snapshots/` at
     /// once.
-    pub fn commit(&self, description: &str, tags: &[String], host: &str) -> FsResult<SnapshotId> {
-        let (id, _) = self.staging()?.commit(description, tags, host)?;
-        self.refresh_snapshots();
-        Ok(id)
+    pub fn commit(
+        &self,
+        description: &str,
+        tags: &[String],
+        host: &str,
+        allow_empty: bool,
+    ) -> FsResult<Committed> {
+        let committed = self
+            .staging()?
+            .commit(description, tags, host, allow_empty)?;
+        if let Committed::Snapshot(..) = committed {
+            self.refresh_snapshots();
+        }
+        Ok(committed)
     }
 
     /// The staging area's state folder (for `statfs`).

@@ -166,6 +166,19 @@ fn root_node(snapshot: Option<&Snapshot>) -> Node {
     node
 }
 
+/// What a commit did.
+#[derive(Debug)]
+pub enum Committed {
+    /// It wrote this snapshot.
+    Snapshot(SnapshotId, Box<Snapshot>),
+    /// Nothing differs from the base (none: an empty staging area of a
+    /// new repository), so it wrote none.
+    NothingToCommit {
+        /// The snapshot the staging area is based on.
+        base: Option<SnapshotId>,
+    },
+}
+
 impl Staging {
     /// Opens the staging in `dir` (created with mode 0700 if missing) and
     /// replays its journal.
@@ -593,13 +606,16 @@ impl Staging {
         Ok(())
     }
 
-    /// Writes the staging view as a snapshot and rebases on it.
+    /// Writes what is staged as a new snapshot and continues from it;
+    /// with nothing changed since the base, none is written unless
+    /// `allow_empty`.
     pub fn commit(
         &self,
         description: &str,
         tags: &[String],
         host: &str,
-    ) -> FsResult<(SnapshotId, Snapshot)> {
+        allow_empty: bool,
+    ) -> FsResult<Committed> {
         let started = std::time::Instant::now();
         let mut inner = self.inner.lock();
         self.wait_for_uploads(&mut inner);
@@ -607,9 +623,13 @@ impl Staging {
         // Every blob a written tree names, with the entry naming it, to be
         // checked against the index once the trees are durable.
         let mut references: Vec<(BlobId, BlobType, Vec<u8>)> = Vec::new();
+        // Entries of the tree saved last: the root's (folders are saved
+        // after what they hold).
+        let mut last_saved_len = 0;
         let built = {
             let Inner { saver, overlay, .. } = &mut *inner;
             let mut save_tree = |nodes: Vec<Node>| -> FsResult<BlobId> {
+                last_saved_len = nodes.len();
                 for node in &nodes {
                     references.extend(
                         node.content
@@ -635,6 +655,15 @@ impl Staging {
             Err(e) => return Err(e),
         };
         self.check_references(&references)?;
+        // The same tree as the base (or an empty one and no base): nothing
+        // would tell the new snapshot from the last.
+        let unchanged = match inner.base_tree {
+            Some(base) => base == root,
+            None => last_saved_len == 0,
+        };
+        if unchanged && !allow_empty {
+            return Ok(Committed::NothingToCommit { base: inner.base });
+        }
         let mut snapshot = Snapshot::new(host, vec!["/".into()], root, SnapshotSource::Staging);
         snapshot.tags = tags.to_vec();
         snapshot.description = description.to_string();
@@ -647,7 +676,7 @@ impl Staging {
         inner.base_tree = Some(root);
         // Everything staged is in the new base now.
         self.replace_records(&mut inner, Vec::new())?;
-        Ok((id, snapshot))
+        Ok(Committed::Snapshot(id, Box::new(snapshot)))
     }
 
     /// Refuses a commit whose trees name a blob that the index does not

@@ -209,7 +209,7 @@ fn random_operations(seed: u64) {
             }
         }
         staging
-            .commit(&format!("round {round}"), &[], "test")
+            .commit(&format!("round {round}"), &[], "test", false)
             .unwrap();
         let target = work.path().join(format!("restore-{round}"));
         restore_latest(&repo, &target);
@@ -263,7 +263,7 @@ fn a_file_written_during_its_upload_keeps_the_newer_content() {
     // The stale upload was not recorded: the newer bytes are still there.
     assert_eq!(staging.read(b"f", 0, 1 << 24).unwrap(), newer);
 
-    staging.commit("newer", &[], "test").unwrap();
+    staging.commit("newer", &[], "test", false).unwrap();
     let target = dir.path().join("restored");
     restore_latest(&repo, &target);
     assert_eq!(std::fs::read(target.join("f")).unwrap(), newer);
@@ -286,7 +286,7 @@ fn a_file_unlinked_before_its_upload_is_never_uploaded() {
     let local_files = || std::fs::read_dir(state.join("data")).unwrap().count();
     assert_eq!(local_files(), 1);
 
-    staging.commit("without temp", &[], "test").unwrap();
+    staging.commit("without temp", &[], "test", false).unwrap();
     // Two megabytes of random bytes would be hundreds of blobs; only the
     // root tree was stored. The local copy is gone too.
     assert_eq!(repo.index().len(), 1);
@@ -294,4 +294,33 @@ fn a_file_unlinked_before_its_upload_is_never_uploaded() {
     let target = dir.path().join("restored");
     restore_latest(&repo, &target);
     assert_eq!(snapshot_of(&target).len(), 1);
+}
+
+#[test]
+fn a_commit_of_nothing_new_writes_no_snapshot_unless_allowed() {
+    use super::Committed;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::open(repo.clone(), &dir.path().join("state")).unwrap();
+    // A new repository and nothing staged.
+    let empty = staging.commit("empty", &[], "test", false).unwrap();
+    assert!(matches!(empty, Committed::NothingToCommit { base: None }));
+    assert!(repo.snapshots().unwrap().is_empty());
+
+    staging.create(b"f", meta_now(0o644)).unwrap();
+    let Committed::Snapshot(first, _) = staging.commit("first", &[], "test", false).unwrap() else {
+        panic!("a staged file makes a snapshot");
+    };
+    let again = staging.commit("again", &[], "test", false).unwrap();
+    assert!(matches!(again, Committed::NothingToCommit { base: Some(b) } if b == first));
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+
+    // A change undone is no change.
+    staging.create(b"g", meta_now(0o644)).unwrap();
+    staging.remove(b"g", false).unwrap();
+    let undone = staging.commit("undone", &[], "test", false).unwrap();
+    assert!(matches!(undone, Committed::NothingToCommit { .. }));
+    let forced = staging.commit("forced", &[], "test", true).unwrap();
+    assert!(matches!(forced, Committed::Snapshot(..)));
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
 }
