@@ -314,4 +314,8 @@ impl Backend for CacheBackend {
     fn keep_packs(&self, packs: &mut dyn Iterator<Item = Id>) {
         self.kept_packs.write().extend(packs);
     }
+
+    fn parallel_reads(&self) -> usize {
+        self.inner.parallel_reads()
+    }
 }

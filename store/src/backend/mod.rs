@@ -161,6 +161,13 @@ pub trait Backend: Send + Sync {
     fn keep_packs(&self, packs: &mut dyn Iterator<Item = Id>) {
         let _ = packs;
     }
+
+    /// How many reads in flight at once pay off: a store that answers
+    /// each request slowly but many side by side (an object store) says
+    /// more than a disk. Readers of many packs run at least this many.
+    fn parallel_reads(&self) -> usize {
+        1
+    }
 }
 
 /// How a read range will be used, so that a backend can choose how to read.

@@ -189,6 +189,13 @@ impl Backend for S3Backend {
         self.location.to_string()
     }
 
+    /// Each request waits on the servers, which answer many side by side;
+    /// each read in flight costs a buffer (~5 MiB at its peak), so a dozen
+    /// (docs/benchmarks.md has the measurements).
+    fn parallel_reads(&self) -> usize {
+        12
+    }
+
     fn is_repository(&self) -> Result<bool> {
         let key = self.key(FileKind::Config, &CONFIG_ID);
         match self.run(self.store.head(&key)) {
