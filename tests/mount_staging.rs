@@ -760,3 +760,102 @@ fn folder_link_counts_count_subfolders_as_on_ext4() {
         .join(commit["short_id"].as_str().unwrap());
     assert_eq!(links(&snapshot), links(&plain), "a snapshot");
 }
+
+/// Snapshots tagged `auto`, oldest first.
+fn auto_snapshots(env: &Env) -> Vec<serde_json::Value> {
+    env.json(&["log", "--tag", "auto"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits up to `seconds` for `done`.
+fn wait_until(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    done()
+}
+
+#[test]
+fn a_mount_with_commit_every_backs_up_what_is_written_without_a_commit() {
+    let env = Env::with_repo();
+    let mount = MountGuard::with_args(&env, "mnt", &["--commit-every", "1s"]);
+    let staged = mount.path.join("staging");
+    // A writer keeps a file open: nothing is committed half written.
+    let mut open = fs::File::create(staged.join("notes.txt")).unwrap();
+    open.write_all(b"first line\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert!(
+        auto_snapshots(&env).is_empty(),
+        "committed while a file was open"
+    );
+    open.write_all(b"second line\n").unwrap();
+    drop(open);
+    fs::create_dir(staged.join("docs")).unwrap();
+    fs::write(staged.join("docs/plan.md"), "# plan\n").unwrap();
+    // Quiet now: a snapshot appears without anyone running commit.
+    assert!(
+        wait_until(20, || auto_snapshots(&env).len() == 1),
+        "no automatic snapshot: {}",
+        mount.log()
+    );
+    let snapshot = &auto_snapshots(&env)[0];
+    let id = snapshot["short_id"].as_str().unwrap();
+    let restored = env.path("restored");
+    env.ok(&["restore", id, "--target", restored.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_to_string(restored.join("notes.txt")).unwrap(),
+        "first line\nsecond line\n"
+    );
+    assert_eq!(
+        fs::read_to_string(restored.join("docs/plan.md")).unwrap(),
+        "# plan\n"
+    );
+    assert!(
+        mount
+            .log()
+            .contains(&format!("automatic commit: snapshot {id} (3 added")),
+        "{}",
+        mount.log()
+    );
+    // Nothing changes: no more snapshots.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(auto_snapshots(&env).len(), 1);
+    // One more change, one more snapshot, on top of the last.
+    fs::write(staged.join("docs/plan.md"), "# plan\n- more\n").unwrap();
+    assert!(
+        wait_until(20, || auto_snapshots(&env).len() == 2),
+        "{}",
+        mount.log()
+    );
+    let files = env.ok(&["ls", "latest", "/", "-R"]);
+    assert!(
+        files.contains("/notes.txt") && files.contains("/docs/plan.md"),
+        "{files}"
+    );
+}
+
+#[test]
+fn a_mount_with_commit_on_unmount_commits_what_it_holds_when_stopped() {
+    let env = Env::with_repo();
+    let mut mount = MountGuard::with_args(&env, "mnt", &["--commit-on-unmount"]);
+    fs::write(mount.path.join("staging/kept.txt"), "kept").unwrap();
+    assert_eq!(mount.stop(), Some(0));
+    let snapshots = auto_snapshots(&env);
+    assert_eq!(snapshots.len(), 1, "{}", mount.log());
+    let restored = env.path("restored");
+    env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_to_string(restored.join("kept.txt")).unwrap(),
+        "kept"
+    );
+    // Unmounted again with nothing new: no second snapshot.
+    let mut again = MountGuard::with_args(&env, "mnt", &["--commit-on-unmount"]);
+    assert_eq!(again.stop(), Some(0));
+    assert_eq!(auto_snapshots(&env).len(), 1);
+}

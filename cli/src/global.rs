@@ -353,7 +353,7 @@ impl GlobalOptions {
 }
 
 /// Parses a wait such as `30s`, `5m`, `1h` or `0`.
-fn parse_wait(text: &str) -> std::result::Result<std::time::Duration, String> {
+pub(crate) fn parse_wait(text: &str) -> std::result::Result<std::time::Duration, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())

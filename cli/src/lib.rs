@@ -5,6 +5,8 @@
 //! [`main_with_args`].
 
 #[cfg(feature = "fuse")]
+mod auto_commit;
+#[cfg(feature = "fuse")]
 mod background;
 mod commands;
 mod exit;

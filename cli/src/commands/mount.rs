@@ -49,6 +49,16 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "background")]
     log_file: Option<PathBuf>,
 
+    /// Commit the staging area by itself this often (30s, 5m, 1h) when it
+    /// has changes and has been quiet for a few seconds; the snapshots
+    /// are tagged `auto`
+    #[arg(long, value_name = "DURATION", value_parser = crate::global::parse_wait)]
+    commit_every: Option<std::time::Duration>,
+
+    /// Commit the staging area when unmounted, if it has changes
+    #[arg(long)]
+    commit_on_unmount: bool,
+
     /// Set by a background mount for the process it starts
     /// (`background::CHILD_FLAG`)
     #[arg(long = "background-child", hide = true)]
@@ -195,6 +205,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
 
     use mapache_fs::control::{self, ControlRequest, ControlResponse};
     use mapache_fs::staging::{Committed, Staging};
+
+    use crate::auto_commit::AutoCommit;
     use mapache_fs::{MountOptions, Namespace};
 
     if args.background_child {
@@ -214,18 +226,32 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
+    let commits_by_itself = args.commit_every.is_some() || args.commit_on_unmount;
+    let mut staging = None;
     if lock.read_only {
+        if commits_by_itself {
+            bail!("--commit-every and --commit-on-unmount need a repository that can be written");
+        }
         // Staged data goes into the repository as it is written.
         eprintln!("note: staging/ is left out: it needs a repository that can be written");
     } else {
         mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
-        let staging = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
+        let opened = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
         if let Some(spec) = &args.base {
-            choose_base(&repo, &staging, spec, &args.filter)?;
+            choose_base(&repo, &opened, spec, &args.filter)?;
         }
-        namespace = namespace.with_staging(staging);
+        namespace = namespace.with_staging(opened.clone());
+        staging = Some(opened);
     }
     let namespace = Arc::new(namespace);
+    let mut auto_commit = staging.filter(|_| commits_by_itself).map(|staging| {
+        AutoCommit::new(
+            namespace.clone(),
+            staging,
+            args.commit_every,
+            args.commit_on_unmount,
+        )
+    });
     // `mapache commit` in another shell reaches the staging through us.
     if !lock.read_only {
         let namespace = namespace.clone();
@@ -270,9 +296,15 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         if interrupts.recv_timeout(Duration::from_millis(200)).is_ok() {
             break;
         }
+        if let Some(auto_commit) = &mut auto_commit {
+            auto_commit.tick();
+        }
     }
     mounted.unmount().context("unmounting")?;
     crate::interrupt::clear_hook();
+    if let Some(auto_commit) = &mut auto_commit {
+        auto_commit.unmounted();
+    }
     if !global.quiet {
         eprintln!("unmounted {}", args.mountpoint.display());
     }

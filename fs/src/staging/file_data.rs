@@ -184,6 +184,7 @@ impl Staging {
         offset: u64,
         data: &[u8],
     ) -> FsResult<usize> {
+        inner.last_change = Some(std::time::Instant::now());
         let inline_fid = {
             let f = file.lock();
             f.inline.as_ref().and(Some(f.fid))
@@ -230,6 +231,7 @@ impl Staging {
         path: Option<&[u8]>,
         size: u64,
     ) -> FsResult<()> {
+        inner.last_change = Some(std::time::Instant::now());
         let inline_fid = {
             let f = file.lock();
             f.inline.as_ref().and(Some(f.fid))

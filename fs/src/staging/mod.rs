@@ -30,6 +30,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use mapache_store::now;
 use mapache_store::snapshot::{Snapshot, SnapshotSource};
@@ -106,6 +107,18 @@ struct Inner {
     /// Local files whose content the journal records, but not durably yet:
     /// they are deleted after the next journal fsync.
     unsynced_locals: Vec<u64>,
+    /// When anything staged last changed (in this process).
+    last_change: Option<Instant>,
+}
+
+/// How busy the staging area is, for committing it when it is quiet.
+#[derive(Clone, Copy, Debug)]
+pub struct Activity {
+    /// When something last changed (none: not since it was opened).
+    pub last_change: Option<Instant>,
+    /// Whether a file is open for writing (or was written without a handle
+    /// a moment ago).
+    pub writing: bool,
 }
 
 impl Inner {
@@ -256,6 +269,7 @@ impl Staging {
             buffer: Vec::new(),
             open_locals: HashMap::new(),
             unsynced_locals: Vec::new(),
+            last_change: None,
         };
         if ops.is_empty() {
             inner.journal.append(&Op::Base(None))?;
@@ -297,8 +311,18 @@ impl Staging {
     }
 
     fn record(&self, inner: &mut Inner, op: Op) -> FsResult<()> {
+        inner.last_change = Some(Instant::now());
         inner.overlay.apply(&op)?;
         inner.journal.append(&op)
+    }
+
+    /// How recently anything changed, and whether a file is being written.
+    pub fn activity(&self) -> Activity {
+        let inner = self.inner.lock();
+        Activity {
+            last_change: inner.last_change,
+            writing: inner.overlay.any_file_in_use(),
+        }
     }
 
     /// Metadata of the entry at `path` (the root for an empty path).

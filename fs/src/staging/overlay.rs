@@ -625,6 +625,11 @@ impl Overlay {
         locals
     }
 
+    /// Whether any file is open for writing or was just written.
+    pub fn any_file_in_use(&self) -> bool {
+        self.files.values().any(|f| f.lock().in_use())
+    }
+
     /// Every file with local data newer than its stored content, in the
     /// order they were made: a copy writes a folder's files one after the
     /// other, and uploading them in that order keeps them side by side in

@@ -10,6 +10,7 @@
 //! (`BatchMode`), keep-alives that notice a dead link, and `--ssh-key` /
 //! `--ssh-known-hosts` when given.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
@@ -45,37 +46,47 @@ pub(super) fn available() -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("ssh").is_file()))
 }
 
-/// The `ssh` command line for `location`.
-fn command(location: &SftpLocation, options: &SftpOptions) -> tokio::process::Command {
-    let mut ssh = tokio::process::Command::new("ssh");
+/// The options mapache gives `ssh` for `location`.
+fn ssh_options(location: &SftpLocation, options: &SftpOptions) -> Vec<OsString> {
     let seconds = options.timeout.as_secs().max(1);
+    let mut args: Vec<OsString> = Vec::new();
     if let Some(config) = &options.config_file {
-        ssh.arg("-F").arg(config);
+        args.extend(["-F".into(), config.into()]);
     }
-    ssh.args(["-x", "-a", "-T"])
-        .args(["-o", "BatchMode=yes"])
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .args(["-o", &format!("ConnectTimeout={seconds}")])
-        .args([
-            "-o",
-            &format!("ServerAliveInterval={}", seconds.div_ceil(3)),
-        ])
-        .args(["-o", "ServerAliveCountMax=3"]);
+    for arg in [
+        "-x".to_string(),
+        "-a".into(),
+        "-T".into(),
+        "-oBatchMode=yes".into(),
+        "-oStrictHostKeyChecking=yes".into(),
+        format!("-oConnectTimeout={seconds}"),
+        format!("-oServerAliveInterval={}", seconds.div_ceil(3)),
+        "-oServerAliveCountMax=3".into(),
+    ] {
+        args.push(arg.into());
+    }
     if let Some(port) = location.port {
-        ssh.args(["-p", &port.to_string()]);
+        args.extend(["-p".into(), port.to_string().into()]);
     }
     if let Some(user) = &location.user {
-        ssh.args(["-l", user]);
+        args.extend(["-l".into(), user.into()]);
     }
     if let Some(key) = &options.key_file {
-        ssh.arg("-i").arg(key).args(["-o", "IdentitiesOnly=yes"]);
+        args.extend(["-i".into(), key.into(), "-oIdentitiesOnly=yes".into()]);
     }
     if let Some(known_hosts) = &options.known_hosts {
-        let mut option = std::ffi::OsString::from("UserKnownHostsFile=");
+        let mut option = OsString::from("-oUserKnownHostsFile=");
         option.push(known_hosts);
-        ssh.arg("-o").arg(option);
+        args.push(option);
     }
-    ssh.args(["-s", "--", &location.host, "sftp"])
+    args
+}
+
+/// The `ssh` process carrying the SFTP session for `location`.
+fn command(location: &SftpLocation, options: &SftpOptions) -> tokio::process::Command {
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.args(ssh_options(location, options))
+        .args(["-s", "--", &location.host, "sftp"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,6 +95,40 @@ fn command(location: &SftpLocation, options: &SftpOptions) -> tokio::process::Co
         .process_group(0)
         .kill_on_drop(true);
     ssh
+}
+
+/// Where ssh's configuration really sends `location` (`ssh -G`): a host
+/// alias resolved to its host name and port, and the known_hosts file
+/// ssh checks.
+fn resolved(location: &SftpLocation, options: &SftpOptions) -> Option<(SftpLocation, SftpOptions)> {
+    let out = std::process::Command::new("ssh")
+        .args(ssh_options(location, options))
+        .args(["-G", "--", &location.host])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+            .map(str::to_string)
+    };
+    let real = SftpLocation {
+        host: value("hostname")?,
+        port: value("port")?.parse().ok(),
+        user: value("user"),
+        path: location.path.clone(),
+    };
+    let mut checked = options.clone();
+    if let Some(files) = value("userknownhostsfile") {
+        let first = files.split(' ').next().unwrap_or_default();
+        checked.known_hosts = Some(match first.strip_prefix("~/") {
+            Some(rest) => std::path::PathBuf::from(std::env::var_os("HOME")?).join(rest),
+            None => first.into(),
+        });
+    }
+    Some((real, checked))
 }
 
 /// Starts `ssh` and the SFTP session over it.
@@ -107,12 +152,15 @@ pub(super) fn connect(
     }
     let stderr_text = Arc::new(Mutex::new(String::new()));
     let started = runtime.block_on(async {
-        let mut ssh = command(location, options)
-            .spawn()
-            .map_err(|e| link_error(location, format!("cannot run ssh: {e}")))?;
+        // Not found or not runnable: final (no link to try again).
+        let mut ssh = command(location, options).spawn().map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot run ssh for {location}: {e} (--ssh-client builtin needs no ssh)"
+            ))
+        })?;
         let mut stderr = ssh.stderr.take().expect("piped");
         let collected = stderr_text.clone();
-        tokio::spawn(async move {
+        let collector = tokio::spawn(async move {
             let mut buf = Vec::new();
             let _ = stderr.read_to_end(&mut buf).await;
             collected.lock().push_str(&String::from_utf8_lossy(&buf));
@@ -131,7 +179,7 @@ pub(super) fn connect(
             Ok(Err(e)) => {
                 // ssh has said why on its stderr by the time it exits.
                 let _ = tokio::time::timeout(options.timeout, ssh.wait()).await;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), collector).await;
                 Err(e.to_string())
             }
             Err(_) => Err("the server did not answer".to_string()),
@@ -159,9 +207,12 @@ fn refusal(location: &SftpLocation, options: &SftpOptions, said: &str, fallback:
     let has = |text: &str| said.iter().any(|line| line.contains(text));
     if has("Host key verification failed") || has("HOST IDENTIFICATION HAS CHANGED") {
         // libssh2 reads the same known_hosts file and can show the key's
-        // fingerprint, which OpenSSH does not under strict checking.
-        if let Err(e @ Error::InvalidInput(_)) = super::builtin::check_host(location, options) {
-            return e;
+        // fingerprint, which OpenSSH does not under strict checking; it
+        // needs the host name and port the configuration resolves to.
+        if let Some((real, checked)) = resolved(location, options) {
+            if let Err(e @ Error::InvalidInput(_)) = super::builtin::check_host(&real, &checked) {
+                return e;
+            }
         }
         return Error::InvalidInput(format!(
             "ssh refused the host key of {}: {}",
