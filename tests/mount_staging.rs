@@ -859,3 +859,20 @@ fn a_mount_with_commit_on_unmount_commits_what_it_holds_when_stopped() {
     assert_eq!(again.stop(), Some(0));
     assert_eq!(auto_snapshots(&env).len(), 1);
 }
+
+#[test]
+fn latest_is_the_new_snapshot_as_soon_as_commit_returns() {
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let latest = mount.path.join("latest");
+    for round in 0..5 {
+        let name = format!("round-{round}.txt");
+        fs::write(staged.join(&name), "x").unwrap();
+        // The kernel holds the old `latest` (looked up just now).
+        let before = fs::read_link(&latest).ok();
+        env.ok(&["commit", "-m", &name]);
+        assert_ne!(fs::read_link(&latest).ok(), before, "round {round}");
+        assert!(latest.join(&name).exists(), "round {round}");
+    }
+}

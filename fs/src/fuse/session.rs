@@ -2,6 +2,7 @@
 //! handle that unmounts.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -71,6 +72,7 @@ pub fn mount(
         threads,
     );
     let pusher = Arc::new(PagePusher::new(namespace.clone(), cache.clone()));
+    let committing = namespace.clone();
     let notifier = Arc::new(OnceLock::new());
     let fs = MapacheFs {
         namespace,
@@ -105,6 +107,12 @@ pub fn mount(
     config.n_threads = Some((threads * 4).clamp(8, 64));
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
     let _ = notifier.set(session.notifier());
+    // The kernel keeps `latest` for its TTL: after a commit it must ask
+    // again, so that the new snapshot is `latest` when `commit` returns.
+    let invalidate = session.notifier();
+    committing.on_commit(Box::new(move || {
+        let _ = invalidate.inval_entry(INodeNo(crate::namespace::ROOT), OsStr::new("latest"));
+    }));
     let store = session.notifier();
     pusher.connect(Box::new(move |ino, data| {
         store.store(INodeNo(ino), 0, data)

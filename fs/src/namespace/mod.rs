@@ -293,6 +293,9 @@ pub struct Namespace {
     uid: u32,
     gid: u32,
     mounted_at: Timestamp,
+    /// Told when a commit made a snapshot (the mount drops the kernel's
+    /// cached `latest`).
+    on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Namespace {
@@ -316,7 +319,13 @@ impl Namespace {
             uid,
             gid,
             mounted_at: mapache_store::now(),
+            on_commit: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Calls `hook` after every commit that made a snapshot (once set).
+    pub fn on_commit(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_commit.set(hook);
     }
 
     /// Shows `staging` as the writable `staging/` folder.

@@ -504,6 +504,9 @@ impl Namespace {
             .commit(description, tags, host, allow_empty)?;
         if let Committed::Snapshot(..) = committed {
             self.refresh_snapshots();
+            if let Some(hook) = self.on_commit.get() {
+                hook();
+            }
         }
         Ok(committed)
     }
