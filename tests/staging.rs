@@ -175,3 +175,26 @@ fn state_folder_is_private() {
         std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&state).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o700);
 }
+
+#[test]
+fn staged_entries_are_recorded_with_owner_names_as_snapshot_records_them() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("sub/a.txt"), "a").unwrap();
+    env.ok(&["stage", "add", source.to_str().unwrap()]);
+    env.ok(&["stage", "mkdir", "/made-here"]);
+    env.ok(&["commit"]);
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    let listing = env.ok(&["ls", "-l", "latest", "/", "-R"]);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 4, "{listing}");
+    for line in lines {
+        let owner_and_group: Vec<&str> = line.split_whitespace().skip(1).take(2).collect();
+        assert_eq!(owner_and_group, [me.as_str(), me.as_str()], "{line}");
+    }
+}

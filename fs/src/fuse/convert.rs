@@ -98,6 +98,8 @@ pub(super) fn special_node(name: &[u8], kind: NodeKind, meta: &Meta) -> Node {
     node.mode = meta.mode;
     node.uid = meta.uid;
     node.gid = meta.gid;
+    node.user = crate::staging::owner_names().user(meta.uid);
+    node.group = crate::staging::owner_names().group(meta.gid);
     node.mtime = meta.mtime;
     node.atime = meta.atime;
     node.ctime = meta.mtime;

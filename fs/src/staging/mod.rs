@@ -41,6 +41,7 @@ use mapache_store::{BlobSaver, StreamError};
 use parking_lot::Mutex;
 
 pub use journal::Meta;
+pub use overlay::owner_names;
 
 /// What a rename does with an entry already at the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mapache_store::tree::{Node, NodeKind};
-use mapache_store::{BlobId, IndexedRepository};
+use mapache_store::{BlobId, IndexedRepository, OwnerNames};
 use parking_lot::Mutex;
 
 use super::journal::{Meta, Op};
@@ -132,9 +132,23 @@ pub fn dir_node(name: &[u8], meta: &Meta) -> Node {
     node
 }
 
-/// Applies chmod/chown/utimes metadata.
+/// The names of this machine's users and groups, looked up once each.
+pub fn owner_names() -> &'static OwnerNames {
+    static NAMES: std::sync::OnceLock<OwnerNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(OwnerNames::default)
+}
+
+/// Applies chmod/chown/utimes metadata. An owner that changes (or one
+/// without a name) is named as this machine names it, as `snapshot`
+/// records names: `ls -l` of the snapshot and restores by name need them.
 pub fn apply_meta(node: &mut Node, meta: &Meta) {
     node.mode = meta.mode & 0o7777;
+    if node.uid != meta.uid || node.user.is_empty() {
+        node.user = owner_names().user(meta.uid);
+    }
+    if node.gid != meta.gid || node.group.is_empty() {
+        node.group = owner_names().group(meta.gid);
+    }
     node.uid = meta.uid;
     node.gid = meta.gid;
     node.atime = meta.atime;
