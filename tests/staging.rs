@@ -198,3 +198,38 @@ fn staged_entries_are_recorded_with_owner_names_as_snapshot_records_them() {
         assert_eq!(owner_and_group, [me.as_str(), me.as_str()], "{line}");
     }
 }
+
+#[test]
+fn a_new_staging_area_continues_the_last_snapshot_committed_from_staging() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("old.txt"), "old").unwrap();
+    env.ok(&["stage", "add", source.to_str().unwrap()]);
+    let first = env.json(&["commit", "-m", "first"]);
+    // The state folder is gone (a reinstalled machine, a wiped
+    // ~/.local/state): a new staging area.
+    fs::remove_dir_all(env.path("state")).unwrap();
+    let out = env.command(&["stage", "status"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let short = first["short_id"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("no changes since snapshot {short}")),
+        "{said}"
+    );
+    fs::write(source.join("new.txt"), "new").unwrap();
+    env.ok(&[
+        "stage",
+        "add",
+        source.join("new.txt").to_str().unwrap(),
+        "--to",
+        "/source/new.txt",
+    ]);
+    env.ok(&["commit", "-m", "second"]);
+    let files = env.ok(&["ls", "latest", "/", "-R"]);
+    assert!(
+        files.contains("/source/old.txt"),
+        "the earlier commit was dropped: {files}"
+    );
+    assert!(files.contains("/source/new.txt"), "{files}");
+}

@@ -240,6 +240,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         if let Some(spec) = &args.base {
             choose_base(&repo, &opened, spec, &args.filter)?;
         }
+        if !global.quiet {
+            match opened.base() {
+                Some(id) => eprintln!("staging/ continues snapshot {}", id.short()),
+                None => eprintln!("staging/ starts empty"),
+            }
+        }
         namespace = namespace.with_staging(opened.clone());
         staging = Some(opened);
     }

@@ -361,6 +361,13 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 )?;
                 return Ok(Outcome::Success);
             }
+            let shown_base = base.map_or("an empty base".into(), |b| {
+                format!("snapshot {}", b.short())
+            });
+            if !changes.is_empty() && !global.quiet {
+                // On stderr: the lines on stdout stay one change each.
+                eprintln!("changes since {shown_base}:");
+            }
             for change in &changes {
                 let (mark, path) = match change {
                     Change::Added(p) => ("A", p),
@@ -377,14 +384,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 }
             }
             if changes.is_empty() && !global.quiet {
-                writeln!(
-                    out,
-                    "no changes since {}",
-                    base.map_or("an empty base".into(), |b| format!(
-                        "snapshot {}",
-                        b.short()
-                    ))
-                )?;
+                writeln!(out, "no changes since {shown_base}")?;
             }
         }
         StageCommand::Reset { base, filter } => {

@@ -180,6 +180,17 @@ fn root_node(snapshot: Option<&Snapshot>) -> Node {
     node
 }
 
+/// The newest snapshot committed from a staging area on this machine.
+fn last_committed_from_staging(repo: &IndexedRepository) -> FsResult<Option<SnapshotId>> {
+    let host = mapache_store::hostname();
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.source == SnapshotSource::Staging && s.host == host)
+        .max_by_key(|(_, s)| s.time)
+        .map(|(id, _)| id))
+}
+
 /// What a commit did.
 #[derive(Debug)]
 pub enum Committed {
@@ -255,6 +266,7 @@ impl Staging {
                 }
             }
         }
+        let fresh = ops.is_empty();
         let mut inner = Inner {
             saver: new_saver(&repo),
             uploads_in_flight: 0,
@@ -292,6 +304,14 @@ impl Staging {
                 inner.base.is_some() || inner.overlay.files.values().any(|f| f.lock().fid != 0);
             if inner.records.is_empty() && holds_something {
                 staging.fold(&mut inner)?;
+            }
+        }
+        if fresh {
+            // A new staging area continues the last snapshot committed from
+            // staging on this machine: a commit from it must not drop what
+            // the ones before held.
+            if let Some(base) = last_committed_from_staging(&staging.repo)? {
+                staging.reset(Some(base))?;
             }
         }
         Ok(staging)
