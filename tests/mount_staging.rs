@@ -876,3 +876,42 @@ fn latest_is_the_new_snapshot_as_soon_as_commit_returns() {
         assert!(latest.join(&name).exists(), "round {round}");
     }
 }
+
+#[test]
+fn a_second_mount_of_the_same_repository_shows_the_snapshots() {
+    let env = Env::with_repo();
+    let first = MountGuard::new(&env, "first");
+    let second = MountGuard::new(&env, "second");
+    assert!(first.path.join("staging").is_dir());
+    assert!(!second.path.join("staging").exists());
+    assert!(
+        second.log().contains("staging/ is left out"),
+        "{}",
+        second.log()
+    );
+    assert!(second.log().contains("in use by"), "{}", second.log());
+    // A commit reaches the mount that holds the staging area, and both
+    // show the new snapshot.
+    fs::write(first.path.join("staging/shared.txt"), "both").unwrap();
+    let commit = env.json(&["commit", "-m", "from the first"]);
+    let short = commit["short_id"].as_str().unwrap();
+    for mount in [&first, &second] {
+        let file = mount.path.join("ids").join(short).join("shared.txt");
+        assert!(
+            wait_until(5, || file.exists()),
+            "{} does not show {short}",
+            mount.path.display()
+        );
+        assert_eq!(fs::read_to_string(&file).unwrap(), "both");
+    }
+    // Asking the second to commit by itself needs the staging area.
+    let third = env.path("third");
+    fs::create_dir_all(&third).unwrap();
+    let out = env.run(&["mount", third.to_str().unwrap(), "--commit-on-unmount"]);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

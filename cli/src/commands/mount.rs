@@ -205,6 +205,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
 
     use mapache_fs::control::{self, ControlRequest, ControlResponse};
     use mapache_fs::staging::{Committed, Staging};
+    use mapache_fs::FsError;
 
     use crate::auto_commit::AutoCommit;
     use mapache_fs::{MountOptions, Namespace};
@@ -236,20 +237,32 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         eprintln!("note: staging/ is left out: it needs a repository that can be written");
     } else {
         mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
-        let opened = Arc::new(Staging::open(repo.clone(), &staging_dir)?);
-        if let Some(spec) = &args.base {
-            choose_base(&repo, &opened, spec, &args.filter)?;
-        }
-        if !global.quiet {
-            match opened.base() {
-                Some(id) => eprintln!("staging/ continues snapshot {}", id.short()),
-                None => eprintln!("staging/ starts empty"),
+        match Staging::open(repo.clone(), &staging_dir) {
+            Ok(opened) => {
+                let opened = Arc::new(opened);
+                if let Some(spec) = &args.base {
+                    choose_base(&repo, &opened, spec, &args.filter)?;
+                }
+                if !global.quiet {
+                    match opened.base() {
+                        Some(id) => eprintln!("staging/ continues snapshot {}", id.short()),
+                        None => eprintln!("staging/ starts empty"),
+                    }
+                }
+                namespace = namespace.with_staging(opened.clone());
+                staging = Some(opened);
             }
+            // Another mount (or a `stage` command) has it: this mount shows
+            // the snapshots, and `commit` still reaches the one that holds
+            // the staging area.
+            Err(FsError::Busy(why)) if !commits_by_itself && args.base.is_none() => {
+                eprintln!("note: staging/ is left out: {why}");
+            }
+            Err(e) => return Err(e.into()),
         }
-        namespace = namespace.with_staging(opened.clone());
-        staging = Some(opened);
     }
     let namespace = Arc::new(namespace);
+    let serves_staging = staging.is_some();
     let mut auto_commit = staging.filter(|_| commits_by_itself).map(|staging| {
         AutoCommit::new(
             namespace.clone(),
@@ -259,7 +272,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         )
     });
     // `mapache commit` in another shell reaches the staging through us.
-    if !lock.read_only {
+    if serves_staging {
         let namespace = namespace.clone();
         control::serve(&staging_dir, move |request| match request {
             ControlRequest::Commit {
