@@ -223,7 +223,7 @@ fn a_new_staging_area_continues_the_last_snapshot_committed_from_staging() {
         "add",
         source.join("new.txt").to_str().unwrap(),
         "--to",
-        "/source/new.txt",
+        "/source",
     ]);
     env.ok(&["commit", "-m", "second"]);
     let files = env.ok(&["ls", "latest", "/", "-R"]);
@@ -231,5 +231,60 @@ fn a_new_staging_area_continues_the_last_snapshot_committed_from_staging() {
         files.contains("/source/old.txt"),
         "the earlier commit was dropped: {files}"
     );
-    assert!(files.contains("/source/new.txt"), "{files}");
+    assert!(files.lines().any(|l| l == "/source/new.txt"), "{files}");
+}
+
+#[test]
+fn a_commit_records_a_summary_like_a_snapshot() {
+    let env = Env::with_repo();
+    let source = env.path("source");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("one"), "1").unwrap();
+    fs::write(source.join("ten"), "0123456789").unwrap();
+    fs::write(source.join("sub/hundred"), "h".repeat(100)).unwrap();
+    env.ok(&["stage", "add", source.to_str().unwrap()]);
+    let first = env.json(&["commit"]);
+    let summary = |commit: &serde_json::Value| {
+        env.json(&["cat", "snapshot", commit["id"].as_str().unwrap()])["summary"].clone()
+    };
+    let s = summary(&first);
+    assert_eq!(
+        (
+            s["files_new"].as_u64(),
+            s["files_changed"].as_u64(),
+            s["files_unchanged"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["dirs"], 2, "{s}");
+    assert_eq!(s["total_bytes"], 111, "{s}");
+    assert!(s["bytes_added"].as_u64().unwrap() >= 111, "{s}");
+
+    // One file changed, one removed, one folder added.
+    fs::write(source.join("ten"), "abcdefghijklmnopqrst").unwrap();
+    env.ok(&[
+        "stage",
+        "add",
+        source.join("ten").to_str().unwrap(),
+        "--to",
+        "/source",
+    ]);
+    env.ok(&["stage", "rm", "/source/one"]);
+    env.ok(&["stage", "mkdir", "/source/empty"]);
+    let s = summary(&env.json(&["commit"]));
+    assert_eq!(
+        (
+            s["files_new"].as_u64(),
+            s["files_changed"].as_u64(),
+            s["files_unchanged"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["dirs"], 3, "{s}");
+    assert_eq!(s["total_bytes"], 120, "{s}");
+    // `log` shows the size, as for `snapshot`.
+    let log = env.ok(&["log"]);
+    assert!(!log.lines().any(|l| l.contains(" - ")), "{log}");
 }

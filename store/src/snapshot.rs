@@ -57,6 +57,19 @@ pub struct Summary {
     pub duration_secs: f64,
 }
 
+impl Summary {
+    /// Files in the snapshot.
+    pub fn files(&self) -> u64 {
+        self.files_new + self.files_changed + self.files_unchanged
+    }
+
+    /// Whether it counts what the snapshot holds (commits of versions
+    /// before 2026-11-30 recorded only their duration).
+    pub fn counts_known(&self) -> bool {
+        self.files() > 0 || self.dirs > 0 || self.others > 0
+    }
+}
+
 /// A snapshot record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -132,13 +132,10 @@ fn snapshot_table(snapshots: &[(SnapshotId, Snapshot)]) -> String {
                 s.local_time(),
                 s.host.clone(),
                 s.tags.join(","),
-                match s.source {
-                    // A commit writes only what changed; it does not count the rest.
-                    mapache_store::snapshot::SnapshotSource::Staging => "-".to_string(),
-                    mapache_store::snapshot::SnapshotSource::Scan
-                    | mapache_store::snapshot::SnapshotSource::Stdin => {
-                        bytes(s.summary.total_bytes)
-                    }
+                // Commits of older versions did not count what they held.
+                match s.summary.counts_known() || s.summary.total_bytes > 0 {
+                    true => bytes(s.summary.total_bytes),
+                    false => "-".to_string(),
                 },
                 s.paths.join(" "),
                 s.description.lines().next().unwrap_or("").to_string(),

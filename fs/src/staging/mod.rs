@@ -23,6 +23,7 @@ mod journal;
 mod overlay;
 mod records;
 mod status;
+mod summary;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -37,7 +38,7 @@ use mapache_store::snapshot::{Snapshot, SnapshotSource};
 use mapache_store::tree::{Node, NodeKind, Timestamp, Tree};
 use mapache_store::BlobType;
 use mapache_store::{BlobId, IndexedRepository, SnapshotId};
-use mapache_store::{BlobSaver, StreamError};
+use mapache_store::{BlobSaver, SaverStats, StreamError};
 use parking_lot::Mutex;
 
 pub use journal::Meta;
@@ -110,6 +111,9 @@ struct Inner {
     unsynced_locals: Vec<u64>,
     /// When anything staged last changed (in this process).
     last_change: Option<Instant>,
+    /// What the saver had stored at the last commit (or when it was
+    /// made): a commit's summary counts what was stored since.
+    stored_before: SaverStats,
 }
 
 /// How busy the staging area is, for committing it when it is quiet.
@@ -283,6 +287,7 @@ impl Staging {
             open_locals: HashMap::new(),
             unsynced_locals: Vec::new(),
             last_change: None,
+            stored_before: SaverStats::default(),
         };
         if ops.is_empty() {
             inner.journal.append(&Op::Base(None))?;
@@ -579,6 +584,7 @@ impl Staging {
     fn saver_failed(&self, inner: &mut Inner, error: mapache_store::Error) -> FsError {
         inner.imports.clear();
         inner.saver = new_saver(&self.repo);
+        inner.stored_before = SaverStats::default();
         FsError::Store(error)
     }
 
@@ -713,12 +719,24 @@ impl Staging {
         snapshot.tags = tags.to_vec();
         snapshot.description = description.to_string();
         snapshot.parent = inner.base;
+        let base_summary = inner
+            .base
+            .map(|id| self.repo.load_snapshot(&id).map(|s| s.summary))
+            .transpose()?;
+        let base = inner.base_tree.zip(base_summary.as_ref());
+        summary::summarize(&self.repo, root, base, &mut snapshot.summary)?;
+        let stored = inner.saver.stats();
+        let before = inner.stored_before;
+        snapshot.summary.blobs_added = stored.blobs_added.saturating_sub(before.blobs_added);
+        snapshot.summary.bytes_added = stored.bytes_added.saturating_sub(before.bytes_added);
+        snapshot.summary.bytes_stored = stored.bytes_stored.saturating_sub(before.bytes_stored);
         snapshot.summary.duration_secs = started.elapsed().as_secs_f64();
         let id = self.repo.save_snapshot(&snapshot)?;
         // Rebase: what is in memory now equals the new snapshot.
         inner.journal.rewrite(&[Op::Base(Some(id))])?;
         inner.base = Some(id);
         inner.base_tree = Some(root);
+        inner.stored_before = stored;
         // Everything staged is in the new base now.
         self.replace_records(&mut inner, Vec::new())?;
         Ok(Committed::Snapshot(id, Box::new(snapshot)))
