@@ -915,3 +915,28 @@ fn a_second_mount_of_the_same_repository_shows_the_snapshots() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn stage_commands_work_right_after_umount_returns() {
+    let env = Env::with_repo();
+    for round in 0..3 {
+        let mount = MountGuard::new(&env, "mnt");
+        let name = format!("file-{round}");
+        fs::write(mount.path.join("staging").join(&name), "x").unwrap();
+        let status = Command::new("umount").arg(&mount.path).status().unwrap();
+        assert!(status.success());
+        // The mount is still saving the staging area: the command waits
+        // for it instead of failing.
+        let out = env.run(&["stage", "status"]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("A /{name}")),
+            "round {round}"
+        );
+        drop(mount);
+    }
+}

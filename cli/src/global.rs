@@ -331,7 +331,7 @@ impl GlobalOptions {
         let repo = Arc::new(repo.load_index()?);
         // What a run stopped before indexing its packs left is used again.
         mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
-        let staging = mapache_fs::staging::Staging::open(repo.clone(), &dir)?;
+        let staging = open_staging_when_free(&repo, &dir, self.retry_lock)?;
         Ok(OpenStaging {
             repo,
             staging,
@@ -350,6 +350,45 @@ impl GlobalOptions {
     pub fn show_progress(&self) -> bool {
         !self.json && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
     }
+}
+
+/// Opens the staging area in `dir`. A mount that holds it but is no
+/// longer mounted is saving it before it exits (an external `umount`
+/// returns first): that is waited for, up to `patience`; any other holder
+/// is an error at once.
+fn open_staging_when_free(
+    repo: &Arc<mapache_store::IndexedRepository>,
+    dir: &std::path::Path,
+    patience: std::time::Duration,
+) -> Result<mapache_fs::staging::Staging> {
+    use mapache_fs::staging::{holder, Staging};
+    let started = std::time::Instant::now();
+    loop {
+        match Staging::open(repo.clone(), dir) {
+            Err(mapache_fs::FsError::Busy(_))
+                if mount_ending(&holder(dir)) && started.elapsed() < patience =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether a staging holder (`pid N (mount on /path)`) is a mount whose
+/// mount point is gone.
+fn mount_ending(holder: &str) -> bool {
+    let Some(point) = holder
+        .split_once("(mount on ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+    else {
+        return false;
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    !mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mounted| mounted.replace("\\040", " ") == point)
 }
 
 /// Parses a wait such as `30s`, `5m`, `1h` or `0`.

@@ -263,6 +263,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     }
     let namespace = Arc::new(namespace);
     let serves_staging = staging.is_some();
+    let held_staging = staging.clone();
     let mut auto_commit = staging.filter(|_| commits_by_itself).map(|staging| {
         AutoCommit::new(
             namespace.clone(),
@@ -298,6 +299,11 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let interrupts = crate::interrupt::take_interrupts();
     let mounted = mapache_fs::mount(namespace, &args.mountpoint, &options)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    if let Some(staging) = &held_staging {
+        // As /proc/self/mountinfo names it, for `mount_ending`.
+        let shown = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
+        staging.note_holder(&format!("mount on {}", shown.display()));
+    }
     if args.background_child {
         let log = match &args.log_file {
             Some(file) => file.clone(),

@@ -153,7 +153,8 @@ pub struct OpenFile(FileRef);
 pub struct Staging {
     repo: Arc<IndexedRepository>,
     dir: PathBuf,
-    _lock: nix::fcntl::Flock<File>,
+    /// Held while open; says who holds it (`pid N`, and what for).
+    lock: nix::fcntl::Flock<File>,
     /// Decrypted blobs of stored files read through the staging view.
     cache: Arc<crate::BlobCache>,
     inner: Mutex<Inner>,
@@ -297,7 +298,7 @@ impl Staging {
             cache,
             repo,
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock,
             inner: Mutex::new(inner),
             uploads_done: parking_lot::Condvar::new(),
         };
@@ -320,6 +321,15 @@ impl Staging {
             }
         }
         Ok(staging)
+    }
+
+    /// Says in the lock file what holds the staging area (`mount on
+    /// /path`), for the messages of whoever finds it in use.
+    pub fn note_holder(&self, what: &str) {
+        use std::os::unix::fs::FileExt;
+        let text = format!("pid {} ({what})", std::process::id());
+        let _ = self.lock.set_len(0);
+        let _ = self.lock.write_all_at(text.as_bytes(), 0);
     }
 
     /// The state folder.
@@ -817,6 +827,15 @@ fn lock_dir(dir: &Path) -> FsResult<nix::fcntl::Flock<std::fs::File>> {
     lock.set_len(0).map_err(|e| io(&lock_path, e))?;
     let _ = write!(lock, "pid {}", std::process::id());
     Ok(lock)
+}
+
+/// What the lock file of the staging area in `dir` says holds it (empty
+/// when nothing wrote there).
+pub fn holder(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("lock"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Keeps the changes of the staging journal in `dir` before its first
