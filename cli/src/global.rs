@@ -378,17 +378,10 @@ fn open_staging_when_free(
 /// Whether a staging holder (`pid N (mount on /path)`) is a mount whose
 /// mount point is gone.
 fn mount_ending(holder: &str) -> bool {
-    let Some(point) = holder
+    holder
         .split_once("(mount on ")
         .and_then(|(_, rest)| rest.strip_suffix(')'))
-    else {
-        return false;
-    };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    !mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mounted| mounted.replace("\\040", " ") == point)
+        .is_some_and(|point| crate::mounts::mount_at(std::path::Path::new(point)).is_none())
 }
 
 /// Parses a wait such as `30s`, `5m`, `1h` or `0`.

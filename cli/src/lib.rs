@@ -12,6 +12,7 @@ mod commands;
 mod exit;
 mod global;
 mod interrupt;
+mod mounts;
 mod output;
 mod password;
 mod progress;

@@ -70,7 +70,7 @@ pub struct Args {
 /// its pid; one whose process died is cleared, as nothing else can use
 /// it).
 fn check_mountpoint(path: &Path) -> Result<()> {
-    if let Some(existing) = mount_at(path) {
+    if let Some(existing) = crate::mounts::mount_at(path) {
         // Mounted by fusermount the type says `fuse.mapache`; by root
         // directly, only the source does.
         let mapache = existing.fstype == "fuse.mapache" || existing.source.starts_with("mapache:");
@@ -112,42 +112,6 @@ fn check_mountpoint(path: &Path) -> Result<()> {
         bail!("mountpoint {} is not empty", path.display());
     }
     Ok(())
-}
-
-/// A file system mounted somewhere.
-struct ExistingMount {
-    fstype: String,
-    /// What it was mounted from (`mapache:PID` for ours).
-    source: String,
-}
-
-/// The topmost mount at `path`, from /proc/self/mountinfo. The path is
-/// made absolute without following it: a dead FUSE mount cannot even be
-/// resolved.
-fn mount_at(path: &Path) -> Option<ExistingMount> {
-    let absolute = std::path::absolute(path).ok()?;
-    let canonical = std::fs::canonicalize(path).ok();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut found = None;
-    for line in mountinfo.lines() {
-        // `ID PARENT DEV ROOT MOUNTPOINT OPTIONS [TAGS] - FSTYPE SOURCE ...`,
-        // spaces in names escaped as \040.
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let point = PathBuf::from(point.replace("\\040", " "));
-        if point == absolute || Some(&point) == canonical.as_ref() {
-            let mut fields = right.split(' ');
-            found = Some(ExistingMount {
-                fstype: fields.next().unwrap_or_default().to_string(),
-                source: fields.next().unwrap_or_default().to_string(),
-            });
-        }
-    }
-    found
 }
 
 /// Unmounts a mapache mount whose process died (`Transport endpoint is
