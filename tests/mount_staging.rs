@@ -940,3 +940,30 @@ fn stage_commands_work_right_after_umount_returns() {
         drop(mount);
     }
 }
+
+#[test]
+fn renaming_over_one_name_of_a_linked_file_counts_one_link_less_as_on_ext4() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with_repo();
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    let plain = env.path("plain");
+    fs::create_dir_all(&plain).unwrap();
+    for root in [&staged, &plain] {
+        fs::write(root.join("a"), "a").unwrap();
+        fs::hard_link(root.join("a"), root.join("b")).unwrap();
+        fs::write(root.join("c"), "c").unwrap();
+        assert_eq!(fs::metadata(root.join("a")).unwrap().nlink(), 2);
+        let before = fs::metadata(root.join("a")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::rename(root.join("c"), root.join("b")).unwrap();
+        let after = fs::metadata(root.join("a")).unwrap();
+        assert_eq!(after.nlink(), 1, "{}", root.display());
+        assert!(
+            (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
+            "{}: ctime unchanged",
+            root.display()
+        );
+        assert_eq!(fs::read_to_string(root.join("b")).unwrap(), "c");
+    }
+}

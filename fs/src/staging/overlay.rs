@@ -561,7 +561,13 @@ impl Overlay {
         let new_name = to_parts.last().expect("not empty").to_vec();
         entry.moved_to(&new_name);
         let (map, _) = self.parent(to)?;
-        map.insert(new_name, entry);
+        // A file renamed over loses that name: its other names see one
+        // link less, and its ctime moves, as unlink does.
+        if let Some(Entry::File(replaced)) = map.insert(new_name, entry) {
+            let mut replaced = replaced.lock();
+            replaced.node.links = replaced.node.links.saturating_sub(1).max(1);
+            replaced.node.ctime = now();
+        }
         self.touch_parent(to);
         Ok(())
     }
