@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mapache_fs::staging::{Change, Committed, Staging};
+use mapache_fs::staging::{Change, CommitRequest, Committed, Staging};
 use mapache_fs::Namespace;
 
 /// How long nothing may have changed before an automatic commit.
@@ -88,8 +88,13 @@ impl AutoCommit {
         if changes.is_empty() {
             return;
         }
-        let tags = [TAG.to_string()];
-        match self.namespace.commit(why, &tags, &self.host, false) {
+        let request = CommitRequest {
+            description: why.to_string(),
+            tags: vec![TAG.to_string()],
+            host: self.host.clone(),
+            allow_empty: false,
+        };
+        match self.namespace.commit(&request) {
             Ok(Committed::Snapshot(id, _)) => {
                 eprintln!(
                     "mapache mount: {why}: snapshot {} ({})",

@@ -13,21 +13,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::staging::CommitRequest;
+
 /// What a client asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// Commit the staging area.
-    Commit {
-        /// Snapshot description.
-        message: String,
-        /// Snapshot tags.
-        tags: Vec<String>,
-        /// Host name to record.
-        host: String,
-        /// Commit even if nothing changed.
-        #[serde(default)]
-        allow_empty: bool,
-    },
+    Commit(CommitRequest),
 }
 
 /// What the server answers.

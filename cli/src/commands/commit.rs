@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use mapache_fs::control::{self, ControlRequest, ControlResponse};
-use mapache_fs::staging::Committed;
+use mapache_fs::staging::{CommitRequest, Committed};
 use mapache_store::SnapshotId;
 
 use crate::exit::Outcome;
@@ -32,24 +32,22 @@ pub struct Args {
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let host = args.host.unwrap_or_else(mapache_store::hostname);
     let repo = global.open()?;
-    let request = ControlRequest::Commit {
-        message: args.message.clone(),
-        tags: args.tag.clone(),
-        host: host.clone(),
+    let request = CommitRequest {
+        description: args.message,
+        tags: args.tag,
+        host,
         allow_empty: args.allow_empty,
     };
     // Mounted: the mount has the staging area open; ask it to commit
     // (without loading the index here first, which the mount has).
-    let made = match control::send(&global.staging_dir(&repo)?, &request) {
+    let asked = ControlRequest::Commit(request.clone());
+    let made = match control::send(&global.staging_dir(&repo)?, &asked) {
         Ok(ControlResponse::Committed(id)) => Some(id.parse::<SnapshotId>()?),
         Ok(ControlResponse::NothingToCommit(_)) => None,
         Ok(ControlResponse::Failed(message)) => bail!("the mount could not commit: {message}"),
         Err(_) => {
             let open = global.staging_of(repo)?;
-            match open
-                .staging
-                .commit(&args.message, &args.tag, &host, args.allow_empty)?
-            {
+            match open.staging.commit(&request)? {
                 Committed::Snapshot(id, _) => Some(id),
                 Committed::NothingToCommit { .. } => None,
             }

@@ -240,12 +240,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     if serves_staging {
         let namespace = namespace.clone();
         control::serve(&staging_dir, move |request| match request {
-            ControlRequest::Commit {
-                message,
-                tags,
-                host,
-                allow_empty,
-            } => match namespace.commit(&message, &tags, &host, allow_empty) {
+            ControlRequest::Commit(request) => match namespace.commit(&request) {
                 Ok(Committed::Snapshot(id, _)) => ControlResponse::Committed(id.to_hex()),
                 Ok(Committed::NothingToCommit { base }) => {
                     ControlResponse::NothingToCommit(base.map(|id| id.to_hex()))

@@ -9,7 +9,7 @@ use mapache_store::tree::{Node, NodeKind, Timestamp};
 use super::{Attr, DirEntry, Entry, Key, Namespace, Table};
 use crate::acl;
 use crate::error::{FsError, FsResult};
-use crate::staging::{Committed, Meta, OpenFile, RenameMode, Staging};
+use crate::staging::{CommitRequest, Committed, Meta, OpenFile, RenameMode, Staging};
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
 /// rename); it never resolves.
@@ -492,16 +492,8 @@ impl Namespace {
 
     /// Commits the staging area; the snapshot shows under `snapshots/` at
     /// once.
-    pub fn commit(
-        &self,
-        description: &str,
-        tags: &[String],
-        host: &str,
-        allow_empty: bool,
-    ) -> FsResult<Committed> {
-        let committed = self
-            .staging()?
-            .commit(description, tags, host, allow_empty)?;
+    pub fn commit(&self, request: &CommitRequest) -> FsResult<Committed> {
+        let committed = self.staging()?.commit(request)?;
         if let Committed::Snapshot(..) = committed {
             self.refresh_snapshots();
             if let Some(hook) = self.on_commit.get() {

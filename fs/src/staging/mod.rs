@@ -196,6 +196,20 @@ fn last_committed_from_staging(repo: &IndexedRepository) -> FsResult<Option<Snap
         .map(|(id, _)| id))
 }
 
+/// What a commit is asked to record.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CommitRequest {
+    /// The snapshot's description.
+    pub description: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// The host name to record.
+    pub host: String,
+    /// Write a snapshot even if nothing changed since the base.
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
 /// What a commit did.
 #[derive(Debug)]
 pub enum Committed {
@@ -670,13 +684,7 @@ impl Staging {
     /// Writes what is staged as a new snapshot and continues from it;
     /// with nothing changed since the base, none is written unless
     /// `allow_empty`.
-    pub fn commit(
-        &self,
-        description: &str,
-        tags: &[String],
-        host: &str,
-        allow_empty: bool,
-    ) -> FsResult<Committed> {
+    pub fn commit(&self, request: &CommitRequest) -> FsResult<Committed> {
         let started = std::time::Instant::now();
         let mut inner = self.inner.lock();
         self.wait_for_uploads(&mut inner);
@@ -722,12 +730,17 @@ impl Staging {
             Some(base) => base == root,
             None => last_saved_len == 0,
         };
-        if unchanged && !allow_empty {
+        if unchanged && !request.allow_empty {
             return Ok(Committed::NothingToCommit { base: inner.base });
         }
-        let mut snapshot = Snapshot::new(host, vec!["/".into()], root, SnapshotSource::Staging);
-        snapshot.tags = tags.to_vec();
-        snapshot.description = description.to_string();
+        let mut snapshot = Snapshot::new(
+            &request.host,
+            vec!["/".into()],
+            root,
+            SnapshotSource::Staging,
+        );
+        snapshot.tags = request.tags.clone();
+        snapshot.description = request.description.clone();
         snapshot.parent = inner.base;
         let base_summary = inner
             .base

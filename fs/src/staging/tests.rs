@@ -209,7 +209,7 @@ fn random_operations(seed: u64) {
             }
         }
         staging
-            .commit(&format!("round {round}"), &[], "test", false)
+            .commit(&request(format!("round {round}"), false))
             .unwrap();
         let target = work.path().join(format!("restore-{round}"));
         restore_latest(&repo, &target);
@@ -263,7 +263,7 @@ fn a_file_written_during_its_upload_keeps_the_newer_content() {
     // The stale upload was not recorded: the newer bytes are still there.
     assert_eq!(staging.read(b"f", 0, 1 << 24).unwrap(), newer);
 
-    staging.commit("newer", &[], "test", false).unwrap();
+    staging.commit(&request("newer", false)).unwrap();
     let target = dir.path().join("restored");
     restore_latest(&repo, &target);
     assert_eq!(std::fs::read(target.join("f")).unwrap(), newer);
@@ -286,7 +286,7 @@ fn a_file_unlinked_before_its_upload_is_never_uploaded() {
     let local_files = || std::fs::read_dir(state.join("data")).unwrap().count();
     assert_eq!(local_files(), 1);
 
-    staging.commit("without temp", &[], "test", false).unwrap();
+    staging.commit(&request("without temp", false)).unwrap();
     // Two megabytes of random bytes would be hundreds of blobs; only the
     // root tree was stored. The local copy is gone too.
     assert_eq!(repo.index().len(), 1);
@@ -303,24 +303,34 @@ fn a_commit_of_nothing_new_writes_no_snapshot_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let staging = Staging::open(repo.clone(), &dir.path().join("state")).unwrap();
     // A new repository and nothing staged.
-    let empty = staging.commit("empty", &[], "test", false).unwrap();
+    let empty = staging.commit(&request("empty", false)).unwrap();
     assert!(matches!(empty, Committed::NothingToCommit { base: None }));
     assert!(repo.snapshots().unwrap().is_empty());
 
     staging.create(b"f", meta_now(0o644)).unwrap();
-    let Committed::Snapshot(first, _) = staging.commit("first", &[], "test", false).unwrap() else {
+    let Committed::Snapshot(first, _) = staging.commit(&request("first", false)).unwrap() else {
         panic!("a staged file makes a snapshot");
     };
-    let again = staging.commit("again", &[], "test", false).unwrap();
+    let again = staging.commit(&request("again", false)).unwrap();
     assert!(matches!(again, Committed::NothingToCommit { base: Some(b) } if b == first));
     assert_eq!(repo.snapshots().unwrap().len(), 1);
 
     // A change undone is no change.
     staging.create(b"g", meta_now(0o644)).unwrap();
     staging.remove(b"g", false).unwrap();
-    let undone = staging.commit("undone", &[], "test", false).unwrap();
+    let undone = staging.commit(&request("undone", false)).unwrap();
     assert!(matches!(undone, Committed::NothingToCommit { .. }));
-    let forced = staging.commit("forced", &[], "test", true).unwrap();
+    let forced = staging.commit(&request("forced", true)).unwrap();
     assert!(matches!(forced, Committed::Snapshot(..)));
     assert_eq!(repo.snapshots().unwrap().len(), 2);
+}
+
+/// A commit request of `description` from host "test".
+fn request(description: impl Into<String>, allow_empty: bool) -> super::CommitRequest {
+    super::CommitRequest {
+        description: description.into(),
+        tags: Vec::new(),
+        host: "test".into(),
+        allow_empty,
+    }
 }
