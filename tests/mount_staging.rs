@@ -733,10 +733,7 @@ fn names_longer_than_255_bytes_are_refused_as_ext4_refuses_them() {
 fn folder_link_counts_count_subfolders_as_on_ext4() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::with_repo();
-    let mount = MountGuard::new(&env, "mnt");
-    let staged = mount.path.join("staging");
-    let plain = env.path("plain");
-    fs::create_dir_all(&plain).unwrap();
+    let (mount, staged, plain) = staging_beside_a_plain_folder(&env);
     for root in [&staged, &plain] {
         for dir in ["top", "top/a", "top/b", "top/c", "top/a/deeper"] {
             fs::create_dir(root.join(dir)).unwrap();
@@ -945,10 +942,7 @@ fn stage_commands_work_right_after_umount_returns() {
 fn renaming_over_one_name_of_a_linked_file_counts_one_link_less_as_on_ext4() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::with_repo();
-    let mount = MountGuard::new(&env, "mnt");
-    let staged = mount.path.join("staging");
-    let plain = env.path("plain");
-    fs::create_dir_all(&plain).unwrap();
+    let (mount, staged, plain) = staging_beside_a_plain_folder(&env);
     for root in [&staged, &plain] {
         fs::write(root.join("a"), "a").unwrap();
         fs::hard_link(root.join("a"), root.join("b")).unwrap();
@@ -966,4 +960,16 @@ fn renaming_over_one_name_of_a_linked_file_counts_one_link_less_as_on_ext4() {
         );
         assert_eq!(fs::read_to_string(root.join("b")).unwrap(), "c");
     }
+}
+
+/// A mount of `env`'s repository, its staging/ folder, and a plain folder
+/// on the local file system to do the same steps in.
+fn staging_beside_a_plain_folder(
+    env: &Env,
+) -> (MountGuard, std::path::PathBuf, std::path::PathBuf) {
+    let mount = MountGuard::new(env, "mnt");
+    let staged = mount.path.join("staging");
+    let plain = env.path("plain");
+    fs::create_dir_all(&plain).unwrap();
+    (mount, staged, plain)
 }
