@@ -942,7 +942,7 @@ fn stage_commands_work_right_after_umount_returns() {
 fn renaming_over_one_name_of_a_linked_file_counts_one_link_less_as_on_ext4() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::with_repo();
-    let (mount, staged, plain) = staging_beside_a_plain_folder(&env);
+    let (_mount, staged, plain) = staging_beside_a_plain_folder(&env);
     for root in [&staged, &plain] {
         fs::write(root.join("a"), "a").unwrap();
         fs::hard_link(root.join("a"), root.join("b")).unwrap();
