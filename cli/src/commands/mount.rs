@@ -226,18 +226,19 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         }
     }
     let namespace = Arc::new(namespace);
-    let serves_staging = staging.is_some();
-    let held_staging = staging.clone();
-    let mut auto_commit = staging.filter(|_| commits_by_itself).map(|staging| {
-        AutoCommit::new(
-            namespace.clone(),
-            staging,
-            args.commit_every,
-            args.commit_on_unmount,
-        )
-    });
+    let mut auto_commit = staging
+        .clone()
+        .filter(|_| commits_by_itself)
+        .map(|staging| {
+            AutoCommit::new(
+                namespace.clone(),
+                staging,
+                args.commit_every,
+                args.commit_on_unmount,
+            )
+        });
     // `mapache commit` in another shell reaches the staging through us.
-    if serves_staging {
+    if staging.is_some() {
         let namespace = namespace.clone();
         control::serve(&staging_dir, move |request| match request {
             ControlRequest::Commit(request) => match namespace.commit(&request) {
@@ -258,7 +259,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let interrupts = crate::interrupt::take_interrupts();
     let mounted = mapache_fs::mount(namespace, &args.mountpoint, &options)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
-    if let Some(staging) = &held_staging {
+    if let Some(staging) = &staging {
         // As /proc/self/mountinfo names it, for `mount_ending`.
         let shown = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
         staging.note_holder(&format!("mount on {}", shown.display()));

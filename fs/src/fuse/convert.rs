@@ -95,14 +95,7 @@ pub(super) fn meta_for(req: &Request, mode: u32) -> Meta {
 /// A symlink, fifo, device or socket node a request creates.
 pub(super) fn special_node(name: &[u8], kind: NodeKind, meta: &Meta) -> Node {
     let mut node = Node::new(name, kind);
-    node.mode = meta.mode;
-    node.uid = meta.uid;
-    node.gid = meta.gid;
-    node.user = crate::staging::owner_names().user(meta.uid);
-    node.group = crate::staging::owner_names().group(meta.gid);
-    node.mtime = meta.mtime;
-    node.atime = meta.atime;
-    node.ctime = meta.mtime;
+    crate::staging::apply_meta(&mut node, meta);
     node.links = 1;
     node
 }

@@ -42,7 +42,8 @@ use mapache_store::{BlobSaver, SaverStats, StreamError};
 use parking_lot::Mutex;
 
 pub use journal::Meta;
-pub use overlay::owner_names;
+#[cfg(feature = "fuse")]
+pub(crate) use overlay::apply_meta;
 
 /// What a rename does with an entry already at the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -824,13 +825,10 @@ fn lock_dir(dir: &Path) -> FsResult<nix::fcntl::Flock<std::fs::File>> {
     let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
     {
         Ok(lock) => lock,
-        Err((mut file, _)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = if holder.trim().is_empty() {
-                "another process".to_string()
-            } else {
-                holder.trim().to_string()
+        Err(_) => {
+            let holder = match holder(dir) {
+                named if !named.is_empty() => named,
+                _ => "another process".to_string(),
             };
             return Err(FsError::Busy(format!(
             "the staging area is in use by {holder} (a mount or another command); use the mount, or wait for it to end"

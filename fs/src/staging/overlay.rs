@@ -133,7 +133,7 @@ pub fn dir_node(name: &[u8], meta: &Meta) -> Node {
 }
 
 /// The names of this machine's users and groups, looked up once each.
-pub fn owner_names() -> &'static OwnerNames {
+fn owner_names() -> &'static OwnerNames {
     static NAMES: std::sync::OnceLock<OwnerNames> = std::sync::OnceLock::new();
     NAMES.get_or_init(OwnerNames::default)
 }
@@ -154,6 +154,16 @@ pub fn apply_meta(node: &mut Node, meta: &Meta) {
     node.atime = meta.atime;
     node.mtime = meta.mtime;
     node.ctime = now();
+}
+
+/// An entry taken from its folder (unlinked, or renamed over): a file's
+/// other names see one link less, and its ctime moves.
+fn lose_name(entry: &Entry) {
+    if let Entry::File(file) = entry {
+        let mut file = file.lock();
+        file.node.links = file.node.links.saturating_sub(1).max(1);
+        file.node.ctime = now();
+    }
 }
 
 /// Base files recorded as hard links (same device and inode, more than one
@@ -404,11 +414,7 @@ impl Overlay {
             Op::Remove { path } => {
                 let (map, name) = self.parent(path)?;
                 let removed = map.remove(name).ok_or(FsError::NotFound)?;
-                if let Entry::File(file) = &removed {
-                    let mut file = file.lock();
-                    file.node.links = file.node.links.saturating_sub(1).max(1);
-                    file.node.ctime = now();
-                }
+                lose_name(&removed);
                 self.touch_parent(path);
                 Ok(())
             }
@@ -561,12 +567,9 @@ impl Overlay {
         let new_name = to_parts.last().expect("not empty").to_vec();
         entry.moved_to(&new_name);
         let (map, _) = self.parent(to)?;
-        // A file renamed over loses that name: its other names see one
-        // link less, and its ctime moves, as unlink does.
-        if let Some(Entry::File(replaced)) = map.insert(new_name, entry) {
-            let mut replaced = replaced.lock();
-            replaced.node.links = replaced.node.links.saturating_sub(1).max(1);
-            replaced.node.ctime = now();
+        // A file renamed over loses that name, as unlink takes it.
+        if let Some(replaced) = map.insert(new_name, entry) {
+            lose_name(&replaced);
         }
         self.touch_parent(to);
         Ok(())

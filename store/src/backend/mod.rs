@@ -214,6 +214,18 @@ pub(crate) fn pack_folders() -> impl Iterator<Item = String> {
     (0..=255u8).map(|byte| format!("packs/{byte:02x}"))
 }
 
+/// A small runtime of its own for a backend whose client crate is
+/// asynchronous, called from whichever threads call the backend (they
+/// give the parallelism). `client` names it in thread names and errors.
+pub(crate) fn client_runtime(client: &str) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(client)
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::io(format!("the {client} client's runtime"), e))
+}
+
 /// [`Backend::read_range`] by way of [`Backend::read_range_into`], for
 /// backends whose own range read is the latter.
 pub(crate) fn read_range_via_into(

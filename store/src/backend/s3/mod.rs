@@ -126,12 +126,7 @@ impl S3Backend {
             .with_client_options(client)
             .build()
             .map_err(|e| Error::InvalidInput(format!("{location}: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("the S3 client's runtime", e))?;
+        let runtime = super::client_runtime("S3")?;
         Ok(S3Backend {
             store: Arc::new(store),
             runtime,

@@ -96,7 +96,8 @@ fn known_hosts_file(options: &SftpOptions) -> PathBuf {
         .unwrap_or_else(|| home().join(".ssh").join("known_hosts"))
 }
 
-fn home() -> PathBuf {
+/// The user's home folder (`/` without one).
+pub(super) fn home() -> PathBuf {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -152,12 +153,6 @@ fn log_in(session: &Session, location: &SftpLocation, options: &SftpOptions) -> 
     let user = &location.user_name();
     let mut tried = Vec::new();
     if let Some(key) = &options.key_file {
-        if !key.exists() {
-            return Err(Error::InvalidInput(format!(
-                "{}: no such key file",
-                key.display()
-            )));
-        }
         if session.userauth_pubkey_file(user, None, key, None).is_ok() {
             return Ok(());
         }
@@ -223,6 +218,7 @@ impl Channel for Connection {
     fn concurrent(&self) -> bool {
         false
     }
+
     fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<(String, u64)>, Failure> {
         let entries = self.sftp.readdir(dir)?;
         Ok(entries

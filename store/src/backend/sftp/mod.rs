@@ -149,6 +149,14 @@ impl SftpBackend {
     }
 
     fn connect(&self) -> Result<Connection> {
+        if let Some(key) = &self.options.key_file {
+            if !key.exists() {
+                return Err(Error::InvalidInput(format!(
+                    "{}: no such key file",
+                    key.display()
+                )));
+            }
+        }
         match self.options.client {
             SshClient::Builtin if self.options.config_file.is_some() => Err(Error::InvalidInput(
                 "the built-in SSH client reads no ssh configuration: use --ssh-client openssh"
@@ -159,12 +167,7 @@ impl SftpBackend {
                 let runtime = match self.runtime.get() {
                     Some(runtime) => runtime,
                     None => {
-                        let runtime = tokio::runtime::Builder::new_multi_thread()
-                            .worker_threads(2)
-                            .thread_name("sftp")
-                            .enable_all()
-                            .build()
-                            .map_err(|e| Error::io("the SFTP client's runtime", e))?;
+                        let runtime = super::client_runtime("SFTP")?;
                         self.runtime.get_or_init(|| Arc::new(runtime))
                     }
                 };

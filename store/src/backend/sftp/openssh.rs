@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryFutureExt};
+use futures::StreamExt;
 use openssh_sftp_client::error::SftpErrorKind;
 use openssh_sftp_client::file::File;
 use openssh_sftp_client::metadata::Permissions;
@@ -124,7 +124,7 @@ fn resolved(location: &SftpLocation, options: &SftpOptions) -> Option<(SftpLocat
     if let Some(files) = value("userknownhostsfile") {
         let first = files.split(' ').next().unwrap_or_default();
         checked.known_hosts = Some(match first.strip_prefix("~/") {
-            Some(rest) => std::path::PathBuf::from(std::env::var_os("HOME")?).join(rest),
+            Some(rest) => super::builtin::home().join(rest),
             None => first.into(),
         });
     }
@@ -141,14 +141,6 @@ pub(super) fn connect(
         return Err(Error::InvalidInput(format!(
             "{location}: a host name cannot start with '-'"
         )));
-    }
-    if let Some(key) = &options.key_file {
-        if !key.exists() {
-            return Err(Error::InvalidInput(format!(
-                "{}: no such key file",
-                key.display()
-            )));
-        }
     }
     let stderr_text = Arc::new(Mutex::new(String::new()));
     let started = runtime.block_on(async {
@@ -266,6 +258,14 @@ impl OpensshChannel {
 /// server that takes less).
 const CHUNK: usize = 256 * 1024 - 1024;
 
+/// Moves `file`'s offset to `at` (local only: requests carry offsets).
+async fn seek(file: &mut File, at: u64) -> std::result::Result<(), Failure> {
+    file.seek(std::io::SeekFrom::Start(at))
+        .await
+        .map(|_| ())
+        .map_err(|e| Failure::Other(Error::io("remote file", e)))
+}
+
 /// Reads `buf.len()` bytes from `offset` with one request per chunk, all
 /// in flight at once; returns how many the file had.
 async fn read_chunks(
@@ -278,9 +278,7 @@ async fn read_chunks(
         let mut file = file.clone();
         let at = offset + (n * chunk) as u64;
         async move {
-            file.seek(std::io::SeekFrom::Start(at))
-                .await
-                .map_err(|e| Failure::Other(Error::io("remote file", e)))?;
+            seek(&mut file, at).await?;
             let mut filled = 0;
             // A server may answer with less than asked: ask for the rest.
             while filled < part.len() {
@@ -318,6 +316,7 @@ impl Channel for OpensshChannel {
     fn concurrent(&self) -> bool {
         true
     }
+
     fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<(String, u64)>, Failure> {
         self.run(async {
             let mut fs = self.sftp.fs();
@@ -377,21 +376,18 @@ impl Channel for OpensshChannel {
     }
 
     fn read_all(&self, path: &Path) -> std::result::Result<Vec<u8>, Failure> {
-        let chunk = CHUNK;
         self.run(async {
             let mut file = self.sftp.open(path).await.map_err(failure)?;
             let size = file.metadata().await.map_err(failure)?.len().unwrap_or(0);
             // One byte more than the size shows a file that grew.
             let mut data = vec![0; size as usize + 1];
-            let filled = read_chunks(&file, 0, &mut data, chunk).await?;
+            let filled = read_chunks(&file, 0, &mut data, CHUNK).await?;
             data.truncate(filled);
             if filled as u64 > size {
                 // Grown meanwhile: the rest, in turn.
-                file.seek(std::io::SeekFrom::Start(filled as u64))
-                    .map_err(|e| Failure::Other(Error::io("remote file", e)))
-                    .await?;
+                seek(&mut file, filled as u64).await?;
                 while let Some(more) = file
-                    .read(chunk as u32, bytes::BytesMut::with_capacity(chunk))
+                    .read(CHUNK as u32, bytes::BytesMut::with_capacity(CHUNK))
                     .await
                     .map_err(failure)?
                 {
@@ -407,7 +403,6 @@ impl Channel for OpensshChannel {
     }
 
     fn write_file(&self, path: &Path, data: &[u8]) -> std::result::Result<(), Failure> {
-        let chunk = CHUNK;
         self.run(async {
             let mut file = self
                 .sftp
@@ -425,12 +420,10 @@ impl Channel for OpensshChannel {
                     .await
                     .map_err(failure)
             };
-            let writes = data.chunks(chunk).enumerate().map(|(n, part)| {
+            let writes = data.chunks(CHUNK).enumerate().map(|(n, part)| {
                 let mut file = file.clone();
                 async move {
-                    file.seek(std::io::SeekFrom::Start((n * chunk) as u64))
-                        .await
-                        .map_err(|e| Failure::Other(Error::io("remote file", e)))?;
+                    seek(&mut file, (n * CHUNK) as u64).await?;
                     file.write_all(part).await.map_err(failure)
                 }
             });
