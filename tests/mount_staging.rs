@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -53,8 +54,10 @@ fn cp_into_staging_and_commit_while_mounted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
 
-/// Names, kinds, contents and symlink targets of a tree.
+/// Every entry below `root`: what it holds (contents, symlink target), its
+/// mode and link count.
 fn contents(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -67,15 +70,24 @@ fn contents(root: &Path) -> BTreeMap<String, String> {
                 .to_string_lossy()
                 .into_owned();
             let kind = entry.file_type().unwrap();
+            let meta = fs::symlink_metadata(&path).unwrap();
             let value = if kind.is_dir() {
                 stack.push(path);
                 "dir".to_string()
             } else if kind.is_symlink() {
                 format!("-> {}", fs::read_link(&path).unwrap().display())
+            } else if kind.is_fifo() {
+                "fifo".to_string()
             } else {
                 format!("{:x}", md5ish(&fs::read(&path).unwrap()))
             };
-            out.insert(rel, value);
+            // Symlinks have no mode of their own.
+            let mode = if kind.is_symlink() {
+                0
+            } else {
+                meta.mode() & 0o7777
+            };
+            out.insert(rel, format!("{value} mode {mode:o} links {}", meta.nlink()));
         }
     }
     out
@@ -104,64 +116,78 @@ fn random_operations_through_the_mount_match_a_plain_folder() {
     fs::create_dir_all(&model).unwrap();
     let mount = MountGuard::new(&env, "mnt");
     let staged = mount.path.join("staging");
-    let names = ["a", "b", "d1/c", "d1/d2/e", "d3/f", "g"];
+    let long = "n".repeat(256);
+    let names = ["a", "b", "d1/c", "d1/d2/e", "d3/f", "g", "d1/d2", &long];
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for round in 0..6 {
-        for _ in 0..40 {
+        for _ in 0..60 {
             let name = names[rng.below(names.len() as u64) as usize];
             let other = names[rng.below(names.len() as u64) as usize];
-            let op = rng.below(11);
-            // Apply to both roots; both must agree on success.
-            let results: Vec<bool> = [&model, &staged]
+            let op = rng.below(15);
+            let mode = 0o600 + rng.below(0o100) as u32;
+            // Apply to both roots; both must agree on the outcome, to the
+            // error number.
+            let results: Vec<Result<(), Option<i32>>> = [&model, &staged]
                 .iter()
                 .map(|root| {
                     let (p, q) = (root.join(name), root.join(other));
-                    match op {
+                    let done = match op {
                         0 => {
                             if let Some(parent) = p.parent() {
                                 let _ = fs::create_dir_all(parent);
                             }
                             let data: Vec<u8> =
                                 (0..rng_len(name, round)).map(|i| (i % 251) as u8).collect();
-                            fs::write(&p, data).is_ok()
+                            writer()
+                                .create(true)
+                                .truncate(true)
+                                .open(&p)
+                                .and_then(|mut f| f.write_all(&data))
                         }
-                        1 => fs::OpenOptions::new()
+                        1 => writer()
                             .append(true)
                             .open(&p)
-                            .and_then(|mut f| f.write_all(b"appended"))
-                            .is_ok(),
+                            .and_then(|mut f| f.write_all(b"appended")),
                         2 => {
                             use std::os::unix::fs::FileExt;
-                            fs::OpenOptions::new()
-                                .write(true)
-                                .open(&p)
-                                .and_then(|f| f.write_all_at(b"middle", 3))
-                                .is_ok()
+                            writer().open(&p).and_then(|f| f.write_all_at(b"middle", 3))
                         }
-                        3 => fs::OpenOptions::new()
-                            .write(true)
-                            .open(&p)
-                            .and_then(|f| f.set_len(5))
-                            .is_ok(),
-                        4 => fs::rename(&p, &q).is_ok(),
-                        5 => fs::remove_file(&p).is_ok(),
-                        6 => fs::remove_dir(&p).is_ok(),
-                        7 => std::os::unix::fs::symlink(other, &p).is_ok(),
-                        8 => fs::hard_link(&p, &q).is_ok(),
+                        3 => writer().open(&p).and_then(|f| f.set_len(5)),
+                        4 => fs::rename(&p, &q),
+                        5 => fs::remove_file(&p),
+                        6 => fs::remove_dir(&p),
+                        7 => std::os::unix::fs::symlink(other, &p),
+                        8 => fs::hard_link(&p, &q),
                         9 => renameat2(&p, &q, RenameFlags::RENAME_NOREPLACE),
-                        _ => renameat2(&p, &q, RenameFlags::RENAME_EXCHANGE),
-                    }
+                        10 => renameat2(&p, &q, RenameFlags::RENAME_EXCHANGE),
+                        11 => {
+                            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(mode))
+                                .map_err(std::io::Error::from)
+                        }
+                        12 => fs::create_dir(&p),
+                        13 => fs::set_permissions(&p, fs::Permissions::from_mode(mode)),
+                        _ => nix::unistd::truncate(&p, 7).map_err(std::io::Error::from),
+                    };
+                    done.map_err(|e| e.raw_os_error())
                 })
                 .collect();
             assert_eq!(
-                results[0], results[1],
-                "op {op} on {name} {other} in round {round}"
+                results[0],
+                results[1],
+                "op {op} on {} {} in round {round}",
+                &name[..name.len().min(12)],
+                &other[..other.len().min(12)]
             );
         }
         assert_eq!(
             contents(&model),
             contents(&staged),
             "staging view in round {round}"
+        );
+        assert_eq!(
+            link_groups(&model),
+            link_groups(&staged),
+            "hard links in the staging view in round {round}"
         );
         let commit = env.json(&["commit", "-m", &format!("round {round}")]);
         let committed = mount
@@ -176,8 +202,50 @@ fn random_operations_through_the_mount_match_a_plain_folder() {
     }
 }
 
-fn renameat2(from: &Path, to: &Path, flags: RenameFlags) -> bool {
-    nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, flags).is_ok()
+/// Options to open for writing without waiting for a reader when the name
+/// is a fifo (which then fails with ENXIO, on ext4 and in staging alike).
+fn writer() -> fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).custom_flags(libc::O_NONBLOCK);
+    options
+}
+
+fn renameat2(from: &Path, to: &Path, flags: RenameFlags) -> std::io::Result<()> {
+    nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, flags).map_err(std::io::Error::from)
+}
+
+/// The entries below `root` that share an inode, each group as its names
+/// in order (names are what two trees have in common, inode numbers not).
+fn link_groups(root: &Path) -> Vec<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            groups.entry(meta.ino()).or_default().push(rel);
+        }
+    }
+    let mut linked: Vec<Vec<String>> = groups
+        .into_values()
+        .filter(|names| names.len() > 1)
+        .map(|mut names| {
+            names.sort();
+            names
+        })
+        .collect();
+    linked.sort();
+    linked
 }
 
 fn rng_len(name: &str, round: u64) -> usize {
@@ -972,4 +1040,114 @@ fn staging_beside_a_plain_folder(
     let plain = env.path("plain");
     fs::create_dir_all(&plain).unwrap();
     (mount, staged, plain)
+}
+
+/// A new name for `from` itself, a symlink too (`linkat` without
+/// `AT_SYMLINK_FOLLOW`).
+fn link_itself(from: &Path, to: &Path) {
+    nix::unistd::linkat(AT_FDCWD, from, AT_FDCWD, to, nix::fcntl::AtFlags::empty()).unwrap();
+}
+
+/// What `stat` says of each name in `names` below `root`, with inode
+/// numbers replaced by the first name that has them.
+fn link_view(root: &Path, names: &[&str]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let stats: Vec<_> = names
+        .iter()
+        .map(|name| fs::symlink_metadata(root.join(name)).ok())
+        .collect();
+    names
+        .iter()
+        .zip(&stats)
+        .map(|(name, meta)| match meta {
+            None => format!("{name}: gone"),
+            Some(meta) => {
+                let same = names
+                    .iter()
+                    .zip(&stats)
+                    .find(|(_, m)| m.as_ref().is_some_and(|m| m.ino() == meta.ino()))
+                    .map(|(first, _)| *first)
+                    .unwrap();
+                let mode = if meta.file_type().is_symlink() {
+                    0
+                } else {
+                    meta.mode() & 0o7777
+                };
+                format!(
+                    "{name}: inode of {same}, links {}, mode {mode:o}",
+                    meta.nlink()
+                )
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn hard_links_to_fifos_sockets_devices_and_symlinks_are_one_inode_as_on_ext4() {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::MetadataExt;
+    // Device nodes need root.
+    if !require_root("hard_links_to_fifos_sockets_devices_and_symlinks") {
+        return;
+    }
+    let env = Env::with_repo();
+    let (mount, staged, plain) = staging_beside_a_plain_folder(&env);
+    let kinds = ["fifo", "socket", "device", "symlink"];
+    let mut views = Vec::new();
+    for root in [&plain, &staged] {
+        let mode = Mode::from_bits_truncate(0o640);
+        nix::unistd::mkfifo(&root.join("fifo"), mode).unwrap();
+        mknod(&root.join("socket"), SFlag::S_IFSOCK, mode, 0).unwrap();
+        mknod(&root.join("device"), SFlag::S_IFCHR, mode, makedev(1, 3)).unwrap();
+        std::os::unix::fs::symlink("fifo", root.join("symlink")).unwrap();
+        let mut names = Vec::new();
+        for kind in kinds {
+            let (first, second, third) = (kind.to_string(), format!("{kind}2"), format!("{kind}3"));
+            let before = fs::symlink_metadata(root.join(&first)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            link_itself(&root.join(&first), &root.join(&second));
+            let after = fs::symlink_metadata(root.join(&first)).unwrap();
+            assert!(
+                (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
+                "{}: the ctime of {kind} did not move with a new link",
+                root.display()
+            );
+            link_itself(&root.join(&second), &root.join(&third));
+            if kind != "symlink" {
+                fs::set_permissions(root.join(&second), fs::Permissions::from_mode(0o604)).unwrap();
+            }
+            fs::remove_file(root.join(&first)).unwrap();
+            names.extend([first, second, third]);
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        views.push(link_view(root, &names));
+    }
+    assert_eq!(views[1], views[0], "staging/ against ext4");
+    // The commit keeps them linked: the snapshot shows the same.
+    let commit = env.json(&["commit", "-m", "links"]);
+    let snapshot = mount
+        .path
+        .join("ids")
+        .join(commit["short_id"].as_str().unwrap());
+    let names: Vec<String> = kinds
+        .iter()
+        .flat_map(|k| [k.to_string(), format!("{k}2"), format!("{k}3")])
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let links = |view: Vec<String>| -> Vec<String> {
+        // Inode numbers in a snapshot are the mount's own: compare counts
+        // and modes only.
+        view.into_iter()
+            .map(|line| {
+                line.split_once(", ").map_or(line.clone(), |(n, rest)| {
+                    format!("{}: {rest}", n.split(':').next().unwrap())
+                })
+            })
+            .collect()
+    };
+    assert_eq!(
+        links(link_view(&snapshot, &names)),
+        links(views[0].clone()),
+        "snapshot"
+    );
 }

@@ -100,7 +100,7 @@ impl Namespace {
     /// The inode number of the staged entry at `path`; all names of a
     /// hard-linked file share one.
     fn intern_staged(&self, path: &[u8], node: &Node) -> u64 {
-        let key = if node.kind == NodeKind::File && node.links > 1 {
+        let key = if node.kind != NodeKind::Dir && node.links > 1 {
             Key::StagedLink(node.device, node.inode)
         } else {
             Key::Staged(path.to_vec())
@@ -252,20 +252,35 @@ impl Namespace {
         let file = (node.kind == NodeKind::File)
             .then(|| staging.open_file(&path))
             .transpose()?;
+        let survivor = self.survivor(staging, &path, &node);
         staging.remove(&path, false)?;
-        self.name_gone(staging, &path, file, node.links > 1);
+        self.name_gone(&path, file, survivor);
         Ok(())
     }
 
-    /// `gone` was removed (unlinked, or replaced by a rename). If it named
-    /// `file` and the file had other names (`linked`), the inode number
-    /// moves to a name it still has, as on a local filesystem; otherwise
-    /// the inodes at and below `gone` are forgotten.
-    fn name_gone(&self, staging: &Staging, gone: &[u8], file: Option<OpenFile>, linked: bool) {
-        let survivor = match &file {
-            Some(file) if linked => staging.name_of(file),
-            _ => None,
-        };
+    /// The name that keeps the inode number of the hard-linked file or
+    /// special node at `path` when `path` goes, as on a local filesystem.
+    fn survivor(&self, staging: &Staging, path: &[u8], node: &Node) -> Option<Vec<u8>> {
+        (node.kind != NodeKind::Dir && node.links > 1)
+            .then(|| staging.other_name(path))
+            .flatten()
+    }
+
+    /// Whether `path` is a name of `node`, a hard-linked file or special
+    /// node (for which rename does nothing).
+    fn same_linked(&self, staging: &Staging, path: &[u8], node: &Node) -> bool {
+        node.kind != NodeKind::Dir
+            && node.links > 1
+            && staging.stat(path).is_ok_and(|n| {
+                n.kind == node.kind && (n.device, n.inode) == (node.device, node.inode)
+            })
+    }
+
+    /// `gone` was removed (unlinked, or replaced by a rename). If the entry
+    /// has a `survivor` name, the inode number moves there; otherwise the
+    /// inodes at and below `gone` are forgotten, and `file`, the regular
+    /// file it named, stays reachable by number while the kernel holds it.
+    fn name_gone(&self, gone: &[u8], file: Option<OpenFile>, survivor: Option<Vec<u8>>) {
         let Some(survivor) = survivor else {
             return self.forget_path(gone, file);
         };
@@ -306,11 +321,21 @@ impl Namespace {
         // A file about to be replaced stays reachable if open, and a
         // hard-linked one keeps its inode number under the name it still
         // has.
-        let (replaced, linked) = match staging.stat(&to) {
-            Ok(node) if node.kind == NodeKind::File && from != to => {
-                (Some(staging.open_file(&to)?), node.links > 1)
+        let (replaced, survivor) = match staging.stat(&to) {
+            // Two names of one file or special node: nothing changes (but
+            // RENAME_NOREPLACE still finds the target there).
+            Ok(node)
+                if mode != RenameMode::NoReplace && self.same_linked(staging, &from, &node) =>
+            {
+                return Ok(())
             }
-            _ => (None, false),
+            Ok(node) if node.kind != NodeKind::Dir && from != to => {
+                let file = (node.kind == NodeKind::File)
+                    .then(|| staging.open_file(&to))
+                    .transpose()?;
+                (file, self.survivor(staging, &to, &node))
+            }
+            _ => (None, None),
         };
         staging.rename(&from, &to, mode)?;
         if from == to {
@@ -320,7 +345,7 @@ impl Namespace {
             self.move_paths(&[(&from, &to), (&to, &from)]);
         } else {
             // Whatever was at `to` is replaced; then everything at `from` moves.
-            self.name_gone(staging, &to, replaced, linked);
+            self.name_gone(&to, replaced, survivor);
             self.move_paths(&[(&from, &to)]);
         }
         Ok(())

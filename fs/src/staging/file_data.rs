@@ -267,11 +267,6 @@ impl Staging {
         Ok(OpenFile(self.inner.lock().overlay.file(path)?))
     }
 
-    /// A name the file opened with [`Staging::open_file`] still has.
-    pub fn name_of(&self, file: &OpenFile) -> Option<Vec<u8>> {
-        self.inner.lock().overlay.name_of(&file.0)
-    }
-
     /// Reads from a file opened with [`Staging::open_file`].
     pub fn read_open(&self, file: &OpenFile, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let inner = self.inner.lock();

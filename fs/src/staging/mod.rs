@@ -390,6 +390,12 @@ impl Staging {
         Ok(node)
     }
 
+    /// Another name of the hard-linked file or special node at `path`, if
+    /// a loaded folder holds one.
+    pub fn other_name(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.inner.lock().overlay.other_name(path)
+    }
+
     /// Metadata of a file opened with [`Staging::open_file`], whatever its
     /// names are now.
     pub fn stat_open(&self, file: &OpenFile) -> FsResult<Node> {

@@ -61,6 +61,10 @@ impl FileEntry {
 /// A shared file.
 pub type FileRef = Arc<Mutex<FileEntry>>;
 
+/// A symlink, fifo, device or socket; hard links share one, as they share
+/// a [`FileRef`].
+pub type SpecialRef = Arc<Mutex<Node>>;
+
 /// A loaded folder's entries by name.
 pub type Entries = BTreeMap<Vec<u8>, Entry>;
 
@@ -76,20 +80,51 @@ pub enum Children {
 /// One entry of the staging view.
 #[derive(Debug)]
 pub enum Entry {
-    /// A folder: its own metadata and its entries.
-    Dir(Node, Children),
+    /// A folder: its own metadata (boxed: a folder's map holds mostly
+    /// files, whose variant is a pointer) and its entries.
+    Dir(Box<Node>, Children),
     /// A regular file.
     File(FileRef),
     /// Anything else (symlink, fifo, device, socket), metadata only.
-    Other(Node),
+    Other(SpecialRef),
 }
 
 impl Entry {
     /// The node for `stat`.
     pub fn node(&self) -> Node {
         match self {
-            Entry::Dir(node, _) | Entry::Other(node) => node.clone(),
+            Entry::Dir(node, _) => (**node).clone(),
             Entry::File(file) => file.lock().node.clone(),
+            Entry::Other(special) => special.lock().clone(),
+        }
+    }
+
+    /// Runs `change` on the entry's node (shared by all names of a hard
+    /// link).
+    fn change_node<T>(&mut self, change: impl FnOnce(&mut Node) -> T) -> T {
+        match self {
+            Entry::Dir(node, _) => change(node),
+            Entry::File(file) => change(&mut file.lock().node),
+            Entry::Other(special) => change(&mut special.lock()),
+        }
+    }
+
+    /// Another name of the same file or special node (none for folders,
+    /// which have one name).
+    fn share(&self) -> Option<Entry> {
+        match self {
+            Entry::Dir(..) => None,
+            Entry::File(file) => Some(Entry::File(file.clone())),
+            Entry::Other(special) => Some(Entry::Other(special.clone())),
+        }
+    }
+
+    /// Whether `self` and `other` are names of one file or special node.
+    fn same_as(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (Entry::File(a), Entry::File(b)) => Arc::ptr_eq(a, b),
+            (Entry::Other(a), Entry::Other(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 
@@ -99,17 +134,10 @@ impl Entry {
 
     /// Takes the name `name` after a rename (its change time with it).
     fn moved_to(&mut self, name: &[u8]) {
-        match self {
-            Entry::Dir(node, _) | Entry::Other(node) => {
-                node.name = name.to_vec();
-                node.ctime = now();
-            }
-            Entry::File(file) => {
-                let mut f = file.lock();
-                f.node.name = name.to_vec();
-                f.node.ctime = now();
-            }
-        }
+        self.change_node(|node| {
+            node.name = name.to_vec();
+            node.ctime = now();
+        })
     }
 }
 
@@ -158,51 +186,49 @@ pub fn apply_meta(node: &mut Node, meta: &Meta) {
 
 /// An entry taken from its folder (unlinked, or renamed over): a file's
 /// other names see one link less, and its ctime moves.
-fn lose_name(entry: &Entry) {
-    if let Entry::File(file) = entry {
-        let mut file = file.lock();
-        file.node.links = file.node.links.saturating_sub(1).max(1);
-        file.node.ctime = now();
+fn lose_name(mut entry: Entry) {
+    if !entry.is_dir() {
+        entry.change_node(|node| {
+            node.links = node.links.saturating_sub(1).max(1);
+            node.ctime = now();
+        })
     }
 }
 
-/// Base files recorded as hard links (same device and inode, more than one
-/// link) become one shared file, whichever folder is loaded first.
-type BaseLinks = HashMap<(u64, u64), FileRef>;
+/// Base files and special nodes recorded as hard links (same device and
+/// inode, more than one link) become one shared entry, whichever folder is
+/// loaded first.
+type BaseLinks = HashMap<(u64, u64), Entry>;
 
 fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
-    match node.kind {
+    let key = (node.device, node.inode);
+    let linked = node.kind != NodeKind::Dir && node.links > 1;
+    if let Some(shared) = links.get(&key).filter(|_| linked) {
+        return shared.share().expect("not a folder");
+    }
+    let entry = match node.kind {
         NodeKind::Dir => {
             let subtree = node.subtree;
-            Entry::Dir(node, Children::Base(subtree))
+            return Entry::Dir(Box::new(node), Children::Base(subtree));
         }
-        NodeKind::File => {
-            let key = (node.device, node.inode);
-            let linked = node.links > 1;
-            if linked {
-                if let Some(file) = links.get(&key) {
-                    return Entry::File(file.clone());
-                }
-            }
-            let file = Arc::new(Mutex::new(FileEntry {
-                fid: 0,
-                node,
-                local: None,
-                dirty: false,
-                writers: 0,
-                loose_write: None,
-                stored: None,
-                inline: None,
-                version: 0,
-                uploading: false,
-            }));
-            if linked {
-                links.insert(key, file.clone());
-            }
-            Entry::File(file)
-        }
-        _ => Entry::Other(node),
+        NodeKind::File => Entry::File(Arc::new(Mutex::new(FileEntry {
+            fid: 0,
+            node,
+            local: None,
+            dirty: false,
+            writers: 0,
+            loose_write: None,
+            stored: None,
+            inline: None,
+            version: 0,
+            uploading: false,
+        }))),
+        _ => Entry::Other(Arc::new(Mutex::new(node))),
+    };
+    if linked {
+        links.insert(key, entry.share().expect("not a folder"));
     }
+    entry
 }
 
 /// The staging tree.
@@ -229,7 +255,7 @@ impl Overlay {
     ) -> Overlay {
         Overlay {
             repo,
-            root: Entry::Dir(root_meta, Children::Base(root_tree)),
+            root: Entry::Dir(Box::new(root_meta), Children::Base(root_tree)),
             base_links: HashMap::new(),
             base_link_changed: false,
             files: HashMap::new(),
@@ -366,7 +392,10 @@ impl Overlay {
                     .to_vec();
                 self.insert_new(
                     path,
-                    Entry::Dir(dir_node(&name, meta), Children::Loaded(BTreeMap::new())),
+                    Entry::Dir(
+                        Box::new(dir_node(&name, meta)),
+                        Children::Loaded(BTreeMap::new()),
+                    ),
                 )
             }
             Op::Create {
@@ -409,45 +438,40 @@ impl Overlay {
                     .copied()
                     .ok_or(FsError::Exists)?
                     .to_vec();
-                self.insert_new(path, Entry::Other(node))
+                self.insert_new(path, Entry::Other(Arc::new(Mutex::new(node))))
             }
             Op::Remove { path } => {
                 let (map, name) = self.parent(path)?;
                 let removed = map.remove(name).ok_or(FsError::NotFound)?;
-                lose_name(&removed);
+                self.note_base_link_change(&removed);
+                lose_name(removed);
                 self.touch_parent(path);
                 Ok(())
             }
             Op::Rename { from, to } => self.rename(from, to),
             Op::Exchange { a, b } => self.exchange(a, b),
             Op::Link { from, to, inode } => {
-                // A second name of a symlink, fifo or device: an equal copy
-                // (nothing can tell them apart but the inode number).
-                if let Entry::Other(node) = self.get(from)? {
-                    let mut copy = node.clone();
-                    copy.name = components(to)
-                        .last()
-                        .copied()
-                        .ok_or(FsError::Invalid)?
-                        .to_vec();
-                    return self.insert_new(to, Entry::Other(copy));
-                }
-                let file = self.file(from)?;
-                {
-                    let mut f = file.lock();
-                    if f.node.links <= 1 {
-                        f.node.device = STAGED_DEVICE;
-                        f.node.inode = *inode;
+                let entry = self.get(from)?;
+                let Some(mut name) = entry.share() else {
+                    return Err(FsError::IsDir);
+                };
+                name.change_node(|node| {
+                    if node.links <= 1 {
+                        node.device = STAGED_DEVICE;
+                        node.inode = *inode;
                     }
-                    f.node.links = f.node.links.max(1) + 1;
-                    f.node.ctime = now();
-                }
-                self.insert_new(to, Entry::File(file))
+                    node.links = node.links.max(1) + 1;
+                    node.ctime = now();
+                });
+                self.note_base_link_change(&name);
+                self.insert_new(to, name)
             }
             Op::SetMeta { path, meta } => {
-                match self.get(path)? {
-                    Entry::Dir(node, _) | Entry::Other(node) => apply_meta(node, meta),
-                    Entry::File(file) => apply_meta(&mut file.lock().node, meta),
+                let entry = self.get(path)?;
+                entry.change_node(|node| apply_meta(node, meta));
+                let changed = entry.share();
+                if let Some(entry) = changed {
+                    self.note_base_link_change(&entry);
                 }
                 Ok(())
             }
@@ -460,19 +484,19 @@ impl Overlay {
                     }
                     node.ctime = now();
                 };
-                match self.get(path)? {
-                    Entry::Dir(node, _) | Entry::Other(node) => set(node),
-                    Entry::File(file) => set(&mut file.lock().node),
+                let entry = self.get(path)?;
+                entry.change_node(set);
+                let changed = entry.share();
+                if let Some(entry) = changed {
+                    self.note_base_link_change(&entry);
                 }
                 Ok(())
             }
             Op::Local { path, fid, local } => {
                 let file = self.file(path)?;
+                self.note_base_link_change(&Entry::File(file.clone()));
                 {
                     let mut f = file.lock();
-                    if f.node.links > 1 && f.node.device != STAGED_DEVICE {
-                        self.base_link_changed = true;
-                    }
                     f.fid = *fid;
                     f.local = Some(*local);
                     f.dirty = true;
@@ -529,18 +553,15 @@ impl Overlay {
         if from_parts.is_empty() || to_parts.is_empty() {
             return Err(FsError::Invalid);
         }
-        let source = match self.get(from)? {
-            Entry::File(file) => Some(file.clone()),
-            _ => None,
-        };
-        let source_is_dir = self.get(from)?.is_dir();
+        let source = self.get(from)?.share();
+        let source_is_dir = source.is_none();
         if from_parts == to_parts {
             return Ok(());
         }
         // POSIX: renaming one name of a file onto another name of the same
         // file does nothing.
-        if let (Some(source), Ok(Entry::File(target))) = (&source, self.get(to)) {
-            if Arc::ptr_eq(source, target) {
+        if let (Some(source), Ok(target)) = (&source, self.get(to)) {
+            if source.same_as(target) {
                 return Ok(());
             }
         }
@@ -569,7 +590,8 @@ impl Overlay {
         let (map, _) = self.parent(to)?;
         // A file renamed over loses that name, as unlink takes it.
         if let Some(replaced) = map.insert(new_name, entry) {
-            lose_name(&replaced);
+            self.note_base_link_change(&replaced);
+            lose_name(replaced);
         }
         self.touch_parent(to);
         Ok(())
@@ -605,9 +627,20 @@ impl Overlay {
         Ok(())
     }
 
-    /// A name of `file` among the loaded folders, if it has one.
-    pub fn name_of(&self, file: &FileRef) -> Option<Vec<u8>> {
-        fn search(entries: &Entries, prefix: &[u8], file: &FileRef) -> Option<Vec<u8>> {
+    /// Notes a change to `entry` if the base records it as hard-linked:
+    /// its other names may sit in folders not loaded yet, which the commit
+    /// must then load to write them with the change.
+    fn note_base_link_change(&mut self, entry: &Entry) {
+        let node = entry.node();
+        if node.kind != NodeKind::Dir && node.links > 1 && node.device != STAGED_DEVICE {
+            self.base_link_changed = true;
+        }
+    }
+
+    /// Another name of the file or special node at `path` among the
+    /// loaded folders, if it has one.
+    pub fn other_name(&mut self, path: &[u8]) -> Option<Vec<u8>> {
+        fn search(entries: &Entries, prefix: &[u8], wanted: &Entry, not: &[u8]) -> Option<Vec<u8>> {
             for (name, entry) in entries {
                 let path = if prefix.is_empty() {
                     name.clone()
@@ -615,19 +648,21 @@ impl Overlay {
                     [prefix, b"/", name].concat()
                 };
                 match entry {
-                    Entry::File(f) if Arc::ptr_eq(f, file) => return Some(path),
                     Entry::Dir(_, Children::Loaded(children)) => {
-                        if let Some(found) = search(children, &path, file) {
+                        if let Some(found) = search(children, &path, wanted, not) {
                             return Some(found);
                         }
                     }
+                    _ if entry.same_as(wanted) && path != not => return Some(path),
                     _ => {}
                 }
             }
             None
         }
+        let wanted = self.get(path).ok()?.share()?;
+        let not: Vec<u8> = components(path).join(&b'/');
         match &self.root {
-            Entry::Dir(_, Children::Loaded(children)) => search(children, b"", file),
+            Entry::Dir(_, Children::Loaded(children)) => search(children, b"", &wanted, &not),
             _ => None,
         }
     }
@@ -687,12 +722,12 @@ impl Overlay {
                     for (name, entry) in map.iter_mut() {
                         let mut node = match entry {
                             Entry::Dir(node, children) => {
-                                let mut node = node.clone();
+                                let mut node = (**node).clone();
                                 node.subtree = Some(build_dir(children, save_tree)?);
                                 node
                             }
                             Entry::File(file) => file.lock().node.clone(),
-                            Entry::Other(node) => node.clone(),
+                            Entry::Other(special) => special.lock().clone(),
                         };
                         node.name = name.clone();
                         nodes.push(node);
