@@ -47,11 +47,92 @@ fn cp_into_staging_and_commit_while_mounted() {
     let restored = env.path("restored");
     env.ok(&["restore", short, "--target", restored.to_str().unwrap()]);
     assert_same_tree(&source, &restored.join("source"));
-    // While mounted, `stage` commands are refused with a clear error, as
-    // a lock conflict.
-    let out = env.run(&["stage", "ls", "/"]);
-    assert_eq!(out.status.code(), Some(11));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+#[test]
+fn stage_commands_are_run_by_the_mount_that_holds_staging() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::with_repo();
+    let source = env.path("source");
+    make_rich_tree(&source);
+    let mount = MountGuard::new(&env, "mnt");
+    let staged = mount.path.join("staging");
+    // Looked at through the mount first, so that the kernel holds entries
+    // the commands then change.
+    fs::create_dir_all(staged.join("d")).unwrap();
+    fs::write(staged.join("d/f"), "first").unwrap();
+    fs::hard_link(staged.join("d/f"), staged.join("keep")).unwrap();
+    let ino = fs::metadata(staged.join("keep")).unwrap().ino();
+    let open = fs::OpenOptions::new()
+        .write(true)
+        .open(staged.join("d/f"))
+        .unwrap();
+
+    // A relative source: the mount has a working folder of its own.
+    let added = env
+        .command(&["stage", "add", "source", "--to", "/in"])
+        .current_dir(env.path(""))
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    assert!(String::from_utf8_lossy(&added.stdout).starts_with("staged "));
+    assert_same_tree(&source, &staged.join("in/source"));
+    let listed = env.ok(&["stage", "ls", "/in"]);
+    assert_eq!(listed.trim(), "/in/source");
+
+    // Removing the folder that holds the first name: the other name keeps
+    // the inode number, at once, and the open handle still writes into it.
+    env.ok(&["stage", "rm", "-R", "/d"]);
+    assert!(
+        fs::symlink_metadata(staged.join("d")).is_err(),
+        "d is gone at once"
+    );
+    let kept = fs::metadata(staged.join("keep")).unwrap();
+    assert_eq!((kept.ino(), kept.nlink()), (ino, 1));
+    open.write_all_at(b"FIRST", 0).unwrap();
+    drop(open);
+    assert_eq!(fs::read_to_string(staged.join("keep")).unwrap(), "FIRST");
+
+    env.ok(&["stage", "mv", "/keep", "/kept"]);
+    assert!(
+        fs::symlink_metadata(staged.join("keep")).is_err(),
+        "keep moved at once"
+    );
+    assert_eq!(fs::metadata(staged.join("kept")).unwrap().ino(), ino);
+    env.ok(&["stage", "mkdir", "-p", "/m/n"]);
+    assert!(staged.join("m/n").is_dir());
+
+    let status = env.ok(&["stage", "status"]);
+    for line in ["A /in", "A /kept", "A /m"] {
+        assert!(status.lines().any(|l| l == line), "{line} in {status}");
+    }
+    // A failure is one line with the cause, and the exit code of an error.
+    let out = env.run(&["stage", "rm", "/missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot remove /missing: no such file or directory"),
+        "{err}"
+    );
+
+    let commit = env.json(&["commit", "-m", "staged by commands"]);
+    let snapshot = mount
+        .path
+        .join("ids")
+        .join(commit["short_id"].as_str().unwrap());
+    assert_same_tree(&source, &snapshot.join("in/source"));
+    assert_eq!(fs::read_to_string(snapshot.join("kept")).unwrap(), "FIRST");
+
+    // Reset through the mount: staging/ is the new base again, at once.
+    fs::write(staged.join("scratch"), "x").unwrap();
+    let reset = env.ok(&["stage", "reset"]);
+    assert!(
+        reset.starts_with("staging area reset to snapshot"),
+        "{reset}"
+    );
+    assert!(fs::symlink_metadata(staged.join("scratch")).is_err());
+    assert_eq!(fs::read_to_string(staged.join("kept")).unwrap(), "FIRST");
 }
 
 /// Every entry below `root`: what it holds (contents, symlink target), its

@@ -14,11 +14,9 @@ use mapache_store::{IndexedRepository, Repository};
 use crate::commands::Command;
 use crate::password::{self, PasswordSource};
 
-/// An open staging area with its repository, and the lock held for it.
+/// An open staging area, and the lock held for its repository.
 pub struct OpenStaging {
-    /// The repository, index loaded.
-    pub repo: Arc<IndexedRepository>,
-    /// Its staging area.
+    /// The staging area.
     pub staging: mapache_fs::staging::Staging,
     _lock: Option<LockGuard>,
 }
@@ -316,11 +314,6 @@ impl GlobalOptions {
             .join("staging"))
     }
 
-    /// Opens the repository and its staging area.
-    pub fn open_staging(&self) -> Result<OpenStaging> {
-        self.staging_of(self.open()?)
-    }
-
     /// Takes a shared lock on the open repository `repo`, loads its index
     /// and opens its staging area. The lock is held while the staging is
     /// open: staged content is uploaded as it is added, and `clean` must
@@ -333,7 +326,6 @@ impl GlobalOptions {
         mapache_store::rebuild_index::index_unindexed_packs(&repo)?;
         let staging = open_staging_when_free(&repo, &dir, self.retry_lock)?;
         Ok(OpenStaging {
-            repo,
             staging,
             _lock: lock,
         })

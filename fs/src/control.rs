@@ -1,5 +1,6 @@
 //! A control channel to the process that has the staging area open (a
-//! mount), so that `mapache commit` works while the staging is mounted.
+//! mount), so that `mapache commit` and `mapache stage ...` work while the
+//! staging is mounted.
 //!
 //! The mount listens on an abstract Unix socket (no file to clean up)
 //! named after the staging folder, and answers only callers of its own
@@ -13,13 +14,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::staging::CommitRequest;
+use crate::staging::{CommitRequest, StageAnswer, StageRequest};
 
 /// What a client asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// Commit the staging area.
     Commit(CommitRequest),
+    /// Run a `stage` subcommand.
+    Stage(StageRequest),
 }
 
 /// What the server answers.
@@ -29,6 +32,8 @@ pub enum ControlResponse {
     Committed(String),
     /// Nothing changed since the base (hex id, if any): no snapshot.
     NothingToCommit(Option<String>),
+    /// What the `stage` subcommand did or found.
+    Staged(StageAnswer),
     /// It failed.
     Failed(String),
 }

@@ -20,4 +20,4 @@ pub use error::{FsError, FsResult};
 pub use file_reader::FileContent;
 #[cfg(feature = "fuse")]
 pub use fuse::{mount, MountOptions, Mounted};
-pub use namespace::{Attr, DirEntry, Namespace, SetAttr, ROOT};
+pub use namespace::{Attr, DirEntry, Namespace, SetAttr, Stale, StaleHook, ROOT};

@@ -45,6 +45,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
         Ok(ControlResponse::Committed(id)) => Some(id.parse::<SnapshotId>()?),
         Ok(ControlResponse::NothingToCommit(_)) => None,
         Ok(ControlResponse::Failed(message)) => bail!("the mount could not commit: {message}"),
+        Ok(other) => bail!("the mount gave an answer of another request: {other:?}"),
         Err(_) => {
             let open = global.staging_of(repo)?;
             match open.staging.commit(&request)? {

@@ -237,7 +237,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 args.commit_on_unmount,
             )
         });
-    // `mapache commit` in another shell reaches the staging through us.
+    // `mapache commit` and `mapache stage` in another shell reach the
+    // staging through us.
     if staging.is_some() {
         let namespace = namespace.clone();
         control::serve(&staging_dir, move |request| match request {
@@ -248,8 +249,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 }
                 Err(e) => ControlResponse::Failed(e.to_string()),
             },
+            ControlRequest::Stage(request) => match namespace.stage_request(request) {
+                Ok(answer) => ControlResponse::Staged(answer),
+                Err(e) => ControlResponse::Failed(e.to_string()),
+            },
         })
-        .context("cannot listen for commit requests")?;
+        .context("cannot listen for commit and stage requests")?;
     }
     let options = MountOptions {
         allow_other: args.allow_other,

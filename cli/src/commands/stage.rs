@@ -1,17 +1,16 @@
-//! `mapache stage ...`: the staging area without FUSE.
+//! `mapache stage ...`: the staging area without FUSE. While a mount
+//! holds the staging area, the mount runs the subcommand (so that what it
+//! shows follows), otherwise it runs here.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
-use mapache_fs::staging::{meta_now, Change, Meta, Staging};
-use mapache_fs::FsError;
-use mapache_store::tree::{Node, NodeKind};
-use mapache_store::{node_from_metadata, OwnerNames};
+use mapache_fs::control::{self, ControlRequest, ControlResponse};
+use mapache_fs::staging::{Change, ResetTo, StageAnswer, StageRequest};
+use mapache_store::tree::Node;
+use mapache_store::SnapshotId;
 
 use crate::exit::Outcome;
 use crate::global::GlobalOptions;
@@ -21,7 +20,8 @@ use crate::output::print_json;
 ///
 /// The staging area starts from a base snapshot (or empty) and collects
 /// changes until `mapache commit` writes them as a snapshot. It lives in the
-/// state folder and survives crashes; while it is mounted, use the mount.
+/// state folder and survives crashes; while a mount holds it, these commands
+/// are run by the mount.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -107,293 +107,79 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Copies a local tree into the staging area, keeping metadata and the
-/// hard links inside what is copied.
-struct Adder<'a> {
-    staging: &'a Staging,
-    owners: OwnerNames,
-    links: HashMap<(u64, u64), Vec<u8>>,
-    warnings: Vec<String>,
-    files: u64,
-    bytes: u64,
-}
-
-impl Adder<'_> {
-    fn add(&mut self, source: &Path, dest: &[u8]) -> Result<()> {
-        let meta = match std::fs::symlink_metadata(source) {
-            Ok(meta) => meta,
-            Err(e) => {
-                self.warnings.push(format!("{}: {e}", source.display()));
-                return Ok(());
-            }
-        };
-        let name = dest.rsplit(|&b| b == b'/').next().unwrap_or(dest);
-        let node = node_from_metadata(source, name, &meta, &self.owners)?;
-        let existing = self.staging.stat(dest).ok();
-        match node.kind {
-            NodeKind::Dir => {
-                match existing {
-                    Some(old) if old.kind == NodeKind::Dir => {}
-                    Some(_) => {
-                        self.staging.remove(dest, true)?;
-                        self.staging.mkdir(dest, Meta::of_node(&node))?;
-                    }
-                    None => self.staging.mkdir(dest, Meta::of_node(&node))?,
-                }
-                let mut children: Vec<_> = match std::fs::read_dir(source) {
-                    Ok(entries) => entries
-                        .filter_map(|e| e.ok().map(|e| e.file_name()))
-                        .collect(),
-                    Err(e) => {
-                        self.warnings.push(format!("{}: {e}", source.display()));
-                        Vec::new()
-                    }
-                };
-                children.sort();
-                for child in children {
-                    self.add(&source.join(&child), &join(dest, child.as_bytes()))?;
-                }
-                self.set_xattrs(dest, &node)?;
-                // Adding entries changed the folder's times: put them back.
-                self.staging.set_meta(dest, Meta::of_node(&node))?;
-            }
-            NodeKind::File => {
-                if existing.is_some() {
-                    self.staging.remove(dest, true)?;
-                }
-                let key = (meta.dev(), meta.ino());
-                if meta.nlink() > 1 {
-                    if let Some(first) = self.links.get(&key) {
-                        self.staging.link(first, dest)?;
-                        return Ok(());
-                    }
-                }
-                let file = match std::fs::File::open(source) {
-                    Ok(file) => file,
-                    Err(e) => {
-                        self.warnings.push(format!("{}: {e}", source.display()));
-                        return Ok(());
-                    }
-                };
-                self.bytes +=
-                    self.staging
-                        .import(dest, file, Meta::of_node(&node), node.xattrs.clone())?;
-                self.files += 1;
-                if meta.nlink() > 1 {
-                    self.links.insert(key, dest.to_vec());
-                }
-            }
-            _ => {
-                if existing.is_some() {
-                    self.staging.remove(dest, true)?;
-                }
-                self.staging.make_special(dest, node)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn set_xattrs(&self, dest: &[u8], node: &Node) -> Result<()> {
-        for (name, value) in &node.xattrs {
-            self.staging.set_xattr(dest, name, Some(value.clone()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Makes `dir` and its missing parents.
-fn mkdir_parents(staging: &Staging, dir: &[u8]) -> Result<()> {
-    let mut built = Vec::new();
-    for part in dir.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
-        built = join(&built, part);
-        match staging.stat(&built) {
-            Ok(node) if node.kind == NodeKind::Dir => {}
-            Ok(_) => bail!("{} is not a folder", String::from_utf8_lossy(&built)),
-            Err(FsError::NotFound) => staging.mkdir(&built, meta_now(0o755))?,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 fn show(path: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(path))
 }
 
 pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
-    match &args.command {
+    let repo = match &args.command {
         StageCommand::Recover => return recover(global),
         StageCommand::Areas => return super::stage_areas::list(global),
         StageCommand::ForgetArea { id } => return super::stage_areas::forget(global, id),
-        _ => {}
-    }
-    let open = global.open_staging()?;
-    let (repo, staging) = (&open.repo, &open.staging);
-    match args.command {
-        StageCommand::Add { sources, to } => {
-            let to = staging_path(&to);
-            mkdir_parents(staging, &to)?;
-            let mut adder = Adder {
-                staging,
-                owners: OwnerNames::default(),
-                links: HashMap::new(),
-                warnings: Vec::new(),
-                files: 0,
-                bytes: 0,
-            };
-            for source in &sources {
-                let name = source.file_name().with_context(|| {
-                    format!("{}: name a file or folder, not a root", source.display())
-                })?;
-                if std::fs::symlink_metadata(source).is_err() {
-                    bail!("{}: no such file or folder", source.display());
-                }
-                adder.add(source, &join(&to, name.as_bytes()))?;
+        _ => global.open()?,
+    };
+    let mut long_listing = false;
+    let request = match args.command {
+        StageCommand::Add { sources, to } => StageRequest::Add {
+            sources: absolute_sources(&sources)?,
+            to: staging_path(&to),
+        },
+        StageCommand::Rm { paths, recursive } => StageRequest::Remove {
+            paths: paths.iter().map(|p| staging_path(p)).collect(),
+            recursive,
+        },
+        StageCommand::Mv { from, to } => StageRequest::Move {
+            from: staging_path(&from),
+            to: staging_path(&to),
+        },
+        StageCommand::Mkdir { paths, parents } => StageRequest::MakeFolders {
+            paths: paths.iter().map(|p| staging_path(p)).collect(),
+            parents,
+        },
+        StageCommand::Ls { path, long } => {
+            long_listing = long;
+            StageRequest::List {
+                path: staging_path(&path),
             }
-            staging.checkpoint()?;
-            for warning in &adder.warnings {
+        }
+        StageCommand::Status => StageRequest::Status { sizes: false },
+        StageCommand::Diff => StageRequest::Status { sizes: true },
+        StageCommand::Reset { base, filter } => StageRequest::Reset {
+            base: match base.as_deref() {
+                None => ResetTo::CurrentBase,
+                Some("empty") => ResetTo::Empty,
+                Some(spec) => ResetTo::Snapshot(filter.find(&repo, spec)?.0),
+            },
+        },
+        StageCommand::Recover | StageCommand::Areas | StageCommand::ForgetArea { .. } => {
+            unreachable!("handled before opening")
+        }
+    };
+    let listed_path = match &request {
+        StageRequest::List { path } => path.clone(),
+        _ => Vec::new(),
+    };
+    let with_sizes = matches!(request, StageRequest::Status { sizes: true });
+    match send_or_run(global, repo, request)? {
+        StageAnswer::Done => {}
+        StageAnswer::Added(added) => {
+            for warning in &added.warnings {
                 eprintln!("warning: {warning}");
             }
-            if !global.quiet {
-                println!("staged {} files, {} bytes", adder.files, adder.bytes);
-            }
-            return Ok(if adder.warnings.is_empty() {
-                Outcome::Success
-            } else {
-                Outcome::Partial
-            });
-        }
-        StageCommand::Rm { paths, recursive } => {
-            for path in paths {
-                staging
-                    .remove(&staging_path(&path), recursive)
-                    .with_context(|| format!("cannot remove {path}"))?;
-            }
-        }
-        StageCommand::Mv { from, to } => {
-            let (from_path, mut to_path) = (staging_path(&from), staging_path(&to));
-            // `mv file dir` moves the file into the folder.
-            if let Ok(node) = staging.stat(&to_path) {
-                if node.kind == NodeKind::Dir && !to_path.is_empty() || to_path.is_empty() {
-                    let name = from_path
-                        .rsplit(|&b| b == b'/')
-                        .next()
-                        .unwrap_or(&from_path)
-                        .to_vec();
-                    to_path = join(&to_path, &name);
-                }
-            }
-            staging
-                .rename(
-                    &from_path,
-                    &to_path,
-                    mapache_fs::staging::RenameMode::Replace,
-                )
-                .with_context(|| format!("cannot move {from} to {to}"))?;
-        }
-        StageCommand::Mkdir { paths, parents } => {
-            for path in paths {
-                let p = staging_path(&path);
-                if parents {
-                    mkdir_parents(staging, &p)?;
-                } else {
-                    staging
-                        .mkdir(&p, meta_now(0o755))
-                        .with_context(|| format!("cannot make {path}"))?;
-                }
-            }
-        }
-        StageCommand::Ls { path, long } => {
-            let p = staging_path(&path);
-            let nodes = staging
-                .list(&p)
-                .with_context(|| format!("cannot list {path}"))?;
             if global.json {
-                let list: Vec<_> = nodes
-                    .iter()
-                    .map(|n| serde_json::json!({"name": n.name_lossy(), "kind": format!("{:?}", n.kind).to_lowercase(), "size": n.size, "mode": n.mode}))
-                    .collect();
-                print_json(&list)?;
-            } else {
-                let mut out = std::io::stdout().lock();
-                for node in nodes {
-                    if long {
-                        writeln!(
-                            out,
-                            "{:>6o} {:>12} {}",
-                            node.mode,
-                            node.size,
-                            show(&join(&p, &node.name))
-                        )?;
-                    } else {
-                        writeln!(out, "{}", show(&join(&p, &node.name)))?;
-                    }
-                }
-            }
-        }
-        StageCommand::Status | StageCommand::Diff => {
-            let changes = staging.status()?;
-            let with_sizes = matches!(args.command, StageCommand::Diff);
-            let base = staging.base();
-            let base_root = match base {
-                Some(id) => Some(repo.load_snapshot(&id)?.tree),
-                None => None,
-            };
-            let mut out = std::io::stdout().lock();
-            if global.json {
-                let list: Vec<_> = changes
-                    .iter()
-                    .map(|c| match c {
-                        Change::Added(p) => {
-                            serde_json::json!({"change": "added", "path": format!("/{p}")})
-                        }
-                        Change::Modified(p) => {
-                            serde_json::json!({"change": "modified", "path": format!("/{p}")})
-                        }
-                        Change::Removed(p) => {
-                            serde_json::json!({"change": "removed", "path": format!("/{p}")})
-                        }
-                    })
-                    .collect();
-                drop(out);
                 print_json(
-                    &serde_json::json!({"base": base.map(|b| b.to_hex()), "changes": list}),
+                    &serde_json::json!({"files": added.files, "bytes": added.bytes, "warnings": added.warnings}),
                 )?;
-                return Ok(Outcome::Success);
+            } else if !global.quiet {
+                println!("staged {} files, {} bytes", added.files, added.bytes);
             }
-            let shown_base = base.map_or("an empty base".into(), |b| {
-                format!("snapshot {}", b.short())
-            });
-            if !changes.is_empty() && !global.quiet {
-                // On stderr: the lines on stdout stay one change each.
-                eprintln!("changes since {shown_base}:");
-            }
-            for change in &changes {
-                let (mark, path) = match change {
-                    Change::Added(p) => ("A", p),
-                    Change::Modified(p) => ("M", p),
-                    Change::Removed(p) => ("D", p),
-                };
-                if with_sizes {
-                    let new = staging.stat(path.as_bytes()).map(|n| n.size).ok();
-                    let old = base_root.and_then(|root| base_size(repo, root, path));
-                    let fmt = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
-                    writeln!(out, "{mark} /{path}  {} -> {}", fmt(old), fmt(new))?;
-                } else {
-                    writeln!(out, "{mark} /{path}")?;
-                }
-            }
-            if changes.is_empty() && !global.quiet {
-                writeln!(out, "no changes since {shown_base}")?;
+            if !added.warnings.is_empty() {
+                return Ok(Outcome::Partial);
             }
         }
-        StageCommand::Reset { base, filter } => {
-            let base = match base.as_deref() {
-                None => staging.base(),
-                Some("empty") => None,
-                Some(spec) => Some(filter.find(repo, spec)?.0),
-            };
-            staging.reset(base)?;
+        StageAnswer::Listing(nodes) => print_listing(global, &listed_path, &nodes, long_listing)?,
+        StageAnswer::Status { base, changes } => print_status(global, base, &changes, with_sizes)?,
+        StageAnswer::Reset(base) => {
             if !global.quiet {
                 println!(
                     "staging area reset to {}",
@@ -401,11 +187,114 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
                 );
             }
         }
-        StageCommand::Recover | StageCommand::Areas | StageCommand::ForgetArea { .. } => {
-            unreachable!("handled before opening")
-        }
     }
     Ok(Outcome::Success)
+}
+
+/// The sources of `stage add` as absolute paths (the mount that may run
+/// the request has a working folder of its own), each checked to exist.
+fn absolute_sources(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    sources
+        .iter()
+        .map(|source| {
+            if source.file_name().is_none() {
+                bail!("{}: name a file or folder, not a root", source.display());
+            }
+            if std::fs::symlink_metadata(source).is_err() {
+                bail!("{}: no such file or folder", source.display());
+            }
+            Ok(std::path::absolute(source)?)
+        })
+        .collect()
+}
+
+/// Sends `request` to the mount holding the staging area, or runs it here
+/// when no mount does.
+fn send_or_run(
+    global: &GlobalOptions,
+    repo: mapache_store::Repository,
+    request: StageRequest,
+) -> Result<StageAnswer> {
+    let asked = ControlRequest::Stage(request);
+    match control::send(&global.staging_dir(&repo)?, &asked) {
+        Ok(ControlResponse::Staged(answer)) => Ok(answer),
+        Ok(ControlResponse::Failed(message)) => bail!("{message}"),
+        Ok(other) => bail!("the mount gave an answer of another request: {other:?}"),
+        Err(_) => {
+            let ControlRequest::Stage(request) = asked else {
+                unreachable!("made above")
+            };
+            let open = global.staging_of(repo)?;
+            Ok(open.staging.run_request(request)?)
+        }
+    }
+}
+
+fn print_listing(global: &GlobalOptions, dir: &[u8], nodes: &[Node], long: bool) -> Result<()> {
+    if global.json {
+        let list: Vec<_> = nodes
+            .iter()
+            .map(|n| serde_json::json!({"name": n.name_lossy(), "kind": format!("{:?}", n.kind).to_lowercase(), "size": n.size, "mode": n.mode}))
+            .collect();
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    for node in nodes {
+        let path = show(&join(dir, &node.name));
+        if long {
+            writeln!(out, "{:>6o} {:>12} {path}", node.mode, node.size)?;
+        } else {
+            writeln!(out, "{path}")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_status(
+    global: &GlobalOptions,
+    base: Option<SnapshotId>,
+    changes: &[(Change, Option<u64>, Option<u64>)],
+    with_sizes: bool,
+) -> Result<()> {
+    // (kind for JSON, mark for the listing, path)
+    let marked = |change: &Change| -> (&'static str, &'static str, String) {
+        match change {
+            Change::Added(p) => ("added", "A", p.clone()),
+            Change::Modified(p) => ("modified", "M", p.clone()),
+            Change::Removed(p) => ("removed", "D", p.clone()),
+        }
+    };
+    if global.json {
+        let list: Vec<_> = changes
+            .iter()
+            .map(|(change, _, _)| {
+                let (kind, _, path) = marked(change);
+                serde_json::json!({"change": kind, "path": format!("/{path}")})
+            })
+            .collect();
+        return print_json(&serde_json::json!({"base": base.map(|b| b.to_hex()), "changes": list}));
+    }
+    let shown_base = base.map_or("an empty base".into(), |b| {
+        format!("snapshot {}", b.short())
+    });
+    if !changes.is_empty() && !global.quiet {
+        // On stderr: the lines on stdout stay one change each.
+        eprintln!("changes since {shown_base}:");
+    }
+    let mut out = std::io::stdout().lock();
+    for (change, old, new) in changes {
+        let (_, mark, path) = marked(change);
+        if with_sizes {
+            let fmt = |s: &Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
+            writeln!(out, "{mark} /{path}  {} -> {}", fmt(old), fmt(new))?;
+        } else {
+            writeln!(out, "{mark} /{path}")?;
+        }
+    }
+    if changes.is_empty() && !global.quiet {
+        writeln!(out, "no changes since {shown_base}")?;
+    }
+    Ok(())
 }
 
 /// `stage recover`: works without opening the staging area, which a
@@ -420,22 +309,4 @@ fn recover(global: &GlobalOptions) -> Result<Outcome> {
         );
     }
     Ok(Outcome::Success)
-}
-
-/// Size of the entry at `path` in the base tree, if any.
-fn base_size(
-    repo: &mapache_store::IndexedRepository,
-    root: mapache_store::BlobId,
-    path: &str,
-) -> Option<u64> {
-    let mut tree = repo.load_tree(&root).ok()?;
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        let node = tree.find(part.as_bytes())?.clone();
-        if i + 1 == parts.len() {
-            return Some(node.size);
-        }
-        tree = repo.load_tree(&node.subtree?).ok()?;
-    }
-    None
 }

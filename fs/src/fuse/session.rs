@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::{MapacheFs, READING_FILES};
 use crate::blob_cache::BlobCache;
-use crate::namespace::Namespace;
+use crate::namespace::{Namespace, Stale};
 use crate::page_push::PagePusher;
 
 /// Mount settings.
@@ -112,6 +113,18 @@ pub fn mount(
     let invalidate = session.notifier();
     committing.on_commit(Box::new(move || {
         let _ = invalidate.inval_entry(INodeNo(crate::namespace::ROOT), OsStr::new("latest"));
+    }));
+    // A `stage` command run for another process changes names the kernel
+    // may have cached: it must ask again.
+    let forget = session.notifier();
+    committing.on_stale(Box::new(move |stale| {
+        let _ = match stale {
+            Stale::Name(folder, name) => {
+                forget.inval_entry(INodeNo(*folder), OsStr::from_bytes(name))
+            }
+            // A negative offset: the attributes only, not the cached pages.
+            Stale::Attributes(ino) => forget.inval_inode(INodeNo(*ino), -1, 0),
+        };
     }));
     let store = session.notifier();
     pusher.connect(Box::new(move |ino, data| {

@@ -212,6 +212,17 @@ struct Table {
     /// mount gets no open or close (see `fuse/mod.rs`), so reads, writes
     /// and `fstat` of an unlinked open file find it here.
     unlinked: HashMap<u64, OpenFile>,
+    /// While a `stage` request from another process runs: the staging
+    /// paths whose names it changed, and those of entries whose link
+    /// counts it changed, for the kernel to forget.
+    changed_outside: Option<ChangedOutside>,
+}
+
+/// See [`Table::changed_outside`].
+#[derive(Default)]
+struct ChangedOutside {
+    names: Vec<Vec<u8>>,
+    links: Vec<Vec<u8>>,
 }
 
 impl Table {
@@ -283,10 +294,24 @@ impl Folder {
     }
 }
 
+/// What the kernel must forget of what it cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    /// The entry of this name in this folder (inode): look it up again.
+    Name(u64, Vec<u8>),
+    /// The attributes of this inode: ask for them again.
+    Attributes(u64),
+}
+
+/// Told what the kernel must forget.
+pub type StaleHook = Box<dyn Fn(&Stale) + Send + Sync>;
+
 /// The namespace of one mounted repository.
 pub struct Namespace {
     repo: Arc<IndexedRepository>,
-    table: Mutex<Table>,
+    /// Shared with the staging area's watcher, which keeps the numbers of
+    /// staged entries following their names.
+    table: Arc<Mutex<Table>>,
     view: Mutex<SnapshotView>,
     staging: Option<Arc<Staging>>,
     trees: Mutex<LruCache<BlobId, Arc<Folder>>>,
@@ -296,6 +321,9 @@ pub struct Namespace {
     /// Told when a commit made a snapshot (the mount drops the kernel's
     /// cached `latest`).
     on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Told what the kernel cached that a `stage` request from another
+    /// process changed.
+    on_stale: std::sync::OnceLock<StaleHook>,
 }
 
 impl Namespace {
@@ -312,7 +340,7 @@ impl Namespace {
         );
         Namespace {
             repo,
-            table: Mutex::new(table),
+            table: Arc::new(Mutex::new(table)),
             view: Mutex::new(SnapshotView::new()),
             trees: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
             staging: None,
@@ -320,6 +348,7 @@ impl Namespace {
             gid,
             mounted_at: mapache_store::now(),
             on_commit: std::sync::OnceLock::new(),
+            on_stale: std::sync::OnceLock::new(),
         }
     }
 
@@ -328,8 +357,16 @@ impl Namespace {
         let _ = self.on_commit.set(hook);
     }
 
+    /// Calls `hook` with what the kernel cached that a `stage` request
+    /// from another process changed (once set).
+    pub fn on_stale(&self, hook: StaleHook) {
+        let _ = self.on_stale.set(hook);
+    }
+
     /// Shows `staging` as the writable `staging/` folder.
     pub fn with_staging(mut self, staging: Arc<Staging>) -> Namespace {
+        let table = self.table.clone();
+        staging.watch(Box::new(move |change| table.lock().follow(change)));
         self.staging = Some(staging);
         self
     }

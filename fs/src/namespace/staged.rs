@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use mapache_store::tree::{Node, NodeKind, Timestamp};
 
-use super::{Attr, DirEntry, Entry, Key, Namespace, Table};
+use super::{Attr, DirEntry, Entry, Key, Namespace, Stale, Table};
 use crate::acl;
 use crate::error::{FsError, FsResult};
-use crate::staging::{CommitRequest, Committed, Meta, OpenFile, RenameMode, Staging};
+use crate::staging::{
+    CommitRequest, Committed, Meta, OpenFile, RenameMode, StageAnswer, StageError, StageRequest,
+    Staging, TreeChange,
+};
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
 /// rename); it never resolves.
@@ -223,74 +226,14 @@ impl Namespace {
         self.created(path)
     }
 
-    /// Marks the inodes of `path` and everything below it as gone; their
-    /// numbers are never reused. `file`, the regular file that was at
-    /// `path`, stays reachable by its number until the kernel forgets it.
-    fn forget_path(&self, path: &[u8], file: Option<OpenFile>) {
-        let mut table = self.table.lock();
-        for (old, ino) in staged_under(&table, path) {
-            if let (true, Some(file)) = (old == path, &file) {
-                table.unlinked.insert(ino, file.clone());
-            }
-            table.staged.remove(&(old.clone(), ino));
-            table.set(ino, Entry::Staged(GONE.to_vec()));
-            let key = Key::Staged(old);
-            if table.by_key.get(&key) == Some(&ino) {
-                table.by_key.remove(&key);
-            }
-        }
-    }
-
     /// Removes a file (not a folder).
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         let path = self.child_path(parent, name)?;
         let staging = self.staging()?;
-        let node = staging.stat(&path)?;
-        if node.kind == NodeKind::Dir {
+        if staging.stat(&path)?.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
-        let file = (node.kind == NodeKind::File)
-            .then(|| staging.open_file(&path))
-            .transpose()?;
-        let survivor = self.survivor(staging, &path, &node);
-        staging.remove(&path, false)?;
-        self.name_gone(&path, file, survivor);
-        Ok(())
-    }
-
-    /// The name that keeps the inode number of the hard-linked file or
-    /// special node at `path` when `path` goes, as on a local filesystem.
-    fn survivor(&self, staging: &Staging, path: &[u8], node: &Node) -> Option<Vec<u8>> {
-        (node.kind != NodeKind::Dir && node.links > 1)
-            .then(|| staging.other_name(path))
-            .flatten()
-    }
-
-    /// Whether `path` is a name of `node`, a hard-linked file or special
-    /// node (for which rename does nothing).
-    fn same_linked(&self, staging: &Staging, path: &[u8], node: &Node) -> bool {
-        node.kind != NodeKind::Dir
-            && node.links > 1
-            && staging.stat(path).is_ok_and(|n| {
-                n.kind == node.kind && (n.device, n.inode) == (node.device, node.inode)
-            })
-    }
-
-    /// `gone` was removed (unlinked, or replaced by a rename). If the entry
-    /// has a `survivor` name, the inode number moves there; otherwise the
-    /// inodes at and below `gone` are forgotten, and `file`, the regular
-    /// file it named, stays reachable by number while the kernel holds it.
-    fn name_gone(&self, gone: &[u8], file: Option<OpenFile>, survivor: Option<Vec<u8>>) {
-        let Some(survivor) = survivor else {
-            return self.forget_path(gone, file);
-        };
-        let moved = self.move_paths(&[(gone, &survivor)]);
-        let mut table = self.table.lock();
-        table.by_key.remove(&Key::Staged(gone.to_vec()));
-        // Looked up by path from now on if it has a single name left.
-        if let Some(&ino) = moved.first() {
-            table.by_key.insert(Key::Staged(survivor), ino);
-        }
+        staging.remove(&path, false)
     }
 
     /// Removes an empty folder.
@@ -300,9 +243,7 @@ impl Namespace {
         if staging.stat(&path)?.kind != NodeKind::Dir {
             return Err(FsError::NotDir);
         }
-        staging.remove(&path, false)?;
-        self.forget_path(&path, None);
-        Ok(())
+        staging.remove(&path, false)
     }
 
     /// Renames (or swaps, see [`RenameMode`]); inode numbers follow the
@@ -317,74 +258,7 @@ impl Namespace {
     ) -> FsResult<()> {
         let from = self.child_path(parent, name)?;
         let to = self.child_path(new_parent, new_name)?;
-        let staging = self.staging()?;
-        // A file about to be replaced stays reachable if open, and a
-        // hard-linked one keeps its inode number under the name it still
-        // has.
-        let (replaced, survivor) = match staging.stat(&to) {
-            // Two names of one file or special node: nothing changes (but
-            // RENAME_NOREPLACE still finds the target there).
-            Ok(node)
-                if mode != RenameMode::NoReplace && self.same_linked(staging, &from, &node) =>
-            {
-                return Ok(())
-            }
-            Ok(node) if node.kind != NodeKind::Dir && from != to => {
-                let file = (node.kind == NodeKind::File)
-                    .then(|| staging.open_file(&to))
-                    .transpose()?;
-                (file, self.survivor(staging, &to, &node))
-            }
-            _ => (None, None),
-        };
-        staging.rename(&from, &to, mode)?;
-        if from == to {
-            return Ok(());
-        }
-        if mode == RenameMode::Exchange {
-            self.move_paths(&[(&from, &to), (&to, &from)]);
-        } else {
-            // Whatever was at `to` is replaced; then everything at `from` moves.
-            self.name_gone(&to, replaced, survivor);
-            self.move_paths(&[(&from, &to)]);
-        }
-        Ok(())
-    }
-
-    /// Gives the inode numbers of entries at (or below) each `from` the
-    /// matching path below `to`, all moves at once; returns those numbers.
-    fn move_paths(&self, moves: &[(&[u8], &[u8])]) -> Vec<u64> {
-        let mut table = self.table.lock();
-        // All moves are found before any is made: with a swap, one entry's
-        // new path is another's old one.
-        let mut moved: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (from, to) in moves {
-            for (old, ino) in staged_under(&table, from) {
-                if seen.insert(ino) {
-                    let new = [*to, &old[from.len()..]].concat();
-                    moved.push((old, new, ino));
-                }
-            }
-        }
-        for (old, new, ino) in &moved {
-            table.staged.remove(&(old.clone(), *ino));
-            table.set(*ino, Entry::Staged(new.clone()));
-        }
-        let inos = moved.iter().map(|(_, _, ino)| *ino).collect();
-        // Drop the old keys first, for the same reason.
-        let mut rekeyed = Vec::new();
-        for (old, new, ino) in moved {
-            table.staged.insert((new.clone(), ino));
-            if table.by_key.get(&Key::Staged(old.clone())) == Some(&ino) {
-                table.by_key.remove(&Key::Staged(old));
-                rekeyed.push((new, ino));
-            }
-        }
-        for (new, ino) in rekeyed {
-            table.by_key.insert(Key::Staged(new), ino);
-        }
-        inos
+        self.staging()?.rename(&from, &to, mode)
     }
 
     /// Makes `new_name` in `new_parent` another name of file `ino`.
@@ -515,6 +389,48 @@ impl Namespace {
         self.staging()?.set_xattr(&path, name, value)
     }
 
+    /// Runs a `stage` subcommand for another process (`mapache stage ...`
+    /// while mounted); the kernel then forgets what it cached of the names
+    /// the request changed, so that they show as they are when the command
+    /// returns.
+    pub fn stage_request(&self, request: StageRequest) -> Result<StageAnswer, StageError> {
+        let staging = self.staging().map_err(|cause| StageError {
+            what: "this mount does not hold the staging area".into(),
+            cause,
+        })?;
+        let added_to = match &request {
+            StageRequest::Add { to, .. } => Some(to.clone()),
+            _ => None,
+        };
+        self.table.lock().changed_outside = Some(Default::default());
+        let answer = staging.run_request(request);
+        let mut table = self.table.lock();
+        let changed = table.changed_outside.take().unwrap_or_default();
+        let number = |path: &[u8]| table.by_key.get(&Key::Staged(path.to_vec())).copied();
+        let mut stale = Vec::new();
+        for path in &changed.names {
+            let (folder, name) = match path.iter().rposition(|&b| b == b'/') {
+                Some(cut) => (&path[..cut], &path[cut + 1..]),
+                None => (&path[..0], &path[..]),
+            };
+            if let Some(folder) = number(folder) {
+                stale.push(Stale::Name(folder, name.to_vec()));
+                // Its link count and times changed too.
+                stale.push(Stale::Attributes(folder));
+            }
+        }
+        let attributes_changed = changed.links.iter().chain(&added_to);
+        stale.extend(attributes_changed.filter_map(|path| number(path).map(Stale::Attributes)));
+        drop(table);
+        if let Some(forget) = self.on_stale.get() {
+            stale.dedup();
+            for stale in &stale {
+                forget(stale);
+            }
+        }
+        answer
+    }
+
     /// Commits the staging area; the snapshot shows under `snapshots/` at
     /// once.
     pub fn commit(&self, request: &CommitRequest) -> FsResult<Committed> {
@@ -539,6 +455,124 @@ impl Namespace {
             Some(staging) => staging.checkpoint(),
             None => Ok(()),
         }
+    }
+}
+
+impl Table {
+    /// Follows a change to the staging tree's names: inode numbers move
+    /// with their entries, and those of entries gone are never reused.
+    pub(super) fn follow(&mut self, change: &TreeChange) {
+        if let Some(changed) = &mut self.changed_outside {
+            match change {
+                TreeChange::Removed {
+                    path, survivors, ..
+                } => {
+                    changed.names.push(path.clone());
+                    changed
+                        .links
+                        .extend(survivors.iter().map(|(_, kept)| kept.clone()));
+                }
+                TreeChange::Moved { from: a, to: b } | TreeChange::Exchanged { a, b } => {
+                    changed.names.extend([a.clone(), b.clone()])
+                }
+                TreeChange::Reset => {}
+            }
+        }
+        match change {
+            TreeChange::Removed {
+                path,
+                survivors,
+                file,
+            } => {
+                for (old, survivor) in survivors {
+                    self.name_moved(old, survivor);
+                }
+                self.forget_path(path, file.as_ref());
+            }
+            TreeChange::Moved { from, to } => {
+                self.move_paths(&[(from, to)]);
+            }
+            TreeChange::Exchanged { a, b } => {
+                self.move_paths(&[(a, b), (b, a)]);
+            }
+            TreeChange::Reset => {
+                let below_root: Vec<Vec<u8>> = self
+                    .staged
+                    .iter()
+                    .filter(|(path, _)| !path.is_empty())
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                for path in below_root {
+                    self.forget_path(&path, None);
+                    if let Some(changed) = &mut self.changed_outside {
+                        changed.names.push(path);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hard-linked entry at `old` lost that name and keeps `survivor`:
+    /// its number goes there, as on a local filesystem.
+    fn name_moved(&mut self, old: &[u8], survivor: &[u8]) {
+        let moved = self.move_paths(&[(old, survivor)]);
+        self.by_key.remove(&Key::Staged(old.to_vec()));
+        // Looked up by path from now on if it has a single name left.
+        if let Some(&ino) = moved.first() {
+            self.by_key.insert(Key::Staged(survivor.to_vec()), ino);
+        }
+    }
+
+    /// Marks the inodes of `path` and everything below it as gone; their
+    /// numbers are never reused. `file`, the regular file that was at
+    /// `path`, stays reachable by its number until the kernel forgets it.
+    fn forget_path(&mut self, path: &[u8], file: Option<&OpenFile>) {
+        for (old, ino) in staged_under(self, path) {
+            if let (true, Some(file)) = (old == path, file) {
+                self.unlinked.insert(ino, file.clone());
+            }
+            self.staged.remove(&(old.clone(), ino));
+            self.set(ino, Entry::Staged(GONE.to_vec()));
+            let key = Key::Staged(old);
+            if self.by_key.get(&key) == Some(&ino) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Gives the inode numbers of entries at (or below) each `from` the
+    /// matching path below `to`, all moves at once; returns those numbers.
+    fn move_paths(&mut self, moves: &[(&[u8], &[u8])]) -> Vec<u64> {
+        // All moves are found before any is made: with a swap, one entry's
+        // new path is another's old one.
+        let mut moved: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (from, to) in moves {
+            for (old, ino) in staged_under(self, from) {
+                if seen.insert(ino) {
+                    let new = [*to, &old[from.len()..]].concat();
+                    moved.push((old, new, ino));
+                }
+            }
+        }
+        for (old, new, ino) in &moved {
+            self.staged.remove(&(old.clone(), *ino));
+            self.set(*ino, Entry::Staged(new.clone()));
+        }
+        let inos = moved.iter().map(|(_, _, ino)| *ino).collect();
+        // Drop the old keys first, for the same reason.
+        let mut rekeyed = Vec::new();
+        for (old, new, ino) in moved {
+            self.staged.insert((new.clone(), ino));
+            if self.by_key.get(&Key::Staged(old.clone())) == Some(&ino) {
+                self.by_key.remove(&Key::Staged(old));
+                rekeyed.push((new, ino));
+            }
+        }
+        for (new, ino) in rekeyed {
+            self.by_key.insert(Key::Staged(new), ino);
+        }
+        inos
     }
 }
 

@@ -18,10 +18,13 @@
 
 mod attributes;
 mod batch;
+mod changes;
 mod file_data;
+mod import;
 mod journal;
 mod overlay;
 mod records;
+mod requests;
 mod status;
 mod summary;
 
@@ -41,9 +44,12 @@ use mapache_store::{BlobId, IndexedRepository, SnapshotId};
 use mapache_store::{BlobSaver, SaverStats, StreamError};
 use parking_lot::Mutex;
 
+pub use changes::{TreeChange, Watcher};
+pub use import::Added;
 pub use journal::Meta;
 #[cfg(feature = "fuse")]
 pub(crate) use overlay::apply_meta;
+pub use requests::{ResetTo, StageAnswer, StageError, StageRequest};
 
 /// What a rename does with an entry already at the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +76,7 @@ const CHECKPOINT_FILES: usize = 1024;
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// What changed compared with the base, for `stage status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// Not in the base.
     Added(String),
@@ -161,6 +167,8 @@ pub struct Staging {
     inner: Mutex<Inner>,
     /// Signalled when an upload outside the lock ends.
     uploads_done: parking_lot::Condvar,
+    /// Told every change to the tree's names.
+    watcher: std::sync::OnceLock<Watcher>,
 }
 
 fn new_saver(repo: &Arc<IndexedRepository>) -> Arc<BlobSaver> {
@@ -316,6 +324,7 @@ impl Staging {
             lock,
             inner: Mutex::new(inner),
             uploads_done: parking_lot::Condvar::new(),
+            watcher: std::sync::OnceLock::new(),
         };
         {
             // An area from before records existed, or whose records were
@@ -390,10 +399,29 @@ impl Staging {
         Ok(node)
     }
 
-    /// Another name of the hard-linked file or special node at `path`, if
-    /// a loaded folder holds one.
-    pub fn other_name(&self, path: &[u8]) -> Option<Vec<u8>> {
-        self.inner.lock().overlay.other_name(path)
+    /// Has `watcher` told every change to the tree's names from now on
+    /// (one watcher per staging area: the mount's).
+    pub fn watch(&self, watcher: Watcher) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    fn tell(&self, change: TreeChange) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher(&change);
+        }
+    }
+
+    /// What goes when the entry at `path` goes (see [`TreeChange::Removed`]).
+    fn removal(inner: &mut Inner, path: &[u8]) -> FsResult<TreeChange> {
+        let file = match inner.overlay.get(path)? {
+            Entry::File(file) => Some(OpenFile(file.clone())),
+            _ => None,
+        };
+        Ok(TreeChange::Removed {
+            path: components(path).join(&b'/'),
+            survivors: inner.overlay.survivors(path),
+            file,
+        })
     }
 
     /// Metadata of a file opened with [`Staging::open_file`], whatever its
@@ -473,29 +501,61 @@ impl Staging {
                 return Err(FsError::NotEmpty);
             }
         }
+        let removed = Self::removal(&mut inner, path)?;
         self.record(
             &mut inner,
             Op::Remove {
                 path: path.to_vec(),
             },
-        )
+        )?;
+        drop(inner);
+        self.tell(removed);
+        Ok(())
     }
 
     /// Renames, replacing a file or empty folder at `to`.
     pub fn rename(&self, from: &[u8], to: &[u8], mode: RenameMode) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        let op = match mode {
-            RenameMode::Exchange => Op::Exchange {
-                a: from.to_vec(),
-                b: to.to_vec(),
-            },
-            RenameMode::NoReplace if inner.overlay.get(to).is_ok() => return Err(FsError::Exists),
-            RenameMode::Replace | RenameMode::NoReplace => Op::Rename {
-                from: from.to_vec(),
-                to: to.to_vec(),
-            },
+        let (from_path, to_path) = (components(from).join(&b'/'), components(to).join(&b'/'));
+        let exists = inner.overlay.get(to).is_ok();
+        // Two names of one file: nothing moves (RENAME_NOREPLACE still
+        // finds the target taken, below).
+        let same = from_path == to_path || inner.overlay.same_entry(from, to);
+        let (op, mut changes) = match mode {
+            RenameMode::NoReplace if exists => return Err(FsError::Exists),
+            _ if same => {
+                inner.overlay.get(from)?;
+                return Ok(());
+            }
+            RenameMode::Exchange => (
+                Op::Exchange {
+                    a: from.to_vec(),
+                    b: to.to_vec(),
+                },
+                vec![TreeChange::Exchanged {
+                    a: from_path,
+                    b: to_path,
+                }],
+            ),
+            RenameMode::Replace | RenameMode::NoReplace => {
+                let replaced = exists.then(|| Self::removal(&mut inner, to)).transpose()?;
+                let op = Op::Rename {
+                    from: from.to_vec(),
+                    to: to.to_vec(),
+                };
+                let moved = TreeChange::Moved {
+                    from: from_path,
+                    to: to_path,
+                };
+                (op, replaced.into_iter().chain([moved]).collect())
+            }
         };
-        self.record(&mut inner, op)
+        self.record(&mut inner, op)?;
+        drop(inner);
+        for change in changes.drain(..) {
+            self.tell(change);
+        }
+        Ok(())
     }
 
     /// Makes `to` another name of the file `from`.
@@ -812,6 +872,8 @@ impl Staging {
         for entry in std::fs::read_dir(self.dir.join("data")).map_err(|e| io(&self.dir, e))? {
             let _ = std::fs::remove_file(entry.map_err(FsError::Io)?.path());
         }
+        drop(inner);
+        self.tell(TreeChange::Reset);
         Ok(())
     }
 }

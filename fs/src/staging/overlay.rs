@@ -128,8 +128,14 @@ impl Entry {
         }
     }
 
-    fn is_dir(&self) -> bool {
-        matches!(self, Entry::Dir(..))
+    /// The link count of a file or special node (folders: 0, as they are
+    /// never hard-linked).
+    fn links(&self) -> u64 {
+        match self {
+            Entry::Dir(..) => 0,
+            Entry::File(file) => file.lock().node.links,
+            Entry::Other(special) => special.lock().links,
+        }
     }
 
     /// Takes the name `name` after a rename (its change time with it).
@@ -184,15 +190,18 @@ pub fn apply_meta(node: &mut Node, meta: &Meta) {
     node.ctime = now();
 }
 
-/// An entry taken from its folder (unlinked, or renamed over): a file's
-/// other names see one link less, and its ctime moves.
-fn lose_name(mut entry: Entry) {
-    if !entry.is_dir() {
-        entry.change_node(|node| {
-            node.links = node.links.saturating_sub(1).max(1);
-            node.ctime = now();
-        })
-    }
+/// An entry taken from its folder (unlinked, removed with its folder, or
+/// renamed over): a file's or special node's other names see one link
+/// less, and its ctime moves. Folders not loaded hold no entry seen here.
+fn lose_name(entry: &Entry) {
+    visit(entry, b"", &mut |_, entry| {
+        if let Some(mut name) = entry.share() {
+            name.change_node(|node| {
+                node.links = node.links.saturating_sub(1).max(1);
+                node.ctime = now();
+            })
+        }
+    });
 }
 
 /// Base files and special nodes recorded as hard links (same device and
@@ -443,8 +452,8 @@ impl Overlay {
             Op::Remove { path } => {
                 let (map, name) = self.parent(path)?;
                 let removed = map.remove(name).ok_or(FsError::NotFound)?;
-                self.note_base_link_change(&removed);
-                lose_name(removed);
+                lose_name(&removed);
+                self.note_base_link_changes(&removed);
                 self.touch_parent(path);
                 Ok(())
             }
@@ -590,8 +599,8 @@ impl Overlay {
         let (map, _) = self.parent(to)?;
         // A file renamed over loses that name, as unlink takes it.
         if let Some(replaced) = map.insert(new_name, entry) {
-            self.note_base_link_change(&replaced);
-            lose_name(replaced);
+            lose_name(&replaced);
+            self.note_base_link_changes(&replaced);
         }
         self.touch_parent(to);
         Ok(())
@@ -627,43 +636,57 @@ impl Overlay {
         Ok(())
     }
 
+    /// [`Overlay::note_base_link_change`] for `entry` and every entry below
+    /// it.
+    fn note_base_link_changes(&mut self, entry: &Entry) {
+        let mut changed = false;
+        visit(entry, b"", &mut |_, entry| {
+            changed |= entry.links() > 1 && entry.node().device != STAGED_DEVICE;
+        });
+        self.base_link_changed |= changed;
+    }
+
     /// Notes a change to `entry` if the base records it as hard-linked:
     /// its other names may sit in folders not loaded yet, which the commit
     /// must then load to write them with the change.
     fn note_base_link_change(&mut self, entry: &Entry) {
-        let node = entry.node();
-        if node.kind != NodeKind::Dir && node.links > 1 && node.device != STAGED_DEVICE {
+        if entry.links() > 1 && entry.node().device != STAGED_DEVICE {
             self.base_link_changed = true;
         }
     }
 
-    /// Another name of the file or special node at `path` among the
-    /// loaded folders, if it has one.
-    pub fn other_name(&mut self, path: &[u8]) -> Option<Vec<u8>> {
-        fn search(entries: &Entries, prefix: &[u8], wanted: &Entry, not: &[u8]) -> Option<Vec<u8>> {
-            for (name, entry) in entries {
-                let path = if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    [prefix, b"/", name].concat()
-                };
-                match entry {
-                    Entry::Dir(_, Children::Loaded(children)) => {
-                        if let Some(found) = search(children, &path, wanted, not) {
-                            return Some(found);
-                        }
-                    }
-                    _ if entry.same_as(wanted) && path != not => return Some(path),
-                    _ => {}
-                }
+    /// For each hard-linked file or special node at or below `path` (in
+    /// loaded folders), its path and a name it has outside `path`, if any:
+    /// the names that remain when `path` goes.
+    pub fn survivors(&mut self, path: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let gone: Vec<u8> = components(path).join(&b'/');
+        let Ok(entry) = self.get(&gone) else {
+            return Vec::new();
+        };
+        let mut linked = Vec::new();
+        visit(entry, &gone, &mut |at, entry| {
+            if entry.links() > 1 {
+                linked.extend(entry.share().map(|shared| (at.to_vec(), shared)));
             }
-            None
+        });
+        let mut found = Vec::new();
+        for (at, wanted) in linked {
+            let mut survivor = None;
+            visit(&self.root, b"", &mut |other, entry| {
+                if survivor.is_none() && entry.same_as(&wanted) && !is_at_or_below(other, &gone) {
+                    survivor = Some(other.to_vec());
+                }
+            });
+            found.extend(survivor.map(|name| (at, name)));
         }
-        let wanted = self.get(path).ok()?.share()?;
-        let not: Vec<u8> = components(path).join(&b'/');
-        match &self.root {
-            Entry::Dir(_, Children::Loaded(children)) => search(children, b"", &wanted, &not),
-            _ => None,
+        found
+    }
+
+    /// Whether `a` and `b` are names of one file or special node.
+    pub fn same_entry(&mut self, a: &[u8], b: &[u8]) -> bool {
+        match (self.get(a).ok().and_then(|e| e.share()), self.get(b)) {
+            (Some(a), Ok(b)) => a.same_as(b),
+            _ => false,
         }
     }
 
@@ -766,6 +789,27 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// Calls `visit` with `entry` at `path` and every entry below it in loaded
+/// folders.
+fn visit(entry: &Entry, path: &[u8], visitor: &mut dyn FnMut(&[u8], &Entry)) {
+    visitor(path, entry);
+    if let Entry::Dir(_, Children::Loaded(children)) = entry {
+        for (name, child) in children {
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                [path, b"/", name].concat()
+            };
+            visit(child, &child_path, visitor);
+        }
+    }
+}
+
+/// Whether `path` is `top` or inside it (`top` empty: everything is).
+fn is_at_or_below(path: &[u8], top: &[u8]) -> bool {
+    top.is_empty() || path == top || path.starts_with(top) && path.get(top.len()) == Some(&b'/')
 }
 
 /// Device number recorded for files hard-linked inside the staging view,
