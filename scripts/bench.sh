@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
-scripts/install-deps.sh restic borgbackup time python3
+scripts/install-deps.sh restic borgbackup time python3 bindfs
 
 work="$(realpath -m "${1:-$root/bench-data}")"
 data="$work/data"
@@ -156,8 +156,8 @@ stop_mount() { # stop_mount PID
 # too (medians): single runs of a mount vary by half on this VM.
 round=$ROUNDS
 has_step mount && forget_results mount-read mount-rss
-has_step staging && forget_results copy-in snapshot-fresh
-has_step commit && forget_results commit-10000 commit-100000
+has_step staging && forget_results copy-in snapshot-fresh copy-in-bindfs
+has_step commit && forget_results commit-10000 commit-100000 ls-staging-100000 ls-snapshot-100000
 has_step mount && cat "$work/mapache-repo-$round"/packs/*/* "$work/restic-repo-$round"/data/*/* >/dev/null
 has_step mount && for n in $(seq 1 "$ROUNDS"); do
   "$mapache" -r "$work/mapache-repo-$round" mount "$mnt" 2>"$work/mount.log" &
@@ -188,6 +188,13 @@ has_step staging && for n in $(seq 1 "$ROUNDS"); do
   measure mapache copy-in sh -c "cp -a '$data' '$mnt/staging/' && '$mapache' -r '$work/stage-repo-$n' commit -q"
   stop_mount "$pid"
   measure mapache snapshot-fresh "$mapache" -r "$work/snap-repo-$n" snapshot "$data" -q
+  # The same copy into a thin FUSE passthrough (bindfs) over ext4: what
+  # any FUSE file system pays for the round trips, with no store behind.
+  rm -rf "$work/bindfs-under" && mkdir -p "$work/bindfs-under"
+  bindfs "$work/bindfs-under" "$mnt"
+  measure bindfs copy-in-bindfs sh -c "cp -a '$data' '$mnt/' && sync"
+  fusermount3 -u "$mnt"
+  rm -rf "$work/bindfs-under"
 done
 
 # Commit after a one-file change, in bases of 10,000 and 100,000 files.
@@ -214,6 +221,17 @@ GEN
     "$mapache" -r "$repo" stage add "$work/changed-file" --to /base-$count/d042 -q
     measure mapache "commit-$count" "$mapache" -r "$repo" commit -q
   done
+done
+# ls -lR through the mount of the 100,000-file base: in staging/ (every
+# entry looked up in the staging layer) and in the snapshot it committed.
+has_step commit && for n in $(seq 1 "$ROUNDS"); do
+  repo="$work/base-repo-100000"
+  "$mapache" -r "$repo" mount "$mnt" 2>"$work/mount.log" &
+  pid=$!
+  wait_for "$mnt/staging" "$pid"
+  measure mapache ls-staging-100000 sh -c "ls -lR '$mnt/staging/' | wc -l"
+  measure mapache ls-snapshot-100000 sh -c "ls -lR '$mnt/latest/' | wc -l"
+  stop_mount "$pid"
 done
 unset MAPACHE_STATE_DIR
 
@@ -504,6 +522,12 @@ if has(("mapache", "mount-read"), ("mapache", "restore"), ("restic", "mount-read
 if has(("mapache", "copy-in"), ("mapache", "snapshot-fresh")):
     ci, sf = secs("mapache", "copy-in"), secs("mapache", "snapshot-fresh")
     print(f"| cp -a into staging + commit | {ci:.2f} | mapache snapshot | {sf:.2f} | {sf / ci:.2f} |")
+if has(("mapache", "copy-in"), ("bindfs", "copy-in-bindfs")):
+    ci, bf = secs("mapache", "copy-in"), secs("bindfs", "copy-in-bindfs")
+    print(f"| cp -a into staging + commit | {ci:.2f} | cp -a into bindfs over ext4 + sync | {bf:.2f} | {bf / ci:.2f} |")
+if has(("mapache", "ls-staging-100000"), ("mapache", "ls-snapshot-100000")):
+    ls_staged, ls_snap = secs("mapache", "ls-staging-100000"), secs("mapache", "ls-snapshot-100000")
+    print(f"| ls -lR of staging/ over a 100,000-file base | {ls_staged:.2f} | ls -lR of that snapshot | {ls_snap:.2f} | {ls_snap / ls_staged:.2f} |")
 if has(("mapache", "commit-10000"), ("mapache", "commit-100000")):
     c10, c100 = secs("mapache", "commit-10000"), secs("mapache", "commit-100000")
     print(f"| commit after a one-file change, 100,000-file base | {c100:.2f} | same, 10,000-file base | {c10:.2f} | time ratio {c100 / c10:.2f} |")
