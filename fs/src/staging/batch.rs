@@ -15,7 +15,7 @@ use mapache_store::{BlobSaver, StreamError};
 use parking_lot::MutexGuard;
 
 use super::journal::Op;
-use super::overlay::FileRef;
+use super::overlay::{Bytes, FileRef};
 use super::{Inner, Staging, CHECKPOINT_FILES};
 use crate::error::{FsError, FsResult};
 
@@ -73,10 +73,10 @@ impl Staging {
                 if f.in_use() || f.uploading {
                     return None;
                 }
-                let source = match (&f.inline, f.local) {
-                    (Some(bytes), _) => Source::Inline(bytes.clone()),
-                    (None, Some(local)) => Source::Local(local),
-                    (None, None) => return None,
+                let source = match &f.bytes {
+                    Bytes::Inline(bytes) => Source::Inline(bytes.clone()),
+                    Bytes::Local { number, .. } => Source::Local(*number),
+                    Bytes::Stored => return None,
                 };
                 f.uploading = true;
                 let (fid, version) = (f.fid, f.version);

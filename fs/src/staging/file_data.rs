@@ -13,7 +13,7 @@ use mapache_store::BlobId;
 use parking_lot::MutexGuard;
 
 use super::journal::Op;
-use super::overlay::FileRef;
+use super::overlay::{Bytes, FileRef};
 use super::{Inner, OpenFile, Staging, CHECKPOINT_BYTES, CHECKPOINT_FILES, INLINE_MAX};
 use crate::error::{FsError, FsResult};
 
@@ -21,32 +21,32 @@ impl Staging {
     /// The size of a file's current bytes (in memory, local or stored).
     pub(super) fn current_size(&self, file: &FileRef) -> FsResult<u64> {
         let f = file.lock();
-        Ok(match (&f.inline, f.local) {
-            (Some(inline), _) => inline.len() as u64,
-            (None, Some(local)) => std::fs::metadata(self.local_path(local))
+        Ok(match &f.bytes {
+            Bytes::Inline(inline) => inline.len() as u64,
+            Bytes::Local { number, .. } => std::fs::metadata(self.local_path(*number))
                 .map_err(FsError::Io)?
                 .len(),
-            (None, None) => f.node.size,
+            Bytes::Stored => f.node.size,
         })
     }
 
     /// The local file of a file without a name, made (from its current
     /// bytes) if needed without a journal record: nothing could replay it.
     fn unrecorded_local(&self, inner: &mut Inner, file: &FileRef) -> FsResult<u64> {
-        if let Some(local) = file.lock().local {
+        if let Some(local) = file.lock().bytes.local() {
             return Ok(local);
         }
         let (inline, content) = {
             let f = file.lock();
-            (f.inline.clone(), f.node.content.clone())
+            (f.bytes.inline().cloned(), f.node.content.clone())
         };
         let local = inner.next_local;
         inner.next_local += 1;
         self.fill_local(local, inline.as_deref(), &content)?;
-        let mut f = file.lock();
-        f.local = Some(local);
-        f.inline = None;
-        f.dirty = true;
+        file.lock().bytes = Bytes::Local {
+            number: local,
+            dirty: true,
+        };
         Ok(local)
     }
 
@@ -80,17 +80,17 @@ impl Staging {
         let (needs_local, needs_dirty, fid, content, inline) = {
             let f = file.lock();
             (
-                f.local.is_none(),
-                !f.dirty,
+                f.bytes.local().is_none(),
+                !f.bytes.is_dirty(),
                 f.fid,
                 f.node.content.clone(),
-                f.inline.clone(),
+                f.bytes.inline().cloned(),
             )
         };
         if !needs_local && !needs_dirty {
-            return Ok(file.lock().local.expect("has a local file"));
+            return Ok(file.lock().bytes.local().expect("has a local file"));
         }
-        let local = match file.lock().local {
+        let local = match file.lock().bytes.local() {
             Some(local) => local,
             None => {
                 let local = inner.next_local;
@@ -161,8 +161,11 @@ impl Staging {
             if links > 1 {
                 return Err(FsError::NotFound);
             }
-            self.unrecorded_local(inner, &file.0)?;
-            file.0.lock().dirty = false;
+            let number = self.unrecorded_local(inner, &file.0)?;
+            file.0.lock().bytes = Bytes::Local {
+                number,
+                dirty: false,
+            };
         }
         Ok(())
     }
@@ -187,7 +190,7 @@ impl Staging {
         inner.last_change = Some(std::time::Instant::now());
         let inline_fid = {
             let f = file.lock();
-            f.inline.as_ref().and(Some(f.fid))
+            f.bytes.inline().and(Some(f.fid))
         };
         if let Some(fid) = inline_fid {
             if offset + data.len() as u64 <= INLINE_MAX {
@@ -234,7 +237,7 @@ impl Staging {
         inner.last_change = Some(std::time::Instant::now());
         let inline_fid = {
             let f = file.lock();
-            f.inline.as_ref().and(Some(f.fid))
+            f.bytes.inline().and(Some(f.fid))
         };
         if let Some(fid) = inline_fid.filter(|_| size <= INLINE_MAX) {
             return self.record(inner, Op::Resize { fid, size });
@@ -280,12 +283,12 @@ impl Staging {
         offset: u64,
         size: u32,
     ) -> FsResult<Vec<u8>> {
-        if let Some(bytes) = &file.lock().inline {
+        if let Bytes::Inline(bytes) = &file.lock().bytes {
             let start = (offset as usize).min(bytes.len());
             let end = (start + size as usize).min(bytes.len());
             return Ok(bytes[start..end].to_vec());
         }
-        let local = file.lock().local;
+        let local = file.lock().bytes.local();
         if let Some(local) = local {
             let input = inner.local_file(&self.dir, local)?;
             drop(inner);
@@ -352,7 +355,7 @@ impl Staging {
                 false
             } else {
                 f.writers = f.writers.saturating_sub(1);
-                f.writers == 0 && f.dirty
+                f.writers == 0 && f.bytes.is_dirty()
             }
         };
         if dirty_closed {

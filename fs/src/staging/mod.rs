@@ -62,7 +62,7 @@ pub enum RenameMode {
     Exchange,
 }
 use journal::Op;
-use overlay::{components, Entry, FileRef, Overlay};
+use overlay::{components, Bytes, Entry, FileRef, Overlay};
 
 use crate::error::{FsError, FsResult};
 
@@ -270,9 +270,13 @@ impl Staging {
         // (that is the normal end of an upload): read it from the store.
         for file in overlay.files.values() {
             let mut f = file.lock();
-            if let (false, Some(local)) = (f.dirty, f.local) {
-                if !dir.join("data").join(local.to_string()).exists() {
-                    f.local = None;
+            if let Bytes::Local {
+                number,
+                dirty: false,
+            } = f.bytes
+            {
+                if !dir.join("data").join(number.to_string()).exists() {
+                    f.bytes = Bytes::Stored;
                 }
             }
         }
@@ -281,7 +285,7 @@ impl Staging {
         let referenced: std::collections::HashSet<u64> = overlay
             .files
             .values()
-            .filter_map(|f| f.lock().local)
+            .filter_map(|f| f.lock().bytes.local())
             .collect();
         if let Ok(entries) = std::fs::read_dir(dir.join("data")) {
             for entry in entries.flatten() {
@@ -634,9 +638,7 @@ impl Staging {
         // The content comes from `source`, not from writes: not an inline
         // file (if the import does not finish, replay finds it empty).
         if let Some(file) = inner.overlay.files.get(&fid) {
-            let mut f = file.lock();
-            f.inline = None;
-            f.dirty = false;
+            file.lock().bytes = Bytes::Stored;
         }
         for (name, value) in xattrs {
             self.record(
@@ -687,10 +689,10 @@ impl Staging {
         for file in files {
             let (fid, local, inline) = {
                 let f = file.lock();
-                if !f.dirty {
+                if !f.bytes.is_dirty() {
                     continue;
                 }
-                (f.fid, f.local, f.inline.clone())
+                (f.fid, f.bytes.local(), f.bytes.inline().cloned())
             };
             let (content, size) = match (inline, local) {
                 (Some(bytes), _) => self.chunk_and_save(inner, bytes.as_slice())?,
@@ -736,7 +738,7 @@ impl Staging {
         let local = {
             let mut f = file.lock();
             if f.writers == 0 {
-                f.local.take()
+                f.bytes.drop_local_copy()
             } else {
                 None
             }

@@ -17,6 +17,69 @@ use parking_lot::Mutex;
 use super::journal::{Meta, Op};
 use crate::error::{FsError, FsResult};
 
+/// Where the current bytes of a staged file are.
+#[derive(Debug)]
+pub enum Bytes {
+    /// In the repository: the node's content (a base file never changed,
+    /// an imported one, or one uploaded whose local copy is gone).
+    Stored,
+    /// A small new file's bytes, kept in memory and in the journal instead
+    /// of a local file; not uploaded yet.
+    Inline(Vec<u8>),
+    /// In local data file `number` of the state folder. `dirty`: newer
+    /// than the node's content, to be uploaded; otherwise a copy kept
+    /// while the file is open (or of a file without a name, which nothing
+    /// could replay).
+    Local {
+        /// The data file's number.
+        number: u64,
+        /// Whether the bytes are newer than the stored content.
+        dirty: bool,
+    },
+}
+
+impl Bytes {
+    /// Whether the bytes are newer than the stored content.
+    pub fn is_dirty(&self) -> bool {
+        match self {
+            Bytes::Stored => false,
+            Bytes::Inline(_) => true,
+            Bytes::Local { dirty, .. } => *dirty,
+        }
+    }
+
+    /// The local data file, if the bytes are in one.
+    pub fn local(&self) -> Option<u64> {
+        match self {
+            Bytes::Local { number, .. } => Some(*number),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a small new file, if they are in memory.
+    pub fn inline(&self) -> Option<&Vec<u8>> {
+        match self {
+            Bytes::Inline(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Lets go of the local copy of bytes that are stored: they are read
+    /// from the repository from now on. Returns the data file to remove.
+    pub fn drop_local_copy(&mut self) -> Option<u64> {
+        match *self {
+            Bytes::Local {
+                number,
+                dirty: false,
+            } => {
+                *self = Bytes::Stored;
+                Some(number)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A regular file of the staging view. Hard links share one.
 #[derive(Debug)]
 pub struct FileEntry {
@@ -24,10 +87,8 @@ pub struct FileEntry {
     pub fid: u64,
     /// Metadata and the stored content.
     pub node: Node,
-    /// Local data file (in the state folder) holding the current bytes.
-    pub local: Option<u64>,
-    /// Whether `local` is newer than the stored content.
-    pub dirty: bool,
+    /// Where the current bytes are.
+    pub bytes: Bytes,
     /// Open write handles.
     pub writers: u32,
     /// When the file was last written by a writer without a handle (the
@@ -36,9 +97,6 @@ pub struct FileEntry {
     pub loose_write: Option<Instant>,
     /// Blob offsets of the stored content, once computed for reading.
     pub stored: Option<Arc<crate::FileContent>>,
-    /// The current bytes of a small new file, kept in memory (and in the
-    /// journal) instead of a local file; dirty while present.
-    pub inline: Option<Vec<u8>>,
     /// Counts changes to the bytes: an upload that started at another
     /// version is stale and not recorded.
     pub version: u64,
@@ -223,12 +281,10 @@ fn entry_from_base(node: Node, links: &mut BaseLinks) -> Entry {
         NodeKind::File => Entry::File(Arc::new(Mutex::new(FileEntry {
             fid: 0,
             node,
-            local: None,
-            dirty: false,
+            bytes: Bytes::Stored,
             writers: 0,
             loose_write: None,
             stored: None,
-            inline: None,
             version: 0,
             uploading: false,
         }))),
@@ -426,12 +482,10 @@ impl Overlay {
                 let file = Arc::new(Mutex::new(FileEntry {
                     fid: *fid,
                     node,
-                    local: None,
-                    dirty: true,
+                    bytes: Bytes::Inline(Vec::new()),
                     writers: 0,
                     loose_write: None,
                     stored: None,
-                    inline: Some(Vec::new()),
                     version: 0,
                     uploading: false,
                 }));
@@ -507,9 +561,10 @@ impl Overlay {
                 {
                     let mut f = file.lock();
                     f.fid = *fid;
-                    f.local = Some(*local);
-                    f.dirty = true;
-                    f.inline = None;
+                    f.bytes = Bytes::Local {
+                        number: *local,
+                        dirty: true,
+                    };
                 }
                 self.files.insert(*fid, file);
                 self.next_fid = self.next_fid.max(fid + 1);
@@ -520,22 +575,31 @@ impl Overlay {
                 let mut f = file.lock();
                 f.node.content = content.clone();
                 f.node.size = *size;
-                f.dirty = false;
                 f.stored = None;
-                f.inline = None;
+                // A local copy stays (clean) until it is dropped.
+                f.bytes = match f.bytes {
+                    Bytes::Local { number, .. } => Bytes::Local {
+                        number,
+                        dirty: false,
+                    },
+                    _ => Bytes::Stored,
+                };
                 Ok(())
             }
             Op::Write { fid, offset, data } => {
                 let file = self.files.get(fid).ok_or(FsError::NotFound)?;
                 let mut f = file.lock();
-                let buf = f.inline.as_mut().ok_or(FsError::Invalid)?;
+                let Bytes::Inline(buf) = &mut f.bytes else {
+                    return Err(FsError::Invalid);
+                };
                 let end = *offset as usize + data.len();
                 if buf.len() < end {
                     buf.resize(end, 0);
                 }
                 buf[*offset as usize..end].copy_from_slice(data);
+                let size = buf.len() as u64;
                 f.version += 1;
-                f.node.size = f.inline.as_ref().map_or(0, |b| b.len() as u64);
+                f.node.size = size;
                 f.node.mtime = now();
                 f.node.ctime = f.node.mtime;
                 Ok(())
@@ -543,10 +607,10 @@ impl Overlay {
             Op::Resize { fid, size } => {
                 let file = self.files.get(fid).ok_or(FsError::NotFound)?;
                 let mut f = file.lock();
-                f.inline
-                    .as_mut()
-                    .ok_or(FsError::Invalid)?
-                    .resize(*size as usize, 0);
+                let Bytes::Inline(buf) = &mut f.bytes else {
+                    return Err(FsError::Invalid);
+                };
+                buf.resize(*size as usize, 0);
                 f.version += 1;
                 f.node.size = *size;
                 f.node.mtime = now();
@@ -699,7 +763,7 @@ impl Overlay {
         self.files.retain(|_, file| {
             let reached = Arc::strong_count(file) > 1;
             if !reached {
-                locals.extend(file.lock().local);
+                locals.extend(file.lock().bytes.local());
             }
             reached
         });
@@ -720,7 +784,7 @@ impl Overlay {
         let mut dirty: Vec<(u64, FileRef)> = self
             .files
             .iter()
-            .filter(|(_, f)| f.lock().dirty)
+            .filter(|(_, f)| f.lock().bytes.is_dirty())
             .map(|(fid, f)| (*fid, f.clone()))
             .collect();
         dirty.sort_unstable_by_key(|(fid, _)| *fid);
