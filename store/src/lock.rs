@@ -96,8 +96,21 @@ fn write_lock(backend: &dyn Backend, cipher: &Cipher, id: &Id, info: &LockInfo) 
 
 /// Reads every lock file. Unreadable ones are returned as errors in place.
 pub fn list_locks(backend: &dyn Backend, cipher: &Cipher) -> Result<Vec<(Id, Result<LockInfo>)>> {
+    read_locks(backend, cipher, &[])
+}
+
+/// Reads every lock file but those in `own` (this process's, whose
+/// content it knows).
+fn read_locks(
+    backend: &dyn Backend,
+    cipher: &Cipher,
+    own: &[Id],
+) -> Result<Vec<(Id, Result<LockInfo>)>> {
     let mut out = Vec::new();
     for file in backend.list(FileKind::Lock)? {
+        if own.contains(&file.id) {
+            continue;
+        }
         let info = match backend.read(FileKind::Lock, &file.id) {
             Ok(bytes) => repo_file::open(cipher, &file.id, &bytes),
             // Removed between listing and reading: released meanwhile.
@@ -117,10 +130,7 @@ fn find_conflict(
     own: &[Id],
     exclusive: bool,
 ) -> Result<Option<String>> {
-    for (id, info) in list_locks(backend, cipher)? {
-        if own.contains(&id) {
-            continue;
-        }
+    for (id, info) in read_locks(backend, cipher, own)? {
         match info {
             Ok(info) if info.is_stale() => {}
             Ok(info) if exclusive || info.exclusive => return Ok(Some(info.describe())),
@@ -215,8 +225,14 @@ impl LockGuard {
         // exclusive one, another exclusive claim (shared ones are waited
         // out below).
         let blocked = |own: &[Id]| find_conflict(backend.as_ref(), cipher, own, false);
-        if let Some(holder) = blocked(&own)? {
-            return Err(Error::LockConflict(holder));
+        // A shared lock is written first and checked once: the check after
+        // writing is the one that counts, and on a remote store each
+        // listing is a round trip. An exclusive claim looks first, so as
+        // not to stand in the way of another one that is already waiting.
+        if exclusive {
+            if let Some(holder) = blocked(&own)? {
+                return Err(Error::LockConflict(holder));
+            }
         }
         let guard = LockGuard::hold(backend.clone(), cipher, exclusive)?;
         own.push(guard.id);
@@ -341,7 +357,10 @@ mod tests {
             LockGuard::acquire(backend.clone(), &cipher, false),
             Err(Error::LockConflict(_))
         ));
+        // The refused shared lock, written before it looked, is gone again.
+        assert_eq!(backend.list(FileKind::Lock).unwrap().len(), 1);
         drop(x);
+        assert!(backend.list(FileKind::Lock).unwrap().is_empty());
     }
 
     #[test]

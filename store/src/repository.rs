@@ -101,11 +101,23 @@ impl Repository {
     /// [`Error::WrongPassword`] when no key file opens with the password,
     /// [`Error::Integrity`] when the config does not authenticate.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        if !backend.is_repository()? {
-            return Err(Error::RepositoryNotFound(backend.location()));
-        }
-        let (keys, key_info) = open_keys(backend.as_ref(), password)?;
-        let sealed = backend.read(FileKind::Config, &CONFIG_ID)?;
+        // The config is fetched while the key is found and derived: on a
+        // remote store each is a round trip (or more) of its own.
+        let (opened, sealed) = std::thread::scope(|scope| {
+            let config = scope.spawn(|| backend.read(FileKind::Config, &CONFIG_ID));
+            let opened = open_keys(backend.as_ref(), password);
+            (
+                opened,
+                config.join().expect("the config read does not panic"),
+            )
+        });
+        let sealed = match sealed {
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::RepositoryNotFound(backend.location()))
+            }
+            other => other?,
+        };
+        let (keys, key_info) = opened?;
         let config: Config = repo_file::open(&keys.cipher, &CONFIG_ID, &sealed)?;
         let chunker = Chunker::new(config.chunker, &keys.chunker_key);
         Ok(Repository {

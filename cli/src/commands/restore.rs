@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use mapache_store::backend::FileKind;
 use mapache_store::restorer::{self, Overwrite, RestoreOptions, RestoreProgress, RestoreReport};
 use mapache_store::tree::{NodeKind, Tree};
 use mapache_store::{IndexedRepository, Patterns};
@@ -144,6 +145,9 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     };
     let repo = global.open()?;
     let _lock = global.lock_shared(&repo)?;
+    // Listed below one after the other: in one round trip (remote).
+    repo.backend()
+        .list_ahead(&[FileKind::Snapshot, FileKind::Forgotten, FileKind::Index]);
     let (spec, sub_path) = split_sub_path(&args.snapshot);
     let (id, snapshot) = args.filter.find(&repo, spec)?;
     let repo = repo.load_index()?;

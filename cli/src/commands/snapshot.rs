@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use mapache_store::archiver::{self, ArchiveOptions, ParentChoice, Progress};
-use mapache_store::backend::{Backend, DryRunBackend};
+use mapache_store::backend::{Backend, DryRunBackend, FileKind};
 use mapache_store::rebuild_index::index_unindexed_packs;
 use mapache_store::Patterns;
 use mapache_store::SnapshotId;
@@ -136,6 +136,21 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<Outcome> {
     let excludes = patterns(&args)?;
     let repo = global.open()?;
     let _lock = global.lock(&repo, false)?;
+    // What is listed below one after the other, in one round trip (a
+    // remote repository's cache takes them side by side).
+    let listed = [
+        FileKind::Index,
+        FileKind::Pack,
+        FileKind::Snapshot,
+        FileKind::Forgotten,
+    ];
+    let needed = |kind: &&FileKind| match kind {
+        FileKind::Pack => !args.dry_run,
+        FileKind::Snapshot | FileKind::Forgotten => !args.no_parent,
+        _ => true,
+    };
+    let listed: Vec<FileKind> = listed.iter().filter(needed).copied().collect();
+    repo.backend().list_ahead(&listed);
     let repo = if args.dry_run {
         // Writes go nowhere; reads (parent trees, index) still work.
         let backend: Arc<dyn Backend> = Arc::new(DryRunBackend::new(repo.backend().clone()));

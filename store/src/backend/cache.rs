@@ -11,7 +11,7 @@
 //! named by their content and never change; an entry whose file left the
 //! repository (after `clean`) is dropped when the listing shows it gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileExt};
@@ -38,6 +38,8 @@ pub struct CacheBackend {
     /// Bytes in the cache, and its bound.
     used: Mutex<u64>,
     limit: u64,
+    /// Listings taken ahead ([`Backend::list_ahead`]), each for one use.
+    listed_ahead: Mutex<HashMap<FileKind, Vec<FileInfo>>>,
 }
 
 /// The kinds with entries (of packs, only those holding trees).
@@ -69,6 +71,7 @@ impl CacheBackend {
             kept_packs: RwLock::new(HashSet::new()),
             checked: Mutex::new(HashSet::new()),
             used: Mutex::new(used),
+            listed_ahead: Mutex::new(HashMap::new()),
             limit,
         })
     }
@@ -208,7 +211,11 @@ impl Backend for CacheBackend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
-        let listed = self.inner.list(kind)?;
+        let ahead = self.listed_ahead.lock().remove(&kind);
+        let listed = match ahead {
+            Some(listed) => listed,
+            None => self.inner.list(kind)?,
+        };
         if cached_kind(kind) {
             // Entries of files that left the repository go too.
             let present: HashSet<Id> = listed.iter().map(|f| f.id).collect();
@@ -229,7 +236,32 @@ impl Backend for CacheBackend {
     }
 
     fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
-        self.inner.list_ids(kind)
+        let ahead = self.listed_ahead.lock().remove(&kind);
+        match ahead {
+            Some(listed) => Ok(listed.into_iter().map(|file| file.id).collect()),
+            None => self.inner.list_ids(kind),
+        }
+    }
+
+    /// The remote store lists each kind side by side (a failure is left
+    /// for the listing itself to report).
+    fn list_ahead(&self, kinds: &[FileKind]) {
+        let listed: Vec<(FileKind, Result<Vec<FileInfo>>)> = std::thread::scope(|scope| {
+            let listings: Vec<_> = kinds
+                .iter()
+                .map(|&kind| (kind, scope.spawn(move || self.inner.list(kind))))
+                .collect();
+            listings
+                .into_iter()
+                .map(|(kind, listing)| (kind, listing.join().expect("a listing does not panic")))
+                .collect()
+        });
+        let mut ahead = self.listed_ahead.lock();
+        for (kind, listing) in listed {
+            if let Ok(files) = listing {
+                ahead.insert(kind, files);
+            }
+        }
     }
 
     fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
@@ -317,5 +349,39 @@ impl Backend for CacheBackend {
 
     fn parallel_reads(&self) -> usize {
         self.inner.parallel_reads()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::MemoryBackend;
+
+    #[test]
+    fn a_listing_taken_ahead_is_used_once() {
+        let store = Arc::new(MemoryBackend::new());
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheBackend::new(store.clone(), dir.path().join("cache"), 1 << 20).unwrap();
+        let (first, second, pack) = (Id::random(), Id::random(), Id::random());
+        store.write(FileKind::Snapshot, &first, b"first").unwrap();
+        store.write(FileKind::Pack, &pack, b"pack").unwrap();
+        cache.list_ahead(&[FileKind::Snapshot, FileKind::Pack]);
+        store.write(FileKind::Snapshot, &second, b"second").unwrap();
+        store.remove(FileKind::Pack, &pack).unwrap();
+        // The listings taken ahead answer once...
+        let ids = |files: Vec<FileInfo>| files.into_iter().map(|f| f.id).collect::<Vec<_>>();
+        assert_eq!(ids(cache.list(FileKind::Snapshot).unwrap()), [first]);
+        assert_eq!(cache.list_ids(FileKind::Pack).unwrap(), [pack]);
+        // ...and every later listing asks the store again.
+        let mut now = ids(cache.list(FileKind::Snapshot).unwrap());
+        now.sort();
+        let mut both = vec![first, second];
+        both.sort();
+        assert_eq!(now, both);
+        assert!(cache.list_ids(FileKind::Pack).unwrap().is_empty());
+        // Kinds not taken ahead were never held back.
+        assert!(cache.list(FileKind::Index).unwrap().is_empty());
     }
 }

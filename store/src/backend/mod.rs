@@ -162,6 +162,14 @@ pub trait Backend: Send + Sync {
         let _ = packs;
     }
 
+    /// Lists these kinds of files now, side by side, for the next listing
+    /// of each to use: a command about to list them one after the other
+    /// waits for one round trip instead of one each. Each listing taken
+    /// ahead is used once. Backends that list quickly ignore it.
+    fn list_ahead(&self, kinds: &[FileKind]) {
+        let _ = kinds;
+    }
+
     /// How many reads in flight at once pay off: a store that answers
     /// each request slowly but many side by side (an object store) says
     /// more than a disk. Readers of many packs run at least this many.
