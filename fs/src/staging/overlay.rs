@@ -514,10 +514,14 @@ impl Overlay {
             Op::Rename { from, to } => self.rename(from, to),
             Op::Exchange { a, b } => self.exchange(a, b),
             Op::Link { from, to, inode } => {
-                let entry = self.get(from)?;
-                let Some(mut name) = entry.share() else {
+                let Some(mut name) = self.get(from)?.share() else {
                     return Err(FsError::IsDir);
                 };
+                // The new name must be free before the link count moves.
+                let (map, new_name) = self.parent(to)?;
+                if map.contains_key(new_name) {
+                    return Err(FsError::Exists);
+                }
                 name.change_node(|node| {
                     if node.links <= 1 {
                         node.device = STAGED_DEVICE;
