@@ -18,8 +18,9 @@ mod channel;
 mod openssh;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -33,8 +34,22 @@ use channel::{Channel, Failure, Status};
 /// Attempts of one operation before its error is final.
 const ATTEMPTS: u32 = 5;
 
-/// OpenSSH sessions open at most (each carries many requests at once).
+/// OpenSSH sessions open at most near the server (each carries many
+/// requests at once; a second one opens only while the first carries a
+/// transfer).
 const SHARED_SESSIONS: usize = 2;
+
+/// Far from the server ([`FAR`]), one session's window limits what it
+/// carries per round trip and each read waits a round trip for its first
+/// bytes: 4 sessions and 12 reads in flight restored the bench dataset
+/// 20 ms away in 8.0-8.6 s instead of 14.5-15.4 s. Near the server they
+/// cost 15% (more processes on the same cores), hence only when far
+/// (docs/benchmarks.md).
+const FAR_SESSIONS: usize = 4;
+const FAR_READS: usize = 12;
+
+/// A server whose quickest answer took longer than this is far.
+const FAR: Duration = Duration::from_millis(5);
 
 /// How long to wait for the server by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +119,8 @@ pub struct SftpBackend {
     freed: Condvar,
     /// Runs the OpenSSH client's sessions (made on first use).
     runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
+    /// The quickest request so far, in microseconds: about the round trip.
+    quickest_micros: AtomicU64,
 }
 
 type Connection = Arc<dyn Channel>;
@@ -141,6 +158,7 @@ impl SftpBackend {
             }),
             freed: Condvar::new(),
             runtime: OnceLock::new(),
+            quickest_micros: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -181,9 +199,17 @@ impl SftpBackend {
     }
 
     /// Sessions open at most.
+    /// Whether the server is far ([`FAR`]), by the quickest request yet
+    /// (near until one was answered).
+    fn is_far(&self) -> bool {
+        let quickest = self.quickest_micros.load(Ordering::Relaxed);
+        quickest != u64::MAX && quickest > FAR.as_micros() as u64
+    }
+
     fn most_sessions(&self) -> usize {
         match self.options.client {
             SshClient::Builtin => self.options.sessions.max(1),
+            _ if self.is_far() => self.options.sessions.clamp(1, FAR_SESSIONS),
             _ => self.options.sessions.clamp(1, SHARED_SESSIONS),
         }
     }
@@ -285,9 +311,12 @@ impl SftpBackend {
                     continue;
                 }
             };
+            let started = Instant::now();
             match op(connection.as_ref()) {
                 Ok(value) => {
                     self.give_back(connection);
+                    let took = started.elapsed().as_micros() as u64;
+                    self.quickest_micros.fetch_min(took, Ordering::Relaxed);
                     return Ok(value);
                 }
                 Err(Failure::Answer(status)) => {
@@ -422,6 +451,15 @@ fn placing(kind: FileKind) -> Placing {
 impl Backend for SftpBackend {
     fn location(&self) -> String {
         self.location.to_string()
+    }
+
+    /// Many reads in flight keep a far link busy (see [`FAR_READS`]; the
+    /// built-in client's pool runs as many as it has sessions).
+    fn parallel_reads(&self) -> usize {
+        match self.is_far() {
+            true => FAR_READS,
+            false => 1,
+        }
     }
 
     fn is_repository(&self) -> Result<bool> {
