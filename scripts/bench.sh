@@ -379,6 +379,14 @@ CONF
   trap - EXIT
 fi
 
+garage_up() { # starts a Garage cluster in $work/garage; exports its settings
+  scripts/garage-cluster.sh start "$work/garage"
+  set -a
+  . "$work/garage/env"
+  set +a
+  export AWS_DEFAULT_REGION=$AWS_REGION
+}
+
 # The same on a 3-node Garage cluster (replication factor 3), a fresh
 # cluster each round: it keeps three copies of everything on this disk.
 if has_step s3; then
@@ -388,11 +396,7 @@ if has_step s3; then
   sleep 60
   trap 'scripts/garage-cluster.sh stop "$work/garage"' EXIT
   for n in $(seq 1 "$ROUNDS"); do
-    scripts/garage-cluster.sh start "$work/garage"
-    set -a
-    . "$work/garage/env"
-    set +a
-    export AWS_DEFAULT_REGION=$AWS_REGION
+    garage_up
     endpoint=${GARAGE_ENDPOINTS%% *}
     murl="s3:$endpoint/$GARAGE_BUCKET/mapache-$n" rurl="s3:$endpoint/$GARAGE_BUCKET/restic-$n"
     mcache=(--cache-dir "$work/s3-cache-$n")
@@ -426,11 +430,7 @@ if has_step far; then
   port=$(awk '/^Port/ {print $2}' "$ssh_dir/sshd_config")
   /usr/sbin/sshd -D -f "$ssh_dir/sshd_config" -E "$ssh_dir/sshd.log" &
   sshd_pid=$!
-  scripts/garage-cluster.sh start "$work/garage"
-  set -a
-  . "$work/garage/env"
-  set +a
-  export AWS_DEFAULT_REGION=$AWS_REGION
+  garage_up
   s3_port=${GARAGE_ENDPOINTS%% *}
   s3_port=${s3_port##*:}
   free() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

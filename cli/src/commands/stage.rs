@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use mapache_fs::control::{self, ControlRequest, ControlResponse};
-use mapache_fs::staging::{Change, ResetTo, StageAnswer, StageRequest};
+use mapache_fs::staging::{join, Change, ResetTo, StageAnswer, StageRequest};
 use mapache_store::tree::Node;
 use mapache_store::SnapshotId;
 
@@ -97,14 +97,6 @@ enum StageCommand {
 
 fn staging_path(path: &str) -> Vec<u8> {
     path.trim_matches('/').as_bytes().to_vec()
-}
-
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
 }
 
 fn show(path: &[u8]) -> String {

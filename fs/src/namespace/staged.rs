@@ -10,8 +10,8 @@ use super::{Attr, DirEntry, Entry, Key, Namespace, Stale, Table};
 use crate::acl;
 use crate::error::{FsError, FsResult};
 use crate::staging::{
-    CommitRequest, Committed, Meta, OpenFile, RenameMode, StageAnswer, StageError, StageRequest,
-    Staging, TreeChange,
+    join, CommitRequest, Committed, Meta, OpenFile, RenameMode, StageAnswer, StageError,
+    StageRequest, Staging, TreeChange,
 };
 
 /// Path of an entry that no longer exists (unlinked, or replaced by a
@@ -53,14 +53,6 @@ impl SetAttr {
             atime: self.atime.unwrap_or(node.atime),
             mtime: self.mtime.unwrap_or(node.mtime),
         }
-    }
-}
-
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
     }
 }
 

@@ -10,7 +10,7 @@ use mapache_store::tree::{Node, NodeKind};
 use mapache_store::{node_from_metadata, OwnerNames};
 use serde::{Deserialize, Serialize};
 
-use super::overlay::components;
+use super::overlay::{components, join};
 use super::{meta_now, Meta, Staging};
 use crate::error::{FsError, FsResult};
 
@@ -23,14 +23,6 @@ pub struct Added {
     pub bytes: u64,
     /// Sources that could not be read, one line each; the rest was copied.
     pub warnings: Vec<String>,
-}
-
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
 }
 
 impl Staging {

@@ -49,6 +49,7 @@ pub use import::Added;
 pub use journal::Meta;
 #[cfg(feature = "fuse")]
 pub(crate) use overlay::apply_meta;
+pub use overlay::join;
 pub use requests::{ResetTo, StageAnswer, StageError, StageRequest};
 
 /// What a rename does with an entry already at the target.

@@ -205,6 +205,15 @@ impl Entry {
     }
 }
 
+/// The staging path of `name` in folder `dir` (the root for an empty one).
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
 /// Splits a staging path (`a/b/c`, slashes at either end ignored) into names.
 pub fn components(path: &[u8]) -> Vec<&[u8]> {
     path.split(|&b| b == b'/')
