@@ -4,34 +4,44 @@
 #
 #   scripts/release.sh            -> target/static/mapache
 #
-# With the x86_64-unknown-linux-musl target installed (rustup target add
-# x86_64-unknown-linux-musl; apt-get install musl-tools) it builds for musl,
-# with OpenSSL built from source. Without it (this workplace cannot
-# download Rust targets) it links glibc statically (a static PIE) against
-# Debian's static OpenSSL. Either runs on any x86-64 Linux.
+# It builds for x86_64-unknown-linux-musl, with OpenSSL built from source,
+# installing the Rust target (rustup) and musl-gcc (musl-tools) when they
+# are missing. Where the target cannot be had, or the musl build fails, it
+# links glibc statically (a static PIE) against Debian's static OpenSSL
+# instead, and says so. Either runs on any x86-64 Linux.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh file
+scripts/install-deps.sh file musl-tools
+musl=x86_64-unknown-linux-musl
+if ! rustup target list --installed 2>/dev/null | grep -qx "$musl"; then
+  timeout 600 rustup target add "$musl" >&2 ||
+    echo "note: the $musl target cannot be installed here; linking glibc statically" >&2
+fi
 
 # Random numbers straight from the getrandom system call: a static binary
 # cannot look the libc function up at run time, and the fallback, reading
 # /dev/urandom, fails in a root without /dev.
 random='--cfg getrandom_backend="linux_getrandom"'
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl &&
-  command -v musl-gcc >/dev/null; then
-  target=x86_64-unknown-linux-musl
-  features=(--features vendored-openssl)
-  export RUSTFLAGS="$random"
-else
-  target=x86_64-unknown-linux-gnu
-  features=()
-  # Applies to the target only (not to build scripts), as --target is given.
-  export RUSTFLAGS="-C target-feature=+crt-static $random"
-  export OPENSSL_STATIC=1
-fi
-# A target folder of its own: the flags above would rebuild everything in
+# A target folder of its own: the flags below would rebuild everything in
 # the usual one.
-cargo build --release --locked --target "$target" --target-dir target/static-build "${features[@]}"
+build_musl() {
+  RUSTFLAGS="$random" cargo build --release --locked --target "$musl" \
+    --target-dir target/static-build --features vendored-openssl
+}
+build_glibc() {
+  # The flags apply to the target only (not to build scripts), as
+  # --target is given.
+  RUSTFLAGS="-C target-feature=+crt-static $random" OPENSSL_STATIC=1 \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu --target-dir target/static-build
+}
+target=$musl
+if ! rustup target list --installed 2>/dev/null | grep -qx "$musl" || ! command -v musl-gcc >/dev/null; then
+  target=x86_64-unknown-linux-gnu
+elif ! build_musl; then
+  echo "note: the musl build failed (above); linking glibc statically" >&2
+  target=x86_64-unknown-linux-gnu
+fi
+[ "$target" = "$musl" ] || build_glibc
 mkdir -p target/static
 cp "target/static-build/$target/release/mapache" target/static/mapache
 strip target/static/mapache
