@@ -63,6 +63,22 @@ pub fn diff(
     path: &str,
     out: &mut Vec<Difference>,
 ) -> Result<()> {
+    pair_by_name(first, second, |a, b| match (a, b) {
+        (Some(a), Some(b)) => compare(repo, a, b, path, out),
+        (Some(a), None) => everything(repo, a, path, Change::Removed, out),
+        (None, Some(b)) => everything(repo, b, path, Change::Added, out),
+        (None, None) => unreachable!("every name is on one side at least"),
+    })
+}
+
+/// Pairs the entries of two folders (each sorted by name) by name, in
+/// name order: `each` gets every name once, with its entry in `first`,
+/// in `second`, or in both.
+pub fn pair_by_name<'a, E>(
+    first: &'a [Node],
+    second: &'a [Node],
+    mut each: impl FnMut(Option<&'a Node>, Option<&'a Node>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let (mut i, mut j) = (0, 0);
     while i < first.len() || j < second.len() {
         let order = match (first.get(i), second.get(j)) {
@@ -72,15 +88,15 @@ pub fn diff(
         };
         match order {
             Ordering::Less => {
-                everything(repo, &first[i], path, Change::Removed, out)?;
+                each(Some(&first[i]), None)?;
                 i += 1;
             }
             Ordering::Greater => {
-                everything(repo, &second[j], path, Change::Added, out)?;
+                each(None, Some(&second[j]))?;
                 j += 1;
             }
             Ordering::Equal => {
-                compare(repo, &first[i], &second[j], path, out)?;
+                each(Some(&first[i]), Some(&second[j]))?;
                 i += 1;
                 j += 1;
             }

@@ -39,11 +39,22 @@ struct Upload {
 }
 
 /// Where an upload reads a file's bytes.
-enum Source {
+pub(super) enum Source {
     /// A copy of a small file's bytes.
     Inline(Vec<u8>),
     /// Its local data file.
     Local(u64),
+}
+
+impl Source {
+    /// Where to read `bytes` for an upload (none when they are stored).
+    pub(super) fn of(bytes: &Bytes) -> Option<Source> {
+        match bytes {
+            Bytes::Inline(bytes) => Some(Source::Inline(bytes.clone())),
+            Bytes::Local { number, .. } => Some(Source::Local(*number)),
+            Bytes::Stored => None,
+        }
+    }
 }
 
 impl Staging {
@@ -73,11 +84,7 @@ impl Staging {
                 if f.in_use() || f.uploading {
                     return None;
                 }
-                let source = match &f.bytes {
-                    Bytes::Inline(bytes) => Source::Inline(bytes.clone()),
-                    Bytes::Local { number, .. } => Source::Local(*number),
-                    Bytes::Stored => return None,
-                };
+                let source = Source::of(&f.bytes)?;
                 f.uploading = true;
                 let (fid, version) = (f.fid, f.version);
                 drop(f);

@@ -62,6 +62,7 @@ pub enum RenameMode {
     /// Swap the two entries (`RENAME_EXCHANGE`); both must exist.
     Exchange,
 }
+use batch::Source;
 use journal::Op;
 use overlay::{components, Bytes, Entry, FileRef, Overlay};
 
@@ -688,20 +689,20 @@ impl Staging {
     fn upload(&self, inner: &mut Inner, files: &[FileRef]) -> FsResult<()> {
         let mut done = Vec::new();
         for file in files {
-            let (fid, local, inline) = {
+            let (fid, source) = {
                 let f = file.lock();
                 if !f.bytes.is_dirty() {
                     continue;
                 }
-                (f.fid, f.bytes.local(), f.bytes.inline().cloned())
+                (f.fid, Source::of(&f.bytes))
             };
-            let (content, size) = match (inline, local) {
-                (Some(bytes), _) => self.chunk_and_save(inner, bytes.as_slice())?,
-                (None, Some(local)) => {
+            let (content, size) = match source {
+                Some(Source::Inline(bytes)) => self.chunk_and_save(inner, bytes.as_slice())?,
+                Some(Source::Local(local)) => {
                     let input = File::open(self.local_path(local)).map_err(FsError::Io)?;
                     self.chunk_and_save(inner, input)?
                 }
-                (None, None) => continue,
+                None => continue,
             };
             done.push((file.clone(), Op::Content { fid, content, size }));
         }

@@ -3,6 +3,7 @@
 //! folders whose tree differs from the base's are read, so a commit of
 //! one changed file reads the trees on its path, not the whole snapshot.
 
+use mapache_store::diff::pair_by_name;
 use mapache_store::snapshot::Summary;
 use mapache_store::tree::{Node, NodeKind};
 use mapache_store::{BlobId, IndexedRepository};
@@ -82,38 +83,27 @@ fn compare(
             None => Vec::new(),
         })
     };
-    let (new_nodes, old_nodes) = (load(new)?, load(old)?);
-    let (mut n, mut o) = (new_nodes.iter().peekable(), old_nodes.iter().peekable());
-    loop {
-        let order = match (n.peek(), o.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(a), Some(b)) => a.name.cmp(&b.name),
-        };
-        match order {
-            std::cmp::Ordering::Less => added(repo, n.next().expect("peeked"), delta)?,
-            std::cmp::Ordering::Greater => removed(repo, o.next().expect("peeked"), delta)?,
-            std::cmp::Ordering::Equal => {
-                let (a, b) = (n.next().expect("peeked"), o.next().expect("peeked"));
-                match (a.kind, b.kind) {
-                    (NodeKind::Dir, NodeKind::Dir) => compare(repo, a.subtree, b.subtree, delta)?,
-                    (NodeKind::File, NodeKind::File) => {
-                        delta.bytes += a.size as i64 - b.size as i64;
-                        if a.content != b.content {
-                            delta.files_changed += 1;
-                        }
-                    }
-                    (x, y) if x == y => {}
-                    _ => {
-                        removed(repo, b, delta)?;
-                        added(repo, a, delta)?;
-                    }
+    let (old_nodes, new_nodes) = (load(old)?, load(new)?);
+    pair_by_name(&old_nodes, &new_nodes, |old, new| match (old, new) {
+        (None, Some(new)) => added(repo, new, delta),
+        (Some(old), None) => removed(repo, old, delta),
+        (Some(old), Some(new)) => match (new.kind, old.kind) {
+            (NodeKind::Dir, NodeKind::Dir) => compare(repo, new.subtree, old.subtree, delta),
+            (NodeKind::File, NodeKind::File) => {
+                delta.bytes += new.size as i64 - old.size as i64;
+                if new.content != old.content {
+                    delta.files_changed += 1;
                 }
+                Ok(())
             }
-        }
-    }
-    Ok(())
+            (x, y) if x == y => Ok(()),
+            _ => {
+                removed(repo, old, delta)?;
+                added(repo, new, delta)
+            }
+        },
+        (None, None) => unreachable!("every name is on one side at least"),
+    })
 }
 
 fn added(repo: &IndexedRepository, node: &Node, delta: &mut Delta) -> FsResult<()> {
