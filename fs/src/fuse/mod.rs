@@ -36,7 +36,7 @@ use crate::error::{FsError, FsResult};
 use crate::file_reader::FileContent;
 use crate::namespace::{Attr, DirEntry, Namespace, SetAttr, NAME_MAX};
 use crate::page_push::PagePusher;
-use crate::staging::{OpenFile, RenameMode};
+use crate::staging::{Entry as StagedEntry, RenameMode};
 
 /// Entries inside snapshots never change: the kernel may cache them long.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(3600);
@@ -65,7 +65,7 @@ enum Handle {
     Staged {
         ino: u64,
         writer: bool,
-        file: OpenFile,
+        file: StagedEntry,
     },
 }
 
@@ -219,11 +219,11 @@ impl MapacheFs {
 
     fn open_handle(&self, ino: u64, flags: OpenFlags) -> FsResult<Handle> {
         let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        if self.namespace.staged_path(ino).is_some() {
+        if self.namespace.is_staged(ino) {
             // Taken first: nothing can fail after the writer count is up.
             let file = self.namespace.open_staged(ino)?;
             if writing {
-                self.namespace.writer_open(&file, true)?;
+                self.namespace.writer(&file, true)?;
                 if flags.0 & libc::O_TRUNC != 0 {
                     self.namespace.setattr(
                         ino,
@@ -307,18 +307,12 @@ impl Filesystem for MapacheFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         // A staged file unlinked while open still has attributes: through
-        // the handle the kernel names, or (`fstat` sends none) any handle
-        // open on the inode.
+        // the handle the kernel names, or (`fstat` sends none) through the
+        // namespace, which keeps it while the kernel holds the inode.
         let handle = fh.and_then(|fh| self.handle(fh));
         let result = match handle {
             Some(Handle::Staged { file, .. }) => self.namespace.getattr_open(ino.0, &file),
-            _ => match self.namespace.getattr(ino.0) {
-                Err(FsError::NotFound) => match self.namespace.open_staged(ino.0) {
-                    Ok(file) => self.namespace.getattr_open(ino.0, &file),
-                    Err(_) => Err(FsError::NotFound),
-                },
-                other => other,
-            },
+            _ => self.namespace.getattr(ino.0),
         };
         match result {
             Ok(attr) => reply.attr(&self.ttl(&attr), &file_attr(&attr)),
@@ -526,7 +520,7 @@ impl Filesystem for MapacheFs {
             .create(parent.0, name.as_bytes(), meta_for(req, mode), umask)
             .and_then(|attr| Ok((self.namespace.open_staged(attr.ino)?, attr)))
             .and_then(|(file, attr)| {
-                self.namespace.writer_open(&file, true)?;
+                self.namespace.writer(&file, true)?;
                 Ok((file, attr))
             });
         match result {
@@ -575,12 +569,10 @@ impl Filesystem for MapacheFs {
                     Err(e) => read_failed(name, offset, &e, reply),
                 }
             }),
-            Handle::Staged { ino, file, .. } => {
-                match self.namespace.read_open(file, offset, size) {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => read_failed(&format!("staged file {ino}"), offset, &e, reply),
-                }
-            }
+            Handle::Staged { ino, file, .. } => match self.namespace.read(file, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => read_failed(&format!("staged file {ino}"), offset, &e, reply),
+            },
         }
     }
 
@@ -596,13 +588,13 @@ impl Filesystem for MapacheFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let (ino, writer, file) = match self.open_file(ino.0, fh) {
-            Ok(Handle::Staged { ino, writer, file }) => (ino, writer, file),
+        let (writer, file) = match self.open_file(ino.0, fh) {
+            Ok(Handle::Staged { writer, file, .. }) => (writer, file),
             // A snapshot file opened for writing (see `open`).
             Ok(Handle::Snapshot(..)) => return reply.error(Errno::EROFS),
             Err(e) => return reply.error(errno(&e)),
         };
-        let result = self.namespace.write_open(ino, &file, offset, data);
+        let result = self.namespace.write(&file, offset, data);
         let result = result.and_then(|n| {
             if !writer {
                 self.namespace.loose_write(&file)?;
@@ -648,7 +640,7 @@ impl Filesystem for MapacheFs {
         // make durable if another name of it remains.
         match self.open_file(ino.0, fh) {
             Ok(Handle::Staged { file, .. }) => {
-                Self::reply_empty(self.namespace.fsync_open(&file), reply)
+                Self::reply_empty(self.namespace.fsync(&file), reply)
             }
             Ok(Handle::Snapshot(..)) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -672,7 +664,7 @@ impl Filesystem for MapacheFs {
             file,
         }) = handle
         {
-            if let Err(e) = self.namespace.writer_open(&file, false) {
+            if let Err(e) = self.namespace.writer(&file, false) {
                 eprintln!("mapache mount: closing staged file {ino}: {e}");
             }
         }

@@ -17,7 +17,7 @@
 //! The snapshot list is re-read at most once a second, so snapshots made
 //! by other processes appear without remounting.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,8 @@ use nohash_hasher::BuildNoHashHasher;
 use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
-use crate::staging::{OpenFile, Staging};
+use crate::staging::Entry as StagedEntry;
+use crate::staging::{Staging, WeakEntry};
 
 mod snapshots;
 mod staged;
@@ -139,17 +140,20 @@ enum Entry {
         root: BlobId,
         parent: u64,
     },
-    /// The staging entry at this path (empty: the `staging` folder itself).
-    Staged(Vec<u8>),
+    /// The `staging` folder: the root of the staging tree, whichever it
+    /// is now (a reset replaces it).
+    StagingRoot,
+    /// An entry below it, held without keeping it alive: one removed is
+    /// gone (but for open files, see `Table::unlinked`).
+    Staged(WeakEntry),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Child(u64, Vec<u8>),
     HardLink(BlobId, u64, u64),
-    Staged(Vec<u8>),
-    /// A staged file with more than one name: one inode number for all.
-    StagedLink(u64, u64),
+    /// A staged entry, by its identity (shared by all its names).
+    Staged(usize),
     /// `latest` while it points at this target.
     Latest(Vec<u8>),
 }
@@ -158,7 +162,6 @@ enum Key {
 /// same whether it is found by a lookup or a listing.
 fn virtual_key(parent: u64, name: &[u8], entry: &Entry) -> Key {
     match entry {
-        Entry::Staged(path) => Key::Staged(path.clone()),
         Entry::Latest(target) => Key::Latest(target.clone()),
         _ => Key::Child(parent, name.to_vec()),
     }
@@ -202,27 +205,14 @@ struct Table {
     /// (`number_for`), so the map uses them as they are.
     entries: HashMap<u64, Slot, BuildNoHashHasher<u64>>,
     by_key: HashMap<Key, u64>,
-    /// Staged entries by path, in path order: renaming or removing finds
-    /// what sits at and below a path with one range instead of a scan of
-    /// every inode (which made `rm -r` and `mv` of many staged files
-    /// quadratic).
-    staged: BTreeSet<(Vec<u8>, u64)>,
-    /// Staged files whose last name went while the kernel may still hold
-    /// them open, by inode number, until the kernel forgets the inode: the
+    /// Staged files that lost a name while the kernel may hold them open,
+    /// kept alive by inode number until the kernel forgets the inode: the
     /// mount gets no open or close (see `fuse/mod.rs`), so reads, writes
-    /// and `fstat` of an unlinked open file find it here.
-    unlinked: HashMap<u64, OpenFile>,
-    /// While a `stage` request from another process runs: the staging
-    /// paths whose names it changed, and those of entries whose link
-    /// counts it changed, for the kernel to forget.
-    changed_outside: Option<ChangedOutside>,
-}
-
-/// See [`Table::changed_outside`].
-#[derive(Default)]
-struct ChangedOutside {
-    names: Vec<Vec<u8>>,
-    links: Vec<Vec<u8>>,
+    /// and `fstat` of an unlinked open file find it through here.
+    unlinked: HashMap<u64, StagedEntry>,
+    /// While a `stage` request from another process runs: what the kernel
+    /// cached that it changed.
+    changed_outside: Option<Vec<Stale>>,
 }
 
 impl Table {
@@ -233,31 +223,14 @@ impl Table {
             .ok_or(FsError::NotFound)
     }
 
-    /// Replaces the entry of `ino`, which exists.
-    fn set(&mut self, ino: u64, entry: Entry) {
-        if let Some(slot) = self.entries.get_mut(&ino) {
-            slot.entry = entry;
-        }
-    }
-
-    /// Whether `ino` is a staged entry whose names are all gone.
-    fn is_gone(&self, ino: u64) -> bool {
-        let entry = self.entries.get(&ino).map(|slot| &slot.entry);
-        matches!(entry, Some(Entry::Staged(path)) if path == staged::GONE)
-    }
-
     /// The number of the entry `key` names, made with `entry` if there is
     /// none; `lookups` more times handed to the kernel.
     fn intern(&mut self, key: Key, lookups: u64, entry: impl FnOnce() -> Entry) -> u64 {
-        // A key of a gone entry (a hard link's identity, say) is stale: its
-        // file gets a new number if it shows up again.
         if let Some(&ino) = self.by_key.get(&key) {
-            if !self.is_gone(ino) {
-                if let Some(slot) = self.entries.get_mut(&ino) {
-                    slot.lookups += lookups;
-                }
-                return ino;
+            if let Some(slot) = self.entries.get_mut(&ino) {
+                slot.lookups += lookups;
             }
+            return ino;
         }
         // A number taken (by a gone entry the kernel may still hold open,
         // or another key that hashed alike) is never shared: the next one.
@@ -265,11 +238,13 @@ impl Table {
         while ino <= ROOT || self.entries.contains_key(&ino) {
             ino = ino.wrapping_add(1) & NUMBER_BITS;
         }
-        let entry = entry();
-        if let Entry::Staged(path) = &entry {
-            self.staged.insert((path.clone(), ino));
-        }
-        self.entries.insert(ino, Slot { entry, lookups });
+        self.entries.insert(
+            ino,
+            Slot {
+                entry: entry(),
+                lookups,
+            },
+        );
         self.by_key.insert(key, ino);
         ino
     }
@@ -449,8 +424,8 @@ impl Namespace {
     /// handed the number out again.
     pub fn forget(&self, ino: u64, lookups: u64) {
         let mut table = self.table.lock();
-        // Staged entries stay; a file unlinked while open is let go when
-        // the kernel evicts it (no lookup can race that: it has no name).
+        // A file unlinked while open is let go when the kernel evicts it
+        // (no lookup can race that: it has no name).
         table.unlinked.remove(&ino);
         let Some(slot) = table.entries.get_mut(&ino) else {
             return;
@@ -461,6 +436,8 @@ impl Namespace {
             Entry::Node { node, root, parent } if *parent != 0 && slot.lookups == 0 => {
                 node_key(*parent, node, *root)
             }
+            // Found again by its identity while it lives.
+            Entry::Staged(entry) if slot.lookups == 0 => Key::Staged(entry.identity()),
             _ => return,
         };
         table.entries.remove(&ino);
@@ -481,7 +458,7 @@ impl Namespace {
                 self.getattr(ino)
             }
             Entry::Latest(_) => Err(FsError::NotDir),
-            Entry::Staged(path) => self.staged_lookup(path, name),
+            Entry::Staged(_) | Entry::StagingRoot => self.staged_lookup(parent, name),
             _ => {
                 let (_, child) = self
                     .virtual_children(&entry)?
@@ -534,7 +511,7 @@ impl Namespace {
                 }
                 attr
             }
-            Entry::Staged(path) => self.staged_attr(ino, &path)?,
+            Entry::Staged(_) | Entry::StagingRoot => self.staged_attr(ino, &self.staged(ino)?)?,
             Entry::Latest(target) => {
                 let mut attr = virtual_dir(1);
                 attr.kind = NodeKind::Symlink;
@@ -572,7 +549,7 @@ impl Namespace {
                     .collect())
             }
             Entry::Latest(_) => Err(FsError::NotDir),
-            Entry::Staged(path) => self.staged_readdir(path),
+            Entry::Staged(_) | Entry::StagingRoot => self.staged_readdir(ino),
             _ => {
                 let children = self.virtual_children(&entry)?;
                 let mut table = self.table.lock();
@@ -602,8 +579,8 @@ impl Namespace {
                 Ok(node.link_target.clone())
             }
             Entry::Latest(target) => Ok(target),
-            Entry::Staged(path) => {
-                let node = self.staging()?.stat(&path)?;
+            Entry::Staged(_) | Entry::StagingRoot => {
+                let node = self.staging()?.stat(&self.staged(ino)?)?;
                 match node.kind {
                     NodeKind::Symlink => Ok(node.link_target),
                     _ => Err(FsError::NotSymlink),
@@ -681,7 +658,9 @@ impl Namespace {
     pub fn xattrs(&self, ino: u64) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
         match self.entry(ino)? {
             Entry::Node { node, .. } => Ok(node.xattrs.clone()),
-            Entry::Staged(path) => Ok(self.staging()?.stat(&path)?.xattrs),
+            Entry::Staged(_) | Entry::StagingRoot => {
+                Ok(self.staging()?.stat(&self.staged(ino)?)?.xattrs)
+            }
             _ => Ok(Vec::new()),
         }
     }

@@ -159,7 +159,7 @@ impl Namespace {
                 children.push((b"tags".to_vec(), Entry::Groups(Grouping::Tag)));
                 children.push((b"hosts".to_vec(), Entry::Groups(Grouping::Host)));
                 if self.staging.is_some() {
-                    children.push((b"staging".to_vec(), Entry::Staged(Vec::new())));
+                    children.push((b"staging".to_vec(), Entry::StagingRoot));
                 }
                 children
             }
@@ -193,7 +193,7 @@ impl Namespace {
                     })
                     .collect(),
             ),
-            Entry::Latest(_) | Entry::Node { .. } | Entry::Staged(_) => {
+            Entry::Latest(_) | Entry::Node { .. } | Entry::Staged(_) | Entry::StagingRoot => {
                 return Err(FsError::NotDir)
             }
         })

@@ -149,3 +149,99 @@ fn browse_read_and_hard_links() {
         assert_eq!(got, &data[start..end], "read at {offset}");
     }
 }
+
+/// A namespace showing a fresh staging area of `repo`, kept in `state`.
+fn with_staging(repo: Arc<IndexedRepository>, state: &std::path::Path) -> Namespace {
+    let staging = crate::staging::Staging::open(repo.clone(), state).unwrap();
+    Namespace::new(repo, 0, 0).with_staging(Arc::new(staging))
+}
+
+#[test]
+fn staged_inode_numbers_are_the_entries_themselves() {
+    use crate::staging::{meta_now, RenameMode, StageRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let repo = repo_with_snapshot(&src);
+    let ns = with_staging(repo, &dir.path().join("state"));
+    let staging = walk(&ns, &[b"staging"]).ino;
+
+    let a = ns.mkdir(staging, b"a", meta_now(0o755), 0o022).unwrap();
+    let f = ns.create(a.ino, b"f", meta_now(0o644), 0o022).unwrap();
+    let file = ns.open_staged(f.ino).unwrap();
+    ns.write(&file, 0, b"first").unwrap();
+    assert_eq!(ns.getattr(a.ino).unwrap().nlink, 2);
+
+    // A folder moved keeps its number and so does what it holds; the open
+    // file writes on under its new path.
+    ns.mkdir(staging, b"b", meta_now(0o755), 0o022).unwrap();
+    ns.rename(staging, b"a", staging, b"moved", RenameMode::Replace)
+        .unwrap();
+    let b = ns.lookup(staging, b"b").unwrap();
+    ns.rename(staging, b"moved", b.ino, b"a", RenameMode::Replace)
+        .unwrap();
+    assert_eq!(ns.getattr(b.ino).unwrap().nlink, 3, "b holds a folder");
+    assert_eq!(ns.lookup(b.ino, b"a").unwrap().ino, a.ino);
+    assert_eq!(ns.lookup(a.ino, b"f").unwrap().ino, f.ino);
+    ns.write(&file, 5, b" second").unwrap();
+    let staged = ns.staging().unwrap();
+    let at_new_path = staged.resolve(b"b/a/f").unwrap();
+    assert_eq!(staged.read(&at_new_path, 0, 100).unwrap(), b"first second");
+
+    // A second name shares the number; removing the folder that holds the
+    // first-known name leaves it with the surviving one.
+    let g = ns.link(f.ino, staging, b"g").unwrap();
+    assert_eq!((g.ino, g.nlink), (f.ino, 2));
+    ns.setattr(
+        f.ino,
+        SetAttr {
+            size: Some(5),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let answer = ns.stage_request(StageRequest::Remove {
+        paths: vec![b"b".to_vec()],
+        recursive: true,
+    });
+    answer.unwrap();
+    let g = ns.lookup(staging, b"g").unwrap();
+    assert_eq!((g.ino, g.nlink, g.size), (f.ino, 1, 5));
+    assert!(matches!(ns.getattr(a.ino), Err(FsError::NotFound)));
+    assert!(matches!(
+        ns.mkdir(a.ino, b"in-removed", meta_now(0o755), 0o022),
+        Err(FsError::NotFound)
+    ));
+
+    // Unlinked while open: reachable by its number, without links, until
+    // the kernel forgets it.
+    ns.unlink(staging, b"g").unwrap();
+    assert_eq!(ns.getattr(f.ino).unwrap().nlink, 0);
+    ns.write(&file, 0, b"still").unwrap();
+    assert_eq!(ns.read(&file, 0, 5).unwrap(), b"still");
+    assert!(matches!(ns.lookup(staging, b"g"), Err(FsError::NotFound)));
+    // Handed out by create, link and two lookups.
+    ns.forget(f.ino, 3);
+    assert_eq!(ns.getattr(f.ino).unwrap().nlink, 0);
+    ns.forget(f.ino, 1);
+    drop(file);
+    assert!(matches!(ns.getattr(f.ino), Err(FsError::NotFound)));
+
+    // Entries leave the table when the kernel forgets them, and come back
+    // under the same number while they live.
+    let c = ns.create(staging, b"c", meta_now(0o644), 0o022).unwrap();
+    let held = ns.table.lock().entries.len();
+    ns.forget(c.ino, 1);
+    assert_eq!(ns.table.lock().entries.len(), held - 1);
+    assert!(matches!(ns.getattr(c.ino), Err(FsError::NotFound)));
+    assert_eq!(ns.lookup(staging, b"c").unwrap().ino, c.ino);
+
+    // A reset drops every entry; `staging/` stays, showing the new tree.
+    let answer = ns.stage_request(StageRequest::Reset {
+        base: crate::staging::ResetTo::Empty,
+    });
+    answer.unwrap();
+    assert!(matches!(ns.getattr(c.ino), Err(FsError::NotFound)));
+    assert!(ns.readdir(staging).unwrap().is_empty());
+    assert_eq!(ns.getattr(staging).unwrap().nlink, 2);
+}

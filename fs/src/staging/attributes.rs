@@ -5,31 +5,29 @@ use mapache_store::tree::NodeKind;
 
 use super::journal::Op;
 use super::overlay::apply_meta;
-use super::{Inner, Meta, OpenFile, Staging};
+use super::overlay::Entry;
+use super::{Inner, Meta, Staging};
 use crate::acl::{self, Acl};
 use crate::error::{FsError, FsResult};
 
 impl Staging {
-    /// Sets owner, mode and times of a file whose name is gone (see
-    /// [`Staging::write_unlinked`]): only `fstat` through it sees them, and
-    /// no commit or restart ever will, so nothing is recorded. Refused, as
-    /// its writes are, for a base hard link whose other names may sit in
-    /// folders not loaded yet.
-    pub fn set_meta_unlinked(&self, file: &OpenFile, meta: &Meta) -> FsResult<()> {
-        let _inner = self.inner.lock();
-        let mut f = file.0.lock();
-        if f.fid == 0 && f.node.links > 1 {
-            return Err(FsError::NotFound);
-        }
-        apply_meta(&mut f.node, meta);
-        Ok(())
-    }
-
-    /// Sets owner, mode and times. An access ACL follows the new mode (its
-    /// owner, group-class and other entries), as a chmod on Linux does.
-    pub fn set_meta(&self, path: &[u8], meta: Meta) -> FsResult<()> {
+    /// Sets owner, mode and times of `entry`. An access ACL follows the new
+    /// mode (its owner, group-class and other entries), as a chmod on Linux
+    /// does. A file whose names are gone (unlinked while open) changes
+    /// without a journal record: only `fstat` through a handle sees it, and
+    /// no commit or restart ever will. Refused, as its writes are, for a
+    /// base hard link whose other names may sit in folders not loaded yet.
+    pub fn set_meta(&self, entry: &Entry, meta: Meta) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        let node = inner.overlay.get(path)?.node();
+        let Some(path) = entry.path() else {
+            let mut f = entry.file().map_err(|_| FsError::NotFound)?.lock();
+            if f.fid == 0 && f.node.links > 1 {
+                return Err(FsError::NotFound);
+            }
+            apply_meta(&mut f.node, &meta);
+            return Ok(());
+        };
+        let node = entry.node();
         let acl = node
             .xattrs
             .iter()
@@ -40,7 +38,7 @@ impl Staging {
         self.record(
             &mut inner,
             Op::SetMeta {
-                path: path.to_vec(),
+                path: path.clone(),
                 meta,
             },
         )?;
@@ -48,7 +46,7 @@ impl Staging {
             self.record(
                 &mut inner,
                 Op::Xattr {
-                    path: path.to_vec(),
+                    path,
                     name: acl::ACCESS.to_vec(),
                     value: Some(value),
                 },
@@ -60,9 +58,15 @@ impl Staging {
     /// Sets an access ACL as Linux does: the mode takes its owner,
     /// group-class and other bits, and an ACL that says no more than the
     /// mode is not kept.
-    fn set_access_acl(&self, inner: &mut Inner, path: &[u8], value: &[u8]) -> FsResult<()> {
+    fn set_access_acl(
+        &self,
+        inner: &mut Inner,
+        entry: &Entry,
+        path: &[u8],
+        value: &[u8],
+    ) -> FsResult<()> {
         let acl = Acl::parse(value)?;
-        let node = inner.overlay.get(path)?.node();
+        let node = entry.node();
         let meta = Meta {
             mode: (node.mode & 0o7000) | acl.mode_bits(),
             ..Meta::of_node(&node)
@@ -90,35 +94,32 @@ impl Staging {
         )
     }
 
-    /// Sets (`Some`) or removes an extended attribute. POSIX ACLs are
-    /// checked, and set the mode as on Linux (see [`crate::acl`]).
-    pub fn set_xattr(&self, path: &[u8], name: &[u8], value: Option<Vec<u8>>) -> FsResult<()> {
+    /// Sets (`Some`) or removes an extended attribute of `entry`, which
+    /// must have a name. POSIX ACLs are checked, and set the mode as on
+    /// Linux (see [`crate::acl`]).
+    pub fn set_xattr(&self, entry: &Entry, name: &[u8], value: Option<Vec<u8>>) -> FsResult<()> {
         let mut inner = self.inner.lock();
+        let path = entry.path().ok_or(FsError::NotFound)?;
         match (name, &value) {
-            (acl::ACCESS, Some(value)) => return self.set_access_acl(&mut inner, path, value),
+            (acl::ACCESS, Some(value)) => {
+                return self.set_access_acl(&mut inner, entry, &path, value)
+            }
             (acl::DEFAULT, Some(value)) => {
-                if inner.overlay.get(path)?.node().kind != NodeKind::Dir {
+                if entry.kind() != NodeKind::Dir {
                     return Err(FsError::AccessDenied);
                 }
                 Acl::parse(value)?;
             }
             _ => {}
         }
-        if value.is_none()
-            && !inner
-                .overlay
-                .get(path)?
-                .node()
-                .xattrs
-                .iter()
-                .any(|(n, _)| n == name)
-        {
+        let has_it = entry.change_node(|node| node.xattrs.iter().any(|(n, _)| n == name));
+        if value.is_none() && !has_it {
             return Err(FsError::NoAttribute);
         }
         self.record(
             &mut inner,
             Op::Xattr {
-                path: path.to_vec(),
+                path,
                 name: name.to_vec(),
                 value,
             },

@@ -2,39 +2,30 @@
 //! (the mount's inode table), whoever made them: the mount itself, or a
 //! `stage` command the mount runs for another process.
 
-use super::OpenFile;
+use super::Entry;
 
 /// A change to the names of the staging tree, after it was made.
 pub enum TreeChange {
-    /// The entry at `path` and everything below it lost these names.
-    Removed {
-        /// Where the entry was.
-        path: Vec<u8>,
-        /// Hard-linked files and special nodes that were at or below
-        /// `path` and keep a name elsewhere: (old path, a name they have).
-        survivors: Vec<(Vec<u8>, Vec<u8>)>,
-        /// The regular file that was at `path`, still readable and
-        /// writable through open handles.
-        file: Option<OpenFile>,
+    /// What `name` in `folder` leads to changed: it was made, removed,
+    /// replaced, or an entry moved there or away.
+    Name {
+        /// The folder.
+        folder: Entry,
+        /// The name.
+        name: Vec<u8>,
     },
-    /// The entry at `from`, with everything below it, is now at `to`
-    /// (whatever was at `to` was reported removed first).
-    Moved {
-        /// The old path.
-        from: Vec<u8>,
-        /// The new path.
-        to: Vec<u8>,
+    /// `entry` lost a name (it, or a folder holding it, was removed, or a
+    /// rename replaced it). It may keep others (hard links), or have none
+    /// left while open files still reach it.
+    LostName(Entry),
+    /// Every change was dropped and the tree is the base again; these were
+    /// the names in its root.
+    Reset {
+        /// The root's names before.
+        names: Vec<Vec<u8>>,
     },
-    /// The entries at `a` and `b` swapped places.
-    Exchanged {
-        /// One path.
-        a: Vec<u8>,
-        /// The other.
-        b: Vec<u8>,
-    },
-    /// Every change was dropped; the tree is the base again.
-    Reset,
 }
 
-/// Told each [`TreeChange`], outside the staging area's lock.
+/// Told each [`TreeChange`], while the staging area's lock is held: it
+/// must not call into the staging area.
 pub type Watcher = Box<dyn Fn(&TreeChange) + Send + Sync>;

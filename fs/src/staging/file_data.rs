@@ -1,8 +1,7 @@
 //! The bytes of staged files: small new files in memory (and in the
 //! journal), others in local data files of the state folder, unchanged ones
 //! as stored blobs; reading, writing, truncating, and counting writers.
-//! Handles opened with [`Staging::open_file`] reach a file after its names
-//! are gone.
+//! A handle of a file reaches it after its names are gone.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -13,8 +12,8 @@ use mapache_store::BlobId;
 use parking_lot::MutexGuard;
 
 use super::journal::Op;
-use super::overlay::{Bytes, FileRef};
-use super::{Inner, OpenFile, Staging, CHECKPOINT_BYTES, CHECKPOINT_FILES, INLINE_MAX};
+use super::overlay::{Bytes, Entry, FileRef};
+use super::{Inner, Staging, CHECKPOINT_BYTES, CHECKPOINT_FILES, INLINE_MAX};
 use crate::error::{FsError, FsResult};
 
 impl Staging {
@@ -119,35 +118,26 @@ impl Staging {
         Ok(local)
     }
 
-    /// Writes `data` at `offset` into the file at `path`.
-    pub fn write(&self, path: &[u8], offset: u64, data: &[u8]) -> FsResult<usize> {
+    /// Writes `data` at `offset` into file `entry`; also into one whose
+    /// last name is gone (unlinked while open, as POSIX allows), whose
+    /// bytes then stay in memory or in its local file, reachable through
+    /// the handle.
+    pub fn write(&self, entry: &Entry, offset: u64, data: &[u8]) -> FsResult<usize> {
         let mut inner = self.inner.lock();
-        let file = inner.overlay.file(path)?;
-        self.write_file(&mut inner, &file, Some(path), offset, data)
+        self.write_file(&mut inner, entry, offset, data)
     }
 
-    /// Writes into a file opened with [`Staging::open_file`] whose name is
-    /// gone (unlinked while open, as POSIX allows). Its bytes stay in
-    /// memory or in its local file, reachable through the handle (and any
-    /// other name it still has; `fsync_open` makes them durable).
-    pub fn write_unlinked(&self, file: &OpenFile, offset: u64, data: &[u8]) -> FsResult<usize> {
-        let mut inner = self.inner.lock();
-        self.prepare_unlinked(&mut inner, file)?;
-        self.write_file(&mut inner, &file.0, None, offset, data)
-    }
-
-    /// Sets the length of a file whose name is gone, as
-    /// [`Staging::write_unlinked`] writes into it.
-    pub fn truncate_unlinked(&self, file: &OpenFile, size: u64) -> FsResult<()> {
-        let mut inner = self.inner.lock();
-        self.prepare_unlinked(&mut inner, file)?;
-        self.truncate_file(&mut inner, &file.0, None, size)
-    }
-
-    /// Readies a file whose name is gone for changes to its bytes.
-    fn prepare_unlinked(&self, inner: &mut Inner, file: &OpenFile) -> FsResult<()> {
+    /// The local data file the bytes of file `entry` change in, holding
+    /// its current content (but for `truncate`). For a file with a name the
+    /// journal records it; one without a name gets it unrecorded: nothing
+    /// could replay it.
+    fn writable_local(&self, inner: &mut Inner, entry: &Entry, truncate: bool) -> FsResult<u64> {
+        let file = entry.file()?;
+        if let Some(path) = entry.path() {
+            return self.make_local(inner, &path, file, truncate);
+        }
         let (fid, links) = {
-            let f = file.0.lock();
+            let f = file.lock();
             (f.fid, f.node.links)
         };
         if fid == 0 {
@@ -161,32 +151,32 @@ impl Staging {
             if links > 1 {
                 return Err(FsError::NotFound);
             }
-            let number = self.unrecorded_local(inner, &file.0)?;
-            file.0.lock().bytes = Bytes::Local {
+            let number = self.unrecorded_local(inner, file)?;
+            file.lock().bytes = Bytes::Local {
                 number,
                 dirty: false,
             };
+            return Ok(number);
         }
-        Ok(())
+        self.unrecorded_local(inner, file)
     }
 
-    /// Makes a file opened with [`Staging::open_file`] durable in the
-    /// repository, whatever its names are now.
-    pub fn fsync_open(&self, file: &OpenFile) -> FsResult<()> {
+    /// Makes file `entry` durable in the repository, whatever its names
+    /// are now.
+    pub fn fsync(&self, entry: &Entry) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        self.upload(&mut inner, std::slice::from_ref(&file.0))?;
+        self.upload(&mut inner, std::slice::from_ref(entry.file()?))?;
         self.sync_journal(&mut inner)
     }
 
-    /// Writes into `file`, known by `path` if it still has one.
     fn write_file(
         &self,
         inner: &mut Inner,
-        file: &FileRef,
-        path: Option<&[u8]>,
+        entry: &Entry,
         offset: u64,
         data: &[u8],
     ) -> FsResult<usize> {
+        let file = entry.file()?;
         inner.last_change = Some(std::time::Instant::now());
         let inline_fid = {
             let f = file.lock();
@@ -205,10 +195,7 @@ impl Staging {
                 return Ok(data.len());
             }
         }
-        let local = match path {
-            Some(path) => self.make_local(inner, path, file, false)?,
-            None => self.unrecorded_local(inner, file)?,
-        };
+        let local = self.writable_local(inner, entry, false)?;
         let out = inner.local_file(&self.dir, local)?;
         out.write_all_at(data, offset).map_err(FsError::Io)?;
         let mut f = file.lock();
@@ -218,34 +205,20 @@ impl Staging {
         Ok(data.len())
     }
 
-    /// Sets the file's length.
-    pub fn truncate(&self, path: &[u8], size: u64) -> FsResult<()> {
+    /// Sets the length of file `entry` (with or without a name, as
+    /// [`Staging::write`]).
+    pub fn truncate(&self, entry: &Entry, size: u64) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        let file = inner.overlay.file(path)?;
-        self.truncate_file(&mut inner, &file, Some(path), size)
-    }
-
-    /// Sets the length of `file`, found at `path` (`None`: it has no name
-    /// left, see [`Staging::write_unlinked`]).
-    fn truncate_file(
-        &self,
-        inner: &mut Inner,
-        file: &FileRef,
-        path: Option<&[u8]>,
-        size: u64,
-    ) -> FsResult<()> {
+        let file = entry.file()?;
         inner.last_change = Some(std::time::Instant::now());
         let inline_fid = {
             let f = file.lock();
             f.bytes.inline().and(Some(f.fid))
         };
         if let Some(fid) = inline_fid.filter(|_| size <= INLINE_MAX) {
-            return self.record(inner, Op::Resize { fid, size });
+            return self.record(&mut inner, Op::Resize { fid, size });
         }
-        let local = match path {
-            Some(path) => self.make_local(inner, path, file, size == 0)?,
-            None => self.unrecorded_local(inner, file)?,
-        };
+        let local = self.writable_local(&mut inner, entry, size == 0)?;
         inner
             .local_file(&self.dir, local)?
             .set_len(size)
@@ -257,23 +230,11 @@ impl Staging {
         Ok(())
     }
 
-    /// Reads up to `size` bytes at `offset`.
-    pub fn read(&self, path: &[u8], offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let mut inner = self.inner.lock();
-        let file = inner.overlay.file(path)?;
-        self.read_file(inner, &file, offset, size)
-    }
-
-    /// The file at `path`, to read later even if its names go away (a file
-    /// open while unlinked stays readable, as POSIX wants).
-    pub fn open_file(&self, path: &[u8]) -> FsResult<OpenFile> {
-        Ok(OpenFile(self.inner.lock().overlay.file(path)?))
-    }
-
-    /// Reads from a file opened with [`Staging::open_file`].
-    pub fn read_open(&self, file: &OpenFile, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset` of file `entry` (also of one
+    /// whose names are gone).
+    pub fn read(&self, entry: &Entry, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let inner = self.inner.lock();
-        self.read_file(inner, &file.0, offset, size)
+        self.read_file(inner, entry.file()?, offset, size)
     }
 
     fn read_file(
@@ -321,25 +282,18 @@ impl Staging {
         content.read(&self.cache, offset, size)
     }
 
-    /// Notes a writer opening (`true`) or closing the file. A closed file
-    /// with new data is uploaded at the next checkpoint.
-    pub fn writer(&self, path: &[u8], opening: bool) -> FsResult<()> {
-        let mut inner = self.inner.lock();
-        let file = inner.overlay.file(path)?;
-        self.count_writer(inner, &file, opening)
-    }
-
-    /// Notes a write into `file` by a writer with no handle counted by
-    /// [`Staging::writer_open`]: uploads leave the file alone for a while.
-    pub fn loose_write(&self, file: &OpenFile) {
-        file.0.lock().loose_write = Some(std::time::Instant::now());
-    }
-
-    /// Like [`Staging::writer`] for a file opened with
-    /// [`Staging::open_file`], whatever its names are now.
-    pub fn writer_open(&self, file: &OpenFile, opening: bool) -> FsResult<()> {
+    /// Notes a writer of file `entry` opening (`true`) or closing. A closed
+    /// file with new data is uploaded at the next checkpoint.
+    pub fn writer(&self, entry: &Entry, opening: bool) -> FsResult<()> {
         let inner = self.inner.lock();
-        self.count_writer(inner, &file.0, opening)
+        self.count_writer(inner, entry.file()?, opening)
+    }
+
+    /// Notes a write into file `entry` by a writer with no handle counted
+    /// by [`Staging::writer`]: uploads leave the file alone for a while.
+    pub fn loose_write(&self, entry: &Entry) -> FsResult<()> {
+        entry.file()?.lock().loose_write = Some(std::time::Instant::now());
+        Ok(())
     }
 
     fn count_writer(

@@ -11,7 +11,7 @@ use mapache_store::{node_from_metadata, OwnerNames};
 use serde::{Deserialize, Serialize};
 
 use super::overlay::{components, join};
-use super::{meta_now, Meta, Staging};
+use super::{meta_now, Entry, Meta, Staging};
 use crate::error::{FsError, FsResult};
 
 /// What `stage add` copied.
@@ -51,8 +51,8 @@ impl Staging {
         let mut built = Vec::new();
         for part in components(path) {
             built = join(&built, part);
-            match self.stat(&built) {
-                Ok(node) if node.kind == NodeKind::Dir => {}
+            match self.resolve(&built).map(|entry| entry.kind()) {
+                Ok(NodeKind::Dir) => {}
                 Ok(_) => return Err(FsError::NotDir),
                 Err(FsError::NotFound) => self.mkdir(&built, meta_now(0o755))?,
                 Err(e) => return Err(e),
@@ -80,11 +80,11 @@ impl Adder<'_> {
         };
         let name = dest.rsplit(|&b| b == b'/').next().unwrap_or(dest);
         let node = node_from_metadata(source, name, &meta, &self.owners)?;
-        let existing = self.staging.stat(dest).ok();
+        let existing = self.staging.resolve(dest).ok().map(|entry| entry.kind());
         match node.kind {
             NodeKind::Dir => {
                 match existing {
-                    Some(old) if old.kind == NodeKind::Dir => {}
+                    Some(NodeKind::Dir) => {}
                     Some(_) => {
                         self.staging.remove(dest, true)?;
                         self.staging.mkdir(dest, Meta::of_node(&node))?;
@@ -104,9 +104,10 @@ impl Adder<'_> {
                 for child in children {
                     self.add(&source.join(&child), &join(dest, child.as_bytes()))?;
                 }
-                self.set_xattrs(dest, &node)?;
+                let folder = self.staging.resolve(dest)?;
+                self.set_xattrs(&folder, &node)?;
                 // Adding entries changed the folder's times: put them back.
-                self.staging.set_meta(dest, Meta::of_node(&node))?;
+                self.staging.set_meta(&folder, Meta::of_node(&node))?;
             }
             NodeKind::File => {
                 if existing.is_some() {
@@ -148,9 +149,9 @@ impl Adder<'_> {
         Ok(())
     }
 
-    fn set_xattrs(&self, dest: &[u8], node: &Node) -> FsResult<()> {
+    fn set_xattrs(&self, entry: &Entry, node: &Node) -> FsResult<()> {
         for (name, value) in &node.xattrs {
-            self.staging.set_xattr(dest, name, Some(value.clone()))?;
+            self.staging.set_xattr(entry, name, Some(value.clone()))?;
         }
         Ok(())
     }

@@ -64,7 +64,8 @@ pub enum RenameMode {
 }
 use batch::Source;
 use journal::Op;
-use overlay::{components, Bytes, Entry, FileRef, Overlay};
+use overlay::{components, Bytes, FileRef, Overlay};
+pub use overlay::{Entry, WeakEntry};
 
 use crate::error::{FsError, FsResult};
 
@@ -153,10 +154,6 @@ impl Inner {
         Ok(file)
     }
 }
-
-/// A staged file held open: reads reach it after its last name is gone.
-#[derive(Clone)]
-pub struct OpenFile(FileRef);
 
 /// An open staging view. Only one process at a time has it open.
 pub struct Staging {
@@ -376,10 +373,16 @@ impl Staging {
         self.dir.join("data").join(local.to_string())
     }
 
+    /// Applies `op` and journals it; the watcher hears what it changed of
+    /// the tree's names.
     fn record(&self, inner: &mut Inner, op: Op) -> FsResult<()> {
         inner.last_change = Some(Instant::now());
-        inner.overlay.apply(&op)?;
-        inner.journal.append(&op)
+        let changes = inner.overlay.apply(&op)?;
+        inner.journal.append(&op)?;
+        if let Some(watcher) = self.watcher.get() {
+            changes.iter().for_each(watcher);
+        }
+        Ok(())
     }
 
     /// How recently anything changed, and whether a file is being written.
@@ -391,66 +394,75 @@ impl Staging {
         }
     }
 
-    /// Metadata of the entry at `path` (the root for an empty path).
-    pub fn stat(&self, path: &[u8]) -> FsResult<Node> {
-        let mut inner = self.inner.lock();
-        let entry = inner.overlay.get(path)?;
-        let mut node = entry.node();
-        if let Some(name) = components(path).last() {
-            node.name = name.to_vec();
-        }
-        if let Entry::File(file) = entry {
-            node.size = self.current_size(file)?;
-        }
-        Ok(node)
-    }
-
     /// Has `watcher` told every change to the tree's names from now on
     /// (one watcher per staging area: the mount's).
     pub fn watch(&self, watcher: Watcher) {
         let _ = self.watcher.set(watcher);
     }
 
-    fn tell(&self, change: TreeChange) {
-        if let Some(watcher) = self.watcher.get() {
-            watcher(&change);
+    /// The root folder.
+    pub fn root(&self) -> Entry {
+        self.inner.lock().overlay.root()
+    }
+
+    /// The entry at `path` (the root for an empty path).
+    pub fn resolve(&self, path: &[u8]) -> FsResult<Entry> {
+        self.inner.lock().overlay.get(path)
+    }
+
+    /// The entry named `name` in folder `dir`, which must still have a
+    /// name itself.
+    pub fn lookup(&self, dir: &Entry, name: &[u8]) -> FsResult<Entry> {
+        let mut inner = self.inner.lock();
+        if !dir.has_name() {
+            return Err(FsError::NotFound);
         }
+        inner.overlay.child(dir, name)
     }
 
-    /// What goes when the entry at `path` goes (see [`TreeChange::Removed`]).
-    fn removal(inner: &mut Inner, path: &[u8]) -> FsResult<TreeChange> {
-        let file = match inner.overlay.get(path)? {
-            Entry::File(file) => Some(OpenFile(file.clone())),
-            _ => None,
-        };
-        Ok(TreeChange::Removed {
-            path: components(path).join(&b'/'),
-            survivors: inner.overlay.survivors(path),
-            file,
-        })
-    }
-
-    /// Metadata of a file opened with [`Staging::open_file`], whatever its
-    /// names are now.
-    pub fn stat_open(&self, file: &OpenFile) -> FsResult<Node> {
+    /// The path of `entry` (by any of its names), for the changes that are
+    /// journaled by path; none when it has no name left.
+    pub fn path_of(&self, entry: &Entry) -> Option<Vec<u8>> {
         let _inner = self.inner.lock();
-        let mut node = file.0.lock().node.clone();
-        node.size = self.current_size(&file.0)?;
+        entry.path()
+    }
+
+    /// Metadata of `entry`, with a file's current size.
+    pub fn stat(&self, entry: &Entry) -> FsResult<Node> {
+        let _inner = self.inner.lock();
+        let mut node = entry.node();
+        if let Entry::File(file) = entry {
+            node.size = self.current_size(file)?;
+        }
         Ok(node)
     }
 
-    /// The entries of the folder at `path`.
-    pub fn list(&self, path: &[u8]) -> FsResult<Vec<Node>> {
-        let mut inner = self.inner.lock();
-        let mut nodes = inner.overlay.list(path)?;
-        drop(inner);
-        for node in &mut nodes {
-            if node.kind == NodeKind::File {
-                let child = [path, b"/", &node.name].concat();
-                *node = self.stat(&child)?;
-            }
+    /// Whether `entry` still has a name: a file without one is reached only
+    /// through open handles (its link count shows 0).
+    pub fn has_name(&self, entry: &Entry) -> bool {
+        let _inner = self.inner.lock();
+        entry.has_name()
+    }
+
+    /// The entries of folder `dir`, in name order.
+    pub fn list(&self, dir: &Entry) -> FsResult<Vec<(Vec<u8>, Entry)>> {
+        self.inner.lock().overlay.children(dir)
+    }
+
+    /// The entries of folder `dir` as nodes carrying their names and
+    /// current sizes, in name order.
+    pub fn list_nodes(&self, dir: &Entry) -> FsResult<Vec<Node>> {
+        let mut nodes = Vec::new();
+        for (name, entry) in self.list(dir)? {
+            let node = self.stat(&entry)?;
+            nodes.push(Node { name, ..node });
         }
         Ok(nodes)
+    }
+
+    /// How many folders folder `dir` holds (its link count is 2 + that).
+    pub fn subfolders(&self, dir: &Entry) -> FsResult<u32> {
+        self.inner.lock().overlay.subfolders(dir)
     }
 
     /// Makes a folder.
@@ -502,66 +514,43 @@ impl Staging {
         if components(path).is_empty() {
             return Err(FsError::Invalid);
         }
-        if let Entry::Dir(..) = inner.overlay.get(path)? {
-            if !recursive && !inner.overlay.list(path)?.is_empty() {
+        let entry = inner.overlay.get(path)?;
+        if let Entry::Dir(_) = entry {
+            if !recursive && !inner.overlay.children(&entry)?.is_empty() {
                 return Err(FsError::NotEmpty);
             }
         }
-        let removed = Self::removal(&mut inner, path)?;
         self.record(
             &mut inner,
             Op::Remove {
                 path: path.to_vec(),
             },
-        )?;
-        drop(inner);
-        self.tell(removed);
-        Ok(())
+        )
     }
 
     /// Renames, replacing a file or empty folder at `to`.
     pub fn rename(&self, from: &[u8], to: &[u8], mode: RenameMode) -> FsResult<()> {
         let mut inner = self.inner.lock();
-        let (from_path, to_path) = (components(from).join(&b'/'), components(to).join(&b'/'));
         let exists = inner.overlay.get(to).is_ok();
         // Two names of one file: nothing moves (RENAME_NOREPLACE still
         // finds the target taken, below).
-        let same = from_path == to_path || inner.overlay.same_entry(from, to);
-        let (op, mut changes) = match mode {
+        let same = components(from) == components(to) || inner.overlay.same_entry(from, to);
+        let op = match mode {
             RenameMode::NoReplace if exists => return Err(FsError::Exists),
             _ if same => {
                 inner.overlay.get(from)?;
                 return Ok(());
             }
-            RenameMode::Exchange => (
-                Op::Exchange {
-                    a: from.to_vec(),
-                    b: to.to_vec(),
-                },
-                vec![TreeChange::Exchanged {
-                    a: from_path,
-                    b: to_path,
-                }],
-            ),
-            RenameMode::Replace | RenameMode::NoReplace => {
-                let replaced = exists.then(|| Self::removal(&mut inner, to)).transpose()?;
-                let op = Op::Rename {
-                    from: from.to_vec(),
-                    to: to.to_vec(),
-                };
-                let moved = TreeChange::Moved {
-                    from: from_path,
-                    to: to_path,
-                };
-                (op, replaced.into_iter().chain([moved]).collect())
-            }
+            RenameMode::Exchange => Op::Exchange {
+                a: from.to_vec(),
+                b: to.to_vec(),
+            },
+            RenameMode::Replace | RenameMode::NoReplace => Op::Rename {
+                from: from.to_vec(),
+                to: to.to_vec(),
+            },
         };
-        self.record(&mut inner, op)?;
-        drop(inner);
-        for change in changes.drain(..) {
-            self.tell(change);
-        }
-        Ok(())
+        self.record(&mut inner, op)
     }
 
     /// Makes `to` another name of the file `from`.
@@ -862,6 +851,7 @@ impl Staging {
         let mut inner = self.inner.lock();
         let snapshot = base.map(|id| self.repo.load_snapshot(&id)).transpose()?;
         inner.journal.rewrite(&[Op::Base(base)])?;
+        let names = inner.overlay.root_names();
         inner.overlay = Overlay::new(
             self.repo.clone(),
             snapshot.as_ref().map(|s| s.tree),
@@ -876,8 +866,9 @@ impl Staging {
         for entry in std::fs::read_dir(self.dir.join("data")).map_err(|e| io(&self.dir, e))? {
             let _ = std::fs::remove_file(entry.map_err(FsError::Io)?.path());
         }
-        drop(inner);
-        self.tell(TreeChange::Reset);
+        if let Some(watcher) = self.watcher.get() {
+            watcher(&TreeChange::Reset { names });
+        }
         Ok(())
     }
 }

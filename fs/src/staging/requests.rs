@@ -126,7 +126,8 @@ impl Staging {
             StageRequest::Move { from, to } => self.move_entry(&from, &to),
             StageRequest::MakeFolders { paths, parents } => self.make_all(&paths, parents),
             StageRequest::List { path } => self
-                .list(&path)
+                .resolve(&path)
+                .and_then(|dir| self.list_nodes(&dir))
                 .map(StageAnswer::Listing)
                 .map_err(failed(format!("cannot list {}", show(&path)))),
             StageRequest::Status { sizes } => self
@@ -156,7 +157,7 @@ impl Staging {
     /// `mv`: into `to` when it is a folder (or the root).
     fn move_entry(&self, from: &[u8], to: &[u8]) -> Result<StageAnswer, StageError> {
         let into_folder =
-            components(to).is_empty() || self.stat(to).is_ok_and(|node| node.kind == NodeKind::Dir);
+            components(to).is_empty() || self.resolve(to).is_ok_and(|e| e.kind() == NodeKind::Dir);
         let target = match components(from).last() {
             Some(name) if into_folder => {
                 let mut parts = components(to);
@@ -202,7 +203,8 @@ impl Staging {
                     Change::Added(p) | Change::Modified(p) | Change::Removed(p) => p.clone(),
                 };
                 let old = base_root.and_then(|root| base_size(&self.repo, root, &path));
-                let new = self.stat(path.as_bytes()).map(|n| n.size).ok();
+                let new = self.resolve(path.as_bytes());
+                let new = new.and_then(|entry| self.stat(&entry)).map(|n| n.size).ok();
                 (change, old, new)
             })
             .collect();

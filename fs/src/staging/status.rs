@@ -4,7 +4,7 @@
 use mapache_store::tree::{Node, NodeKind};
 use mapache_store::BlobId;
 
-use super::overlay::{self, Entry};
+use super::overlay::{Children, Entry};
 use super::{Change, Staging};
 use crate::error::FsResult;
 
@@ -31,7 +31,7 @@ impl Staging {
             None => Vec::new(),
         };
         // Untouched folders are not loaded: compare cheaply by tree id.
-        let current = self.list(path)?;
+        let current = self.list_nodes(&self.resolve(path)?)?;
         let show = |name: &[u8]| {
             let joined = if path.is_empty() {
                 name.to_vec()
@@ -80,7 +80,7 @@ impl Staging {
         if node.kind != NodeKind::Dir {
             return Ok(());
         }
-        for child in self.list(shown.as_bytes())? {
+        for child in self.list_nodes(&self.resolve(shown.as_bytes())?)? {
             let name = format!("{shown}/{}", child.name_lossy());
             changes.push(Change::Added(name.clone()));
             self.collect_added(&name, &child, changes)?;
@@ -93,7 +93,10 @@ impl Staging {
     fn dir_differs(&self, path: &[u8], base: &Node) -> FsResult<bool> {
         let mut inner = self.inner.lock();
         Ok(match inner.overlay.get(path)? {
-            Entry::Dir(_, overlay::Children::Base(id)) => *id != base.subtree,
+            Entry::Dir(dir) => match &dir.lock().children {
+                Children::Base(id) => *id != base.subtree,
+                Children::Loaded(_) => true,
+            },
             _ => true,
         })
     }

@@ -135,10 +135,11 @@ fn random_operations(seed: u64) {
                     if !exists {
                         staging.create(p, meta_now(0o644)).unwrap();
                     }
-                    staging.truncate(p, 0).unwrap();
-                    staging.writer(p, true).unwrap();
-                    staging.write(p, 0, &data).unwrap();
-                    staging.writer(p, false).unwrap();
+                    let file = staging.resolve(p).unwrap();
+                    staging.truncate(&file, 0).unwrap();
+                    staging.writer(&file, true).unwrap();
+                    staging.write(&file, 0, &data).unwrap();
+                    staging.writer(&file, false).unwrap();
                 }
                 1 if m.is_file() => {
                     // overwrite in the middle, extending maybe
@@ -151,7 +152,8 @@ fn random_operations(seed: u64) {
                         .unwrap()
                         .write_all_at(&patch, offset)
                         .unwrap();
-                    staging.write(p, offset, &patch).unwrap();
+                    let file = staging.resolve(p).unwrap();
+                    staging.write(&file, offset, &patch).unwrap();
                 }
                 2 if m.is_file() => {
                     let size = rng.below(30_000);
@@ -161,7 +163,8 @@ fn random_operations(seed: u64) {
                         .unwrap()
                         .set_len(size)
                         .unwrap();
-                    staging.truncate(p, size).unwrap();
+                    let file = staging.resolve(p).unwrap();
+                    staging.truncate(&file, size).unwrap();
                 }
                 3 => {
                     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
@@ -202,7 +205,8 @@ fn random_operations(seed: u64) {
             for (rel, content) in snapshot_of(&model) {
                 if let Some(content) = content {
                     let staged = staging
-                        .read(rel.as_bytes(), 0, 1 << 24)
+                        .resolve(rel.as_bytes())
+                        .and_then(|file| staging.read(&file, 0, 1 << 24))
                         .unwrap_or_else(|e| panic!("{rel} after op {choice} {path} {other} in round {round}, seed {seed}: {e:?}"));
                     assert_eq!(staged.len(), content.len(), "{rel} diverged after op {choice} {path} {other} in round {round}, seed {seed}");
                 }
@@ -248,20 +252,21 @@ fn a_file_written_during_its_upload_keeps_the_newer_content() {
     let older: Vec<u8> = (0..2 * INLINE_MAX as usize).map(|i| i as u8).collect();
     let newer = b"written while the upload ran".to_vec();
     staging.create(b"f", meta_now(0o644)).unwrap();
-    staging.writer(b"f", true).unwrap();
-    staging.write(b"f", 0, &older).unwrap();
-    staging.writer(b"f", false).unwrap();
+    let f = staging.resolve(b"f").unwrap();
+    staging.writer(&f, true).unwrap();
+    staging.write(&f, 0, &older).unwrap();
+    staging.writer(&f, false).unwrap();
 
     // The batch stores the older bytes; the file changes before it ends.
     let mut batch = staging.start_batch(staging.inner.lock()).unwrap();
     assert!(staging.chunk_batch(&mut batch).is_none());
-    staging.writer(b"f", true).unwrap();
-    staging.truncate(b"f", 0).unwrap();
-    staging.write(b"f", 0, &newer).unwrap();
-    staging.writer(b"f", false).unwrap();
+    staging.writer(&f, true).unwrap();
+    staging.truncate(&f, 0).unwrap();
+    staging.write(&f, 0, &newer).unwrap();
+    staging.writer(&f, false).unwrap();
     staging.finish_batch(batch, None).unwrap();
     // The stale upload was not recorded: the newer bytes are still there.
-    assert_eq!(staging.read(b"f", 0, 1 << 24).unwrap(), newer);
+    assert_eq!(staging.read(&f, 0, 1 << 24).unwrap(), newer);
 
     staging.commit(&request("newer", false)).unwrap();
     let target = dir.path().join("restored");
@@ -279,9 +284,11 @@ fn a_file_unlinked_before_its_upload_is_never_uploaded() {
     let bytes: Vec<u8> = (0..2 * INLINE_MAX).map(|_| rng.next() as u8).collect();
     staging.create(b"kept", meta_now(0o644)).unwrap();
     staging.create(b"temp", meta_now(0o644)).unwrap();
-    staging.writer(b"temp", true).unwrap();
-    staging.write(b"temp", 0, &bytes).unwrap();
-    staging.writer(b"temp", false).unwrap();
+    let temp = staging.resolve(b"temp").unwrap();
+    staging.writer(&temp, true).unwrap();
+    staging.write(&temp, 0, &bytes).unwrap();
+    staging.writer(&temp, false).unwrap();
+    drop(temp);
     staging.remove(b"temp", false).unwrap();
     let local_files = || std::fs::read_dir(state.join("data")).unwrap().count();
     assert_eq!(local_files(), 1);
