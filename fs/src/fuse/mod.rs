@@ -305,16 +305,10 @@ impl Filesystem for MapacheFs {
         self.reply_entry(self.namespace.lookup(parent.0, name.as_bytes()), reply);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        // A staged file unlinked while open still has attributes: through
-        // the handle the kernel names, or (`fstat` sends none) through the
-        // namespace, which keeps it while the kernel holds the inode.
-        let handle = fh.and_then(|fh| self.handle(fh));
-        let result = match handle {
-            Some(Handle::Staged { file, .. }) => self.namespace.getattr_open(ino.0, &file),
-            _ => self.namespace.getattr(ino.0),
-        };
-        match result {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        // A staged file unlinked while open still has attributes: the
+        // namespace keeps it while the kernel holds the inode.
+        match self.namespace.getattr(ino.0) {
             Ok(attr) => reply.attr(&self.ttl(&attr), &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }

@@ -401,7 +401,10 @@ impl Namespace {
             None => false,
         };
         match counted {
-            true => self.getattr(ino),
+            true => self.getattr(ino).inspect_err(|_| {
+                // Gone since the listing was made (staging): not handed over.
+                self.not_listed(ino);
+            }),
             // Forgotten since the listing was made: made again, and counted.
             false => self.lookup(parent, name),
         }

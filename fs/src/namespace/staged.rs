@@ -300,11 +300,6 @@ impl Namespace {
         Ok(entry)
     }
 
-    /// The attributes of staged `file`, numbered `ino`, held open.
-    pub fn getattr_open(&self, ino: u64, file: &StagedEntry) -> FsResult<Attr> {
-        self.staged_attr(ino, file)
-    }
-
     /// Sets or (with `None`) removes an extended attribute.
     pub fn set_xattr(&self, ino: u64, name: &[u8], value: Option<Vec<u8>>) -> FsResult<()> {
         self.staging()?.set_xattr(&self.staged(ino)?, name, value)
