@@ -270,7 +270,7 @@ impl Folder {
 }
 
 /// What the kernel must forget of what it cached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Stale {
     /// The entry of this name in this folder (inode): look it up again.
     Name(u64, Vec<u8>),

@@ -1,5 +1,5 @@
-//! The `staging/` folder of the namespace: inode numbers for staging paths,
-//! and every change a writable filesystem supports, passed on to
+//! The `staging/` folder of the namespace: inode numbers for staged
+//! entries, and every change a writable filesystem supports, passed on to
 //! [`Staging`]. Everything outside `staging/` is read-only (EROFS).
 
 use std::sync::Arc;
@@ -331,8 +331,8 @@ impl Namespace {
         );
         drop(table);
         if let Some(forget) = self.on_stale.get() {
-            stale.dedup();
-            for stale in &stale {
+            let mut told = std::collections::HashSet::new();
+            for stale in stale.iter().filter(|stale| told.insert(*stale)) {
                 forget(stale);
             }
         }

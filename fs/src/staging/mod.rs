@@ -444,9 +444,14 @@ impl Staging {
         entry.has_name()
     }
 
-    /// The entries of folder `dir`, in name order.
+    /// The entries of folder `dir`, which must still have a name, in name
+    /// order.
     pub fn list(&self, dir: &Entry) -> FsResult<Vec<(Vec<u8>, Entry)>> {
-        self.inner.lock().overlay.children(dir)
+        let mut inner = self.inner.lock();
+        if !dir.has_name() {
+            return Err(FsError::NotFound);
+        }
+        inner.overlay.children(dir)
     }
 
     /// The entries of folder `dir` as nodes carrying their names and

@@ -2,6 +2,10 @@
 //! table holds them, and every name an entry has is recorded with it, so
 //! that an operation on a handle finds the entry at once and its path only
 //! when the journal needs one.
+//!
+//! Locking: folders are locked only while the staging area's own lock is
+//! held, a folder before the entries it holds, and one folder at a time
+//! when climbing towards the root.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -258,7 +262,7 @@ impl WeakEntry {
 }
 
 impl Entry {
-    /// A new folder named `name` in nothing yet.
+    /// A new folder, with no name yet.
     pub fn new_folder(node: Node, children: Children) -> Entry {
         Entry::Dir(Arc::new(Mutex::new(Folder::new(node, children))))
     }
@@ -407,16 +411,43 @@ impl Entry {
 
     /// Whether it has a name in the current tree (or is its root).
     pub fn has_name(&self) -> bool {
-        self.is_root()
-            || self
-                .places()
-                .into_iter()
-                .any(|p| climb(p, |_| ()).is_some())
+        let folders: Vec<Weak<Mutex<Folder>>> = match self {
+            Entry::Dir(dir) => {
+                let dir = dir.lock();
+                if dir.is_root {
+                    return true;
+                }
+                dir.place.iter().map(|p| p.folder.clone()).collect()
+            }
+            Entry::File(file) => file.lock().names.iter().map(|p| p.folder.clone()).collect(),
+            Entry::Other(special) => {
+                let names = &special.lock().names;
+                names.iter().map(|p| p.folder.clone()).collect()
+            }
+        };
+        folders.into_iter().any(reaches_root)
     }
 
     /// Whether it is the root of the current tree.
     pub fn is_root(&self) -> bool {
         matches!(self, Entry::Dir(dir) if dir.lock().is_root)
+    }
+}
+
+/// Whether `folder` is the root of the current tree or in it.
+fn reaches_root(mut folder: Weak<Mutex<Folder>>) -> bool {
+    loop {
+        let Some(dir) = folder.upgrade() else {
+            return false;
+        };
+        let dir = dir.lock();
+        if dir.is_root {
+            return true;
+        }
+        match &dir.place {
+            Some(place) => folder = place.folder.clone(),
+            None => return false,
+        }
     }
 }
 
