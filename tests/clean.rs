@@ -96,10 +96,38 @@ fn kill_clean_at_twenty_moments() {
     assert_same_tree(&source, &restored);
 }
 
+#[test]
+fn clean_removes_temporary_files_that_killed_writes_left() {
+    let (env, _) = two_generations();
+    // One a write killed two hours ago left, one a write is filling now.
+    let stale = env.repo.join("packs/00/.tmp-0123456789abcdef");
+    let fresh = env.repo.join("index/.tmp-fedcba9876543210");
+    fs::write(&stale, vec![7u8; 4096]).unwrap();
+    fs::write(&fresh, b"being written").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let file = fs::File::options().write(true).open(&stale).unwrap();
+    file.set_modified(two_hours_ago).unwrap();
+    drop(file);
+    let out = env.ok(&["clean"]);
+    assert!(!stale.exists(), "{out}");
+    assert!(fresh.exists(), "a running write keeps its file");
+    assert!(
+        out.contains("temporary files left by interrupted writes removed: 4.0 KiB"),
+        "{out}"
+    );
+    env.ok(&["verify"]);
+}
+
+/// The bytes of the packs below `dir`; temporary files that a killed
+/// write left are not packs (`clean` removes them once they are an hour
+/// old, see `STALE_TEMPORARIES`).
 fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
+        }
         let meta = entry.metadata().unwrap();
         total += if meta.is_dir() {
             dir_size(&entry.path())

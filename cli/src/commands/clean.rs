@@ -168,6 +168,12 @@ fn print_report(report: &CleanReport) {
             report.packs_rescued
         );
     }
+    if report.temporaries_removed > 0 {
+        println!(
+            "temporary files left by interrupted writes removed: {}",
+            bytes(report.temporaries_removed)
+        );
+    }
     for pack in &report.missing_packs {
         eprintln!("warning: pack {pack} is missing; it held nothing in use and left the index");
     }

@@ -335,6 +335,10 @@ impl Backend for CacheBackend {
         self.inner.write_new(kind, id, data)
     }
 
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        self.inner.remove_stale_temporaries(older_than)
+    }
+
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
         self.inner.remove(kind, id)?;
         if cached_kind(kind) {

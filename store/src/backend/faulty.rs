@@ -179,6 +179,10 @@ impl Backend for FaultyBackend {
         self.inner.write(kind, id, data)
     }
 
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        self.inner.remove_stale_temporaries(older_than)
+    }
+
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
         self.wait();
         if self.removals_count.load(Ordering::SeqCst) {

@@ -201,6 +201,41 @@ fn list_ids(dir: &Path, out: &mut Vec<FileInfo>, sizes: bool) -> Result<()> {
 }
 
 impl Backend for LocalBackend {
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let folders = std::iter::once(String::new())
+            .chain(
+                super::FOLDERS
+                    .iter()
+                    .map(|kind| kind.dir_name().to_string()),
+            )
+            .chain(super::pack_folders());
+        let mut removed = 0;
+        for folder in folders {
+            // A folder a repository made before it existed may be missing.
+            let Ok(entries) = fs::read_dir(self.root.join(folder)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(TEMP_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let age = meta.modified().ok().and_then(|at| at.elapsed().ok());
+                if age.is_some_and(|age| age >= older_than) && fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += meta.len();
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }
@@ -293,6 +328,31 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_go_and_fresh_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let stale = dir.path().join("packs/ab/.tmp-0011223344556677");
+        let fresh = dir.path().join("snapshots/.tmp-8899aabbccddeeff");
+        fs::write(&stale, vec![0u8; 1000]).unwrap();
+        fs::write(&fresh, b"being written").unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let id = Id::hash_of(b"x");
+        backend.write(FileKind::Snapshot, &id, b"x").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(backend.remove_stale_temporaries(hour).unwrap(), 1000);
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+        assert_eq!(backend.read(FileKind::Snapshot, &id).unwrap(), b"x");
+    }
 
     #[test]
     fn write_read_list_remove() {

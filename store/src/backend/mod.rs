@@ -156,6 +156,15 @@ pub trait Backend: Send + Sync {
     /// Removes a file. Removing a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
 
+    /// Removes the temporary files that writes cut short left behind (a
+    /// process killed while writing), untouched for `older_than` — longer
+    /// than any write takes, so that no running write loses its file;
+    /// returns the bytes removed. Backends whose writes are atomic leave
+    /// none.
+    fn remove_stale_temporaries(&self, _older_than: std::time::Duration) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Names packs worth keeping close (those holding trees), for a
     /// backend with a cache; others ignore it.
     fn keep_packs(&self, packs: &mut dyn Iterator<Item = Id>) {

@@ -169,7 +169,16 @@ pub struct CleanReport {
     /// Indexed packs whose file is missing and that held nothing
     /// reachable: left out of the index.
     pub missing_packs: Vec<PackId>,
+    /// Bytes of temporary files that interrupted writes left behind,
+    /// removed (see [`STALE_TEMPORARIES`]).
+    pub temporaries_removed: u64,
 }
+
+/// How long a temporary file must have gone untouched before `clean`
+/// takes it for what a killed write left behind: far longer than writing
+/// one repository file takes, so that the writes of snapshots running
+/// beside the clean keep theirs.
+pub const STALE_TEMPORARIES: Duration = Duration::from_secs(3600);
 
 /// Collects garbage in `repo`, whose caller holds the `shared` lock (see
 /// the module documentation).
@@ -207,6 +216,7 @@ pub fn clean(
     progress.enter(CleanPhase::Waiting);
     let _exclusive = repo.lock_waiting(true, options.lock_wait, Some(shared))?;
     finish(repo, plan, repacked, repack_index, progress, &mut report)?;
+    report.temporaries_removed = repo.backend().remove_stale_temporaries(STALE_TEMPORARIES)?;
     Ok(report)
 }
 
