@@ -558,9 +558,13 @@ impl Filesystem for MapacheFs {
         }
         match &handle {
             Handle::Snapshot(content, name) => REPLY.with_borrow_mut(|out| {
-                match content.read_into(&self.cache, offset, size, out) {
-                    Ok(()) => reply.data(out),
-                    Err(e) => read_failed(name, offset, &e, reply),
+                // The reply is sent only once the bytes are there.
+                let mut reply = Some(reply);
+                let sent = content.read_with(&self.cache, offset, size, out, |bytes| {
+                    reply.take().expect("sent once").data(bytes)
+                });
+                if let (Err(e), Some(reply)) = (sent, reply) {
+                    read_failed(name, offset, &e, reply);
                 }
             }),
             Handle::Staged { ino, file, .. } => match self.namespace.read(file, offset, size) {

@@ -139,6 +139,7 @@ fn browse_read_and_hard_links() {
     let cache = BlobCache::new(repo, 1 << 20, 1);
     for (offset, size) in [
         (0u64, 100u32),
+        (1000, 2000),
         (70_000, 50_000),
         (299_990, 100),
         (400_000, 10),
@@ -147,6 +148,10 @@ fn browse_read_and_hard_links() {
         let start = (offset as usize).min(data.len());
         let end = (offset as usize + size as usize).min(data.len());
         assert_eq!(got, &data[start..end], "read at {offset}");
+        // Within one blob or across several, handed over as they are.
+        let mut out = Vec::new();
+        let handed = content.read_with(&cache, offset, size, &mut out, <[u8]>::to_vec);
+        assert_eq!(handed.unwrap(), &data[start..end], "read_with at {offset}");
     }
 }
 
