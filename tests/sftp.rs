@@ -67,6 +67,36 @@ fn a_repository_over_sftp_works_like_a_local_one() {
 }
 
 #[test]
+fn clean_removes_what_killed_writes_left_through_either_client() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(&scratch.path().join("sshd"));
+    for client in CLIENTS {
+        let env = over_sftp_with(&sshd, client);
+        init(&env);
+        let source = env.path("source");
+        make_rich_tree(&source);
+        env.snapshot(&source);
+        // One a write killed two hours ago left, one a write is filling now.
+        let stale = env.repo.join("packs/00/.tmp-0123456789abcdef");
+        let fresh = env.repo.join("index/.tmp-fedcba9876543210");
+        fs::write(&stale, vec![7u8; 4096]).unwrap();
+        fs::write(&fresh, b"being written").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        let file = fs::File::options().write(true).open(&stale).unwrap();
+        file.set_modified(two_hours_ago).unwrap();
+        drop(file);
+        let out = env.ok(&["clean"]);
+        assert!(!stale.exists(), "{client}: {out}");
+        assert!(fresh.exists(), "{client}: a running write keeps its file");
+        assert!(
+            out.contains("temporary files left by interrupted writes removed: 4.0 KiB"),
+            "{client}: {out}"
+        );
+        env.ok(&["verify"]);
+    }
+}
+
+#[test]
 fn unknown_and_changed_host_keys_are_refused() {
     let scratch = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(&scratch.path().join("sshd"));

@@ -16,7 +16,7 @@ use ssh2::{
     Sftp,
 };
 
-use super::channel::{Channel, Failure, Status};
+use super::channel::{Channel, Failure, Listed, Status};
 use super::SftpOptions;
 use crate::backend::location::SftpLocation;
 use crate::error::{Error, Result};
@@ -219,13 +219,18 @@ impl Channel for Connection {
         false
     }
 
-    fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<(String, u64)>, Failure> {
+    fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<Listed>, Failure> {
         let entries = self.sftp.readdir(dir)?;
         Ok(entries
             .into_iter()
             .filter_map(|(path, stat)| {
-                let name = path.file_name()?.to_str()?.to_string();
-                Some((name, stat.size.unwrap_or(0)))
+                Some(Listed {
+                    name: path.file_name()?.to_str()?.to_string(),
+                    size: stat.size.unwrap_or(0),
+                    modified: stat
+                        .mtime
+                        .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+                })
             })
             .collect())
     }

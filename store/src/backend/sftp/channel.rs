@@ -10,8 +10,8 @@ pub(super) trait Channel: Send + Sync {
     /// Whether several threads may use it at once (else one at a time).
     fn concurrent(&self) -> bool;
 
-    /// The names in `dir` with their sizes.
-    fn read_dir(&self, dir: &Path) -> Result<Vec<(String, u64)>, Failure>;
+    /// The entries of `dir`.
+    fn read_dir(&self, dir: &Path) -> Result<Vec<Listed>, Failure>;
 
     /// The size of a file.
     fn size(&self, path: &Path) -> Result<u64, Failure>;
@@ -44,6 +44,16 @@ pub(super) trait Channel: Send + Sync {
 
     /// Removes a file.
     fn remove(&self, path: &Path) -> Result<(), Failure>;
+}
+
+/// An entry of a folder listing.
+pub(super) struct Listed {
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it last changed, by the server's clock, if the server says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Why an operation failed: the server's answer, or the link.

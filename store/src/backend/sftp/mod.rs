@@ -29,7 +29,7 @@ use super::{Backend, FileInfo, FileKind, CONFIG_ID};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use builtin::link_error;
-use channel::{Channel, Failure, Status};
+use channel::{Channel, Failure, Listed, Status};
 
 /// Attempts of one operation before its error is final.
 const ATTEMPTS: u32 = 5;
@@ -364,7 +364,7 @@ impl SftpBackend {
             Err(Error::NotFound { .. }) if may_be_missing => return Ok(()),
             Err(e) => return Err(e),
         };
-        for (name, size) in entries {
+        for Listed { name, size, .. } in entries {
             // Temporary files and strays have other names.
             if let Ok(id) = name.parse::<Id>() {
                 out.push(FileInfo { id, size });
@@ -373,12 +373,24 @@ impl SftpBackend {
         Ok(())
     }
 
-    /// Lists the 256 pack folders on every session at once: one after the
-    /// other, each costing a few round trips, they took seconds on a link
-    /// of 20 ms.
+    /// Lists the 256 pack folders.
     fn list_pack_folders(&self) -> Result<Vec<FileInfo>> {
-        let folders = Mutex::new(super::pack_folders());
-        let lists: Vec<Result<Vec<FileInfo>>> = std::thread::scope(|scope| {
+        self.in_folders(super::pack_folders(), |folder, out| {
+            self.list_dir(folder, false, out)
+        })
+    }
+
+    /// Runs `each` on every folder of `folders` (relative to the root), on
+    /// every session at once, gathering what they put out: one after the
+    /// other, each costing a few round trips, the 256 pack folders took
+    /// seconds on a link of 20 ms.
+    fn in_folders<T: Send>(
+        &self,
+        folders: impl Iterator<Item = String> + Send,
+        each: impl Fn(&Path, &mut Vec<T>) -> Result<()> + Sync,
+    ) -> Result<Vec<T>> {
+        let folders = Mutex::new(folders);
+        let lists: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..self.options.sessions.clamp(1, 16))
                 .map(|_| {
                     scope.spawn(|| {
@@ -388,7 +400,7 @@ impl SftpBackend {
                             let Some(folder) = folders.lock().next() else {
                                 return Ok(out);
                             };
-                            self.list_dir(&self.root.join(folder), false, &mut out)?;
+                            each(&self.root.join(folder), &mut out)?;
                         }
                     })
                 })
@@ -567,6 +579,42 @@ impl Backend for SftpBackend {
 
     fn write_new(&self, kind: FileKind, id: &Id, data: &[u8]) -> Result<bool> {
         self.put(&self.path(kind, id), data, Placing::New)
+    }
+
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let folders = std::iter::once(String::new())
+            .chain(
+                super::FOLDERS
+                    .iter()
+                    .map(|kind| kind.dir_name().to_string()),
+            )
+            .chain(super::pack_folders());
+        // The server's clock dates the files; `older_than` is long enough
+        // for the usual difference between two clocks.
+        let now = std::time::SystemTime::now();
+        let removed = self.in_folders(folders, |folder, out| {
+            let entries = match self.run(folder, |sftp| sftp.read_dir(folder)) {
+                Ok(entries) => entries,
+                // A folder a repository made before it existed.
+                Err(Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let age = entry.modified.and_then(|at| now.duration_since(at).ok());
+                let stale = age.is_some_and(|age| age >= older_than);
+                if !stale || !entry.name.starts_with(".tmp-") {
+                    continue;
+                }
+                let path = folder.join(&entry.name);
+                match self.run(&path, |sftp| sftp.remove(&path)) {
+                    Ok(()) => out.push(entry.size),
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(removed.iter().sum())
     }
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::runtime::Runtime;
 
 use super::builtin::link_error;
-use super::channel::{Channel, Failure, Status};
+use super::channel::{Channel, Failure, Listed, Status};
 use super::SftpOptions;
 use crate::backend::location::SftpLocation;
 use crate::error::{Error, Result};
@@ -317,7 +317,7 @@ impl Channel for OpensshChannel {
         true
     }
 
-    fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<(String, u64)>, Failure> {
+    fn read_dir(&self, dir: &Path) -> std::result::Result<Vec<Listed>, Failure> {
         self.run(async {
             let mut fs = self.sftp.fs();
             let listing = fs.open_dir(dir).await.map_err(failure)?;
@@ -326,7 +326,12 @@ impl Channel for OpensshChannel {
             while let Some(entry) = entries.next().await {
                 let entry = entry.map_err(failure)?;
                 if let Some(name) = entry.filename().to_str() {
-                    out.push((name.to_string(), entry.metadata().len().unwrap_or(0)));
+                    let metadata = entry.metadata();
+                    out.push(Listed {
+                        name: name.to_string(),
+                        size: metadata.len().unwrap_or(0),
+                        modified: metadata.modified().map(|at| at.as_system_time()),
+                    });
                 }
             }
             Ok(out)
