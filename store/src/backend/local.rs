@@ -202,15 +202,8 @@ fn list_ids(dir: &Path, out: &mut Vec<FileInfo>, sizes: bool) -> Result<()> {
 
 impl Backend for LocalBackend {
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
-        let folders = std::iter::once(String::new())
-            .chain(
-                super::FOLDERS
-                    .iter()
-                    .map(|kind| kind.dir_name().to_string()),
-            )
-            .chain(super::pack_folders());
         let mut removed = 0;
-        for folder in folders {
+        for folder in super::all_folders() {
             // A folder a repository made before it existed may be missing.
             let Ok(entries) = fs::read_dir(self.root.join(folder)) else {
                 continue;

@@ -226,6 +226,14 @@ pub(crate) fn added_later(kind: FileKind) -> bool {
     matches!(kind, FileKind::Forgotten | FileKind::Staging)
 }
 
+/// Every folder of a repository, relative to its root: the root itself,
+/// each kind's, and the pack folders.
+pub(crate) fn all_folders() -> impl Iterator<Item = String> + Send {
+    std::iter::once(String::new())
+        .chain(FOLDERS.iter().map(|kind| kind.dir_name().to_string()))
+        .chain(pack_folders())
+}
+
 /// The 256 folders packs are spread over, relative to the root.
 pub(crate) fn pack_folders() -> impl Iterator<Item = String> {
     (0..=255u8).map(|byte| format!("packs/{byte:02x}"))

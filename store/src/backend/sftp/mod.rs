@@ -582,17 +582,10 @@ impl Backend for SftpBackend {
     }
 
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
-        let folders = std::iter::once(String::new())
-            .chain(
-                super::FOLDERS
-                    .iter()
-                    .map(|kind| kind.dir_name().to_string()),
-            )
-            .chain(super::pack_folders());
         // The server's clock dates the files; `older_than` is long enough
         // for the usual difference between two clocks.
         let now = std::time::SystemTime::now();
-        let removed = self.in_folders(folders, |folder, out| {
+        let removed = self.in_folders(super::all_folders(), |folder, out| {
             let entries = match self.run(folder, |sftp| sftp.read_dir(folder)) {
                 Ok(entries) => entries,
                 // A folder a repository made before it existed.
