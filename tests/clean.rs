@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use crate::util::{assert_same_tree, make_rich_tree, stderr, write_random_file, Env};
+use crate::util::{
+    assert_same_tree, clean_removes_only_stale_temporaries, make_rich_tree, stderr,
+    write_random_file, Env,
+};
 
 /// A repository of 1 MiB packs with two snapshots of `source`: the first
 /// of 24 files of 1 MiB (forgotten), the second without every third file
@@ -99,23 +102,7 @@ fn kill_clean_at_twenty_moments() {
 #[test]
 fn clean_removes_temporary_files_that_killed_writes_left() {
     let (env, _) = two_generations();
-    // One a write killed two hours ago left, one a write is filling now.
-    let stale = env.repo.join("packs/00/.tmp-0123456789abcdef");
-    let fresh = env.repo.join("index/.tmp-fedcba9876543210");
-    fs::write(&stale, vec![7u8; 4096]).unwrap();
-    fs::write(&fresh, b"being written").unwrap();
-    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-    let file = fs::File::options().write(true).open(&stale).unwrap();
-    file.set_modified(two_hours_ago).unwrap();
-    drop(file);
-    let out = env.ok(&["clean"]);
-    assert!(!stale.exists(), "{out}");
-    assert!(fresh.exists(), "a running write keeps its file");
-    assert!(
-        out.contains("temporary files left by interrupted writes removed: 4.0 KiB"),
-        "{out}"
-    );
-    env.ok(&["verify"]);
+    clean_removes_only_stale_temporaries(&env, "local");
 }
 
 /// The bytes of the packs below `dir`; temporary files that a killed

@@ -221,6 +221,28 @@ impl Env {
     }
 }
 
+/// Leaves in the repository of `env` one temporary file that a write killed
+/// two hours ago left and one that a running write is filling, runs
+/// `clean`, and checks that only the first went (and was reported).
+pub fn clean_removes_only_stale_temporaries(env: &Env, what: &str) {
+    let stale = env.repo.join("packs/00/.tmp-0123456789abcdef");
+    let fresh = env.repo.join("index/.tmp-fedcba9876543210");
+    std::fs::write(&stale, vec![7u8; 4096]).unwrap();
+    std::fs::write(&fresh, b"being written").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let file = std::fs::File::options().write(true).open(&stale).unwrap();
+    file.set_modified(two_hours_ago).unwrap();
+    drop(file);
+    let out = env.ok(&["clean"]);
+    assert!(!stale.exists(), "{what}: {out}");
+    assert!(fresh.exists(), "{what}: a running write keeps its file");
+    assert!(
+        out.contains("temporary files left by interrupted writes removed: 4.0 KiB"),
+        "{what}: {out}"
+    );
+    env.ok(&["verify"]);
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
