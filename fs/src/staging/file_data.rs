@@ -124,7 +124,33 @@ impl Staging {
     /// the handle.
     pub fn write(&self, entry: &Entry, offset: u64, data: &[u8]) -> FsResult<usize> {
         let mut inner = self.inner.lock();
-        self.write_file(&mut inner, entry, offset, data)
+        let file = entry.file()?;
+        inner.last_change = Some(std::time::Instant::now());
+        let inline_fid = {
+            let f = file.lock();
+            f.bytes.inline().and(Some(f.fid))
+        };
+        if let Some(fid) = inline_fid {
+            if offset + data.len() as u64 <= INLINE_MAX {
+                self.record(
+                    &mut inner,
+                    Op::Write {
+                        fid,
+                        offset,
+                        data: data.to_vec(),
+                    },
+                )?;
+                return Ok(data.len());
+            }
+        }
+        let local = self.writable_local(&mut inner, entry, false)?;
+        let out = inner.local_file(&self.dir, local)?;
+        out.write_all_at(data, offset).map_err(FsError::Io)?;
+        let mut f = file.lock();
+        f.version += 1;
+        f.node.mtime = now();
+        f.node.ctime = f.node.mtime;
+        Ok(data.len())
     }
 
     /// The local data file the bytes of file `entry` change in, holding
@@ -167,42 +193,6 @@ impl Staging {
         let mut inner = self.inner.lock();
         self.upload(&mut inner, std::slice::from_ref(entry.file()?))?;
         self.sync_journal(&mut inner)
-    }
-
-    fn write_file(
-        &self,
-        inner: &mut Inner,
-        entry: &Entry,
-        offset: u64,
-        data: &[u8],
-    ) -> FsResult<usize> {
-        let file = entry.file()?;
-        inner.last_change = Some(std::time::Instant::now());
-        let inline_fid = {
-            let f = file.lock();
-            f.bytes.inline().and(Some(f.fid))
-        };
-        if let Some(fid) = inline_fid {
-            if offset + data.len() as u64 <= INLINE_MAX {
-                self.record(
-                    inner,
-                    Op::Write {
-                        fid,
-                        offset,
-                        data: data.to_vec(),
-                    },
-                )?;
-                return Ok(data.len());
-            }
-        }
-        let local = self.writable_local(inner, entry, false)?;
-        let out = inner.local_file(&self.dir, local)?;
-        out.write_all_at(data, offset).map_err(FsError::Io)?;
-        let mut f = file.lock();
-        f.version += 1;
-        f.node.mtime = now();
-        f.node.ctime = f.node.mtime;
-        Ok(data.len())
     }
 
     /// Sets the length of file `entry` (with or without a name, as
