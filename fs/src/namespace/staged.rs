@@ -82,9 +82,7 @@ impl Namespace {
     /// handed to the kernel: all names of a hard link share it, and it
     /// follows the entry wherever it moves.
     fn intern_staged(&self, entry: &StagedEntry, lookups: u64) -> u64 {
-        let key = Key::Staged(entry.identity());
-        let weak = || Entry::Staged(entry.downgrade());
-        self.table.lock().intern(key, lookups, weak)
+        self.table.lock().intern_staged(entry, lookups)
     }
 
     /// Folder `parent` and the staging path of `name` in it, for changes;
@@ -131,9 +129,7 @@ impl Namespace {
             .into_iter()
             .zip(kinds)
             .map(|((name, entry), kind)| DirEntry {
-                ino: table.intern(Key::Staged(entry.identity()), 0, || {
-                    Entry::Staged(entry.downgrade())
-                }),
+                ino: table.intern_staged(&entry, 0),
                 kind,
                 name,
             })
@@ -367,6 +363,12 @@ impl Namespace {
 }
 
 impl Table {
+    /// See [`Namespace::intern_staged`].
+    fn intern_staged(&mut self, entry: &StagedEntry, lookups: u64) -> u64 {
+        let weak = || Entry::Staged(entry.downgrade());
+        self.intern(Key::Staged(entry.identity()), lookups, weak)
+    }
+
     /// The number the kernel knows staged `entry` by, if it was given one.
     fn number_of(&self, entry: &StagedEntry) -> Option<u64> {
         let key = match entry.is_root() {

@@ -402,8 +402,10 @@ impl Entry {
             return Some(Vec::new());
         }
         self.places().into_iter().find_map(|place| {
-            let mut names = Vec::new();
-            climb(place, |name| names.push(name.to_vec()))?;
+            let mut names = vec![place.name];
+            if !climb(place.folder, |name| names.push(name.to_vec())) {
+                return None;
+            }
             names.reverse();
             Some(names.join(&b'/'))
         })
@@ -425,7 +427,7 @@ impl Entry {
                 names.iter().map(|p| p.folder.clone()).collect()
             }
         };
-        folders.into_iter().any(reaches_root)
+        folders.into_iter().any(|folder| climb(folder, |_| ()))
     }
 
     /// Whether it is the root of the current tree.
@@ -434,8 +436,11 @@ impl Entry {
     }
 }
 
-/// Whether `folder` is the root of the current tree or in it.
-fn reaches_root(mut folder: Weak<Mutex<Folder>>) -> bool {
+/// Climbs from `folder` to the root of the current tree, telling `name`
+/// the name of each folder on the way below the root (the lowest first);
+/// whether the way ends there (not in a folder removed, or in a tree a
+/// reset dropped).
+fn climb(mut folder: Weak<Mutex<Folder>>, mut name: impl FnMut(&[u8])) -> bool {
     loop {
         let Some(dir) = folder.upgrade() else {
             return false;
@@ -444,23 +449,10 @@ fn reaches_root(mut folder: Weak<Mutex<Folder>>) -> bool {
         if dir.is_root {
             return true;
         }
-        match &dir.place {
-            Some(place) => folder = place.folder.clone(),
-            None => return false,
-        }
-    }
-}
-
-/// Climbs from `place` to the root of the current tree, telling `name`
-/// each name on the way (the last first); none if the way ends elsewhere.
-fn climb(mut place: Place, mut name: impl FnMut(&[u8])) -> Option<()> {
-    loop {
+        let Some(place) = &dir.place else {
+            return false;
+        };
         name(&place.name);
-        let folder = place.folder.upgrade()?;
-        let folder = folder.lock();
-        if folder.is_root {
-            return Some(());
-        }
-        place = folder.place.clone()?;
+        folder = place.folder.clone();
     }
 }

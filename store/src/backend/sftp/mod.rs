@@ -198,7 +198,6 @@ impl SftpBackend {
         }
     }
 
-    /// Sessions open at most.
     /// Whether the server is far ([`FAR`]), by the quickest request yet
     /// (near until one was answered).
     fn is_far(&self) -> bool {
@@ -206,6 +205,7 @@ impl SftpBackend {
         quickest != u64::MAX && quickest > FAR.as_micros() as u64
     }
 
+    /// Sessions open at most.
     fn most_sessions(&self) -> usize {
         match self.options.client {
             SshClient::Builtin => self.options.sessions.max(1),
